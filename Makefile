@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test test-postgres test-browser lint bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The full workflow on an embedded site: upload, submit, check, approve, run, fetch.
+demo: install
+	$(BIN)/datasite demo
+
+browser-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+## Set up and pass the tests (SQLite; the browser tests drive Debian's chromium).
+test: install browser-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+## The integration suite again, against the PostgreSQL on 127.0.0.1:5432.
+test-postgres: install
+	DATASITE_TEST_DB=postgres $(BIN)/pytest -q -m "integration"
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

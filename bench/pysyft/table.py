@@ -1,0 +1,37 @@
+"""The benchmark table, built from numpy and pandas only so both sides can share it.
+
+PySyft 0.9.5 runs in its own virtualenv (``bench/.venv-syft``) that cannot import the
+project, so the table generator lives here with no project imports; the datasite side can
+import it too and both sides then measure the very same bytes.
+
+    >>> make_table(3).columns.tolist()
+    ['id', 'age', 'income', 'score', 'group']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+REAL_SEED = 0
+MOCK_SEED = 99
+MOCK_ROWS = 1_000
+
+
+def make_table(rows: int, seed: int = REAL_SEED) -> pd.DataFrame:
+    """Deterministic 5-column table: id, age (18..89), income, score, group (0..9)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "id": np.arange(rows, dtype="int64"),
+            "age": rng.integers(18, 90, rows).astype("int64"),
+            "income": rng.normal(50_000, 15_000, rows),
+            "score": rng.random(rows),
+            "group": rng.integers(0, 10, rows).astype("int64"),
+        }
+    )
+
+
+def make_mock() -> pd.DataFrame:
+    """The public mock that goes with the real table: same schema, other seed, 1,000 rows."""
+    return make_table(MOCK_ROWS, seed=MOCK_SEED)

@@ -1,0 +1,3 @@
+from datasite.cli import app
+
+app()

@@ -1,0 +1,195 @@
+"""Datasets and their assets. The mock table is served; the real one never is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from datasite import audit
+from datasite.api.deps import client_address, current_user, db_session, owner_only, site
+from datasite.db.models import Asset, Dataset, User
+from datasite.site import Site
+from datasite.store.assets import (
+    UploadError,
+    describe_table,
+    receive_upload,
+    schema_mismatches,
+    store_asset_file,
+    upload_path,
+)
+from datasite.wire.schemas import AssetOut, DatasetIn, DatasetOut, UploadOut
+
+router = APIRouter(tags=["datasets"])
+
+
+def find_dataset(db: Session, name: str) -> Dataset:
+    dataset = db.scalar(select(Dataset).where(Dataset.name == name))
+    if dataset is None:
+        known = ", ".join(db.scalars(select(Dataset.name).order_by(Dataset.name))) or "none yet"
+        raise HTTPException(404, f"There is no dataset {name!r}. Datasets: {known}.")
+    return dataset
+
+
+def find_asset(dataset: Dataset, name: str) -> Asset:
+    for asset in dataset.assets:
+        if asset.name == name:
+            return asset
+    known = ", ".join(a.name for a in dataset.assets)
+    raise HTTPException(404, f"Dataset {dataset.name!r} has no asset {name!r}. Assets: {known}.")
+
+
+def dataset_out(dataset: Dataset) -> DatasetOut:
+    return DatasetOut(
+        name=dataset.name,
+        description=dataset.description,
+        summary=dataset.summary,
+        citation=dataset.citation,
+        contributors=dataset.contributors,
+        created_at=dataset.created_at,
+        assets=[
+            AssetOut(
+                name=a.name,
+                description=a.description,
+                columns=a.columns,
+                mock_rows=a.mock_rows,
+                real_rows=a.real_rows,
+            )
+            for a in dataset.assets
+        ],
+    )
+
+
+@router.post("/uploads", response_model=UploadOut, status_code=201)
+async def upload_table(
+    request: Request,
+    _: User = Depends(owner_only),
+    the_site: Site = Depends(site),
+) -> UploadOut:
+    """Stream one Parquet table to disk; ``POST /datasets`` then names it as real or mock."""
+    declared = request.headers.get("content-length")
+    limit = the_site.settings.max_upload_bytes
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise UploadError(f"The upload is larger than this site's limit of {limit:,} bytes.")
+    upload_id = await receive_upload(request.stream(), the_site.settings.uploads_dir, limit)
+    path = upload_path(the_site.settings.uploads_dir, upload_id)
+    try:
+        columns, rows = describe_table(path)
+    except UploadError:
+        path.unlink(missing_ok=True)
+        raise
+    return UploadOut(upload_id=upload_id, columns=columns, rows=rows)
+
+
+@router.post("/datasets", response_model=DatasetOut, status_code=201)
+def create_dataset(
+    body: DatasetIn,
+    request: Request,
+    owner: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> DatasetOut:
+    if db.scalar(select(Dataset.id).where(Dataset.name == body.name)) is not None:
+        raise HTTPException(409, f"A dataset named {body.name!r} exists already.")
+    names = [a.name for a in body.assets]
+    if len(set(names)) != len(names):
+        raise HTTPException(422, "Invalid request: asset names must differ.")
+    uploads = the_site.settings.uploads_dir
+    checked: list[tuple[str, str, Path, Path, list, int, int]] = []
+    for asset in body.assets:
+        real, mock = (
+            upload_path(uploads, asset.real_upload),
+            upload_path(uploads, asset.mock_upload),
+        )
+        if real == mock:
+            raise HTTPException(422, f"Asset {asset.name!r}: the mock must be its own upload.")
+        real_columns, real_rows = describe_table(real)
+        mock_columns, mock_rows = describe_table(mock)
+        problems = schema_mismatches(real_columns, mock_columns)
+        if problems:
+            raise HTTPException(
+                422,
+                f"Asset {asset.name!r}: the mock and the real table must have the same columns "
+                f"and dtypes; {'; '.join(problems)}.",
+            )
+        checked.append(
+            (asset.name, asset.description, real, mock, real_columns, real_rows, mock_rows)
+        )
+    dataset = Dataset(
+        name=body.name,
+        description=body.description,
+        summary=body.summary,
+        citation=body.citation,
+        contributors=body.contributors,
+        created_by=owner.id,
+    )
+    db.add(dataset)
+    db.flush()
+    assets_dir = the_site.settings.assets_dir
+    moved: list[Path] = []
+    try:
+        for name, description, real, mock, columns, real_rows, mock_rows in checked:
+            real_rel = store_asset_file(real, assets_dir, dataset.id, name, "real")
+            mock_rel = store_asset_file(mock, assets_dir, dataset.id, name, "mock")
+            moved += [assets_dir / real_rel, assets_dir / mock_rel]
+            db.add(
+                Asset(
+                    dataset_id=dataset.id,
+                    name=name,
+                    description=description,
+                    columns=columns,
+                    real_rows=real_rows,
+                    mock_rows=mock_rows,
+                    real_path=real_rel,
+                    mock_path=mock_rel,
+                )
+            )
+        audit.record(
+            db,
+            "dataset_uploaded",
+            actor=owner,
+            address=client_address(request),
+            target_type="dataset",
+            target_id=dataset.name,
+            assets=names,
+        )
+        db.commit()
+    except BaseException:
+        db.rollback()
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise
+    db.refresh(dataset)
+    return dataset_out(dataset)
+
+
+@router.get("/datasets", response_model=list[DatasetOut])
+def list_datasets(_: User = Depends(current_user), db: Session = Depends(db_session)) -> list:
+    return [dataset_out(d) for d in db.scalars(select(Dataset).order_by(Dataset.id))]
+
+
+@router.get("/datasets/{name}", response_model=DatasetOut)
+def get_dataset(
+    name: str, _: User = Depends(current_user), db: Session = Depends(db_session)
+) -> DatasetOut:
+    return dataset_out(find_dataset(db, name))
+
+
+@router.get("/datasets/{name}/assets/{asset}/mock", response_class=FileResponse)
+def download_mock(
+    name: str,
+    asset: str,
+    _: User = Depends(current_user),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> FileResponse:
+    """The mock table as Parquet. There is deliberately no route for the real table."""
+    found = find_asset(find_dataset(db, name), asset)
+    return FileResponse(
+        the_site.settings.assets_dir / found.mock_path,
+        media_type="application/vnd.apache.parquet",
+        filename=f"{found.name}-mock.parquet",
+    )

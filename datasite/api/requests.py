@@ -1,0 +1,221 @@
+"""Code requests: submit, read, decide, run, fetch results.
+
+A researcher sees only their own requests and never stdout, stderr or tracebacks of runs
+on private data unless the owner released them.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from datasite import audit
+from datasite.api.deps import client_address, current_user, db_session, require, site, staff
+from datasite.db.models import CodeRequest, Dataset, RequestRun, User
+from datasite.review import GateError
+from datasite.site import Site
+from datasite.wire.schemas import ApproveIn, CodeRequestIn, CodeRequestOut, DenyIn, RunOut
+
+router = APIRouter(prefix="/requests", tags=["requests"])
+
+
+def run_out(run: RequestRun, viewer: User) -> RunOut:
+    private_ok = viewer.role in ("owner", "reviewer") or run.detail_released
+    return RunOut(
+        id=run.id,
+        state=run.state,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        error_type=run.error_type,
+        error_message=run.error_message,
+        error_detail=run.error_detail if private_ok else None,
+        stdout=run.stdout if private_ok else None,
+        stderr=run.stderr if private_ok else None,
+        manifest=run.manifest,
+        duration_seconds=run.duration_seconds,
+    )
+
+
+def request_out(request: CodeRequest, viewer: User) -> CodeRequestOut:
+    names = {a.id: a.name for a in request.dataset.assets}
+    return CodeRequestOut(
+        id=request.id,
+        project=request.project.name,
+        dataset=request.dataset.name,
+        author=request.author.email,
+        entry=request.entry,
+        source=request.source,
+        source_hash=request.source_hash,
+        kind=request.kind,
+        bindings={arg: names[a] for arg, a in request.bindings.items()},
+        epsilon=request.epsilon,
+        delta=request.delta,
+        mechanisms=request.mechanisms,
+        context=request.context_options,
+        description=request.description,
+        runs_allowed=request.runs_allowed,
+        runs_used=request.runs_used,
+        state=request.state,
+        deny_reason=request.deny_reason,
+        override_justification=request.override_justification,
+        policy_report=request.policy_report,
+        policy_version=request.policy_version,
+        created_at=request.created_at,
+        updated_at=request.updated_at,
+        runs=[run_out(r, viewer) for r in request.runs],
+    )
+
+
+def visible_request(db: Session, request_id: int, user: User) -> CodeRequest:
+    request = db.get(CodeRequest, request_id)
+    if request is None or (user.role == "researcher" and request.author_id != user.id):
+        raise HTTPException(404, f"There is no code request {request_id} you can see.")
+    return request
+
+
+@router.post("", response_model=CodeRequestOut, status_code=201)
+def submit(
+    body: CodeRequestIn,
+    request: Request,
+    user: User = Depends(require("researcher")),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> CodeRequestOut:
+    try:
+        created = the_site.reviewer.submit(db, body, user, client_address(request))
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    db.commit()
+    the_site.reviewer.schedule_check(created.id)
+    return request_out(created, user)
+
+
+@router.get("", response_model=list[CodeRequestOut])
+def list_requests(
+    state: str | None = Query(default=None, max_length=20),
+    dataset: str | None = Query(default=None, max_length=200),
+    user: User = Depends(current_user),
+    db: Session = Depends(db_session),
+) -> list[CodeRequestOut]:
+    query = select(CodeRequest).order_by(CodeRequest.id)
+    if user.role == "researcher":
+        query = query.where(CodeRequest.author_id == user.id)
+    if state:
+        query = query.where(CodeRequest.state == state)
+    if dataset:
+        query = query.join(Dataset).where(Dataset.name == dataset)
+    return [request_out(r, user) for r in db.scalars(query)]
+
+
+@router.get("/{request_id}", response_model=CodeRequestOut)
+def get_request(
+    request_id: int, user: User = Depends(current_user), db: Session = Depends(db_session)
+) -> CodeRequestOut:
+    return request_out(visible_request(db, request_id, user), user)
+
+
+def _decide(action, request_id: int) -> None:  # type: ignore[no-untyped-def]
+    try:
+        action()
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except GateError as exc:
+        raise HTTPException(403, str(exc)) from exc
+
+
+@router.post("/{request_id}/approve", response_model=CodeRequestOut)
+def approve(
+    request_id: int,
+    body: ApproveIn,
+    request: Request,
+    user: User = Depends(staff),
+    the_site: Site = Depends(site),
+    db: Session = Depends(db_session),
+) -> CodeRequestOut:
+    _decide(
+        lambda: the_site.reviewer.approve(
+            request_id, user, body.justification, client_address(request)
+        ),
+        request_id,
+    )
+    return request_out(visible_request(db, request_id, user), user)
+
+
+@router.post("/{request_id}/deny", response_model=CodeRequestOut)
+def deny(
+    request_id: int,
+    body: DenyIn,
+    request: Request,
+    user: User = Depends(staff),
+    the_site: Site = Depends(site),
+    db: Session = Depends(db_session),
+) -> CodeRequestOut:
+    _decide(
+        lambda: the_site.reviewer.deny(request_id, user, body.reason, client_address(request)),
+        request_id,
+    )
+    return request_out(visible_request(db, request_id, user), user)
+
+
+@router.post("/{request_id}/run", response_model=CodeRequestOut)
+def run_again(
+    request_id: int,
+    request: Request,
+    user: User = Depends(require("researcher")),
+    the_site: Site = Depends(site),
+    db: Session = Depends(db_session),
+) -> CodeRequestOut:
+    """Start the next run of a request approved for several runs."""
+    visible_request(db, request_id, user)
+    _decide(lambda: the_site.runner.start(request_id, user, client_address(request)), request_id)
+    db.expire_all()
+    return request_out(visible_request(db, request_id, user), user)
+
+
+@router.post("/{request_id}/runs/{run_id}/release-detail", response_model=RunOut)
+def release_detail(
+    request_id: int,
+    run_id: int,
+    request: Request,
+    owner: User = Depends(require("owner")),
+    db: Session = Depends(db_session),
+) -> RunOut:
+    """The owner lets the researcher see a run's stdout, stderr and traceback."""
+    run = db.get(RequestRun, run_id)
+    if run is None or run.request_id != request_id:
+        raise HTTPException(404, f"Request {request_id} has no run {run_id}.")
+    run.detail_released = True
+    audit.record(
+        db,
+        "run_detail_released",
+        actor=owner,
+        address=client_address(request),
+        target_type="request",
+        target_id=request_id,
+        run=run_id,
+    )
+    db.commit()
+    return run_out(run, owner)
+
+
+@router.get("/{request_id}/runs/{run_id}/blobs/{name}", response_class=FileResponse)
+def get_blob(
+    request_id: int,
+    run_id: int,
+    name: str,
+    user: User = Depends(current_user),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> FileResponse:
+    """One output file of a released run (Parquet table or skops model)."""
+    visible_request(db, request_id, user)
+    run = db.get(RequestRun, run_id)
+    if run is None or run.request_id != request_id or run.state != "released":
+        raise HTTPException(404, f"Request {request_id} has no released run {run_id}.")
+    try:
+        path = the_site.runner.blob_path(run, name)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return FileResponse(path, media_type="application/octet-stream")

@@ -1,0 +1,43 @@
+"""Opaque bearer tokens that expire; the database keeps only their SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from datasite.db.models import SessionToken, User
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(db: Session, user: User, ttl_seconds: int) -> tuple[str, datetime]:
+    """A new token for ``user`` and its expiry; the caller commits."""
+    token = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    db.add(SessionToken(token_hash=_digest(token), user_id=user.id, expires_at=expires))
+    return token, expires
+
+
+def user_for_token(db: Session, token: str) -> tuple[User | None, str]:
+    """The live, enabled user behind ``token``, or None with the reason."""
+    row = db.scalar(select(SessionToken).where(SessionToken.token_hash == _digest(token)))
+    if row is None or row.revoked:
+        return None, "Your session token is not valid. Log in again."
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    if expires <= datetime.now(UTC):
+        return None, "Your session has expired. Log in again."
+    if row.user.disabled:
+        return None, "This account is disabled. Ask the data owner."
+    return row.user, ""
+
+
+def revoke_token(db: Session, token: str) -> None:
+    row = db.scalar(select(SessionToken).where(SessionToken.token_hash == _digest(token)))
+    if row is not None:
+        row.revoked = True

@@ -1,0 +1,1 @@
+"""Metadata persistence: SQLAlchemy models, engine set-up and Alembic migrations."""

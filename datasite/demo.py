@@ -1,0 +1,181 @@
+"""``datasite demo``: every user's steps on an embedded site with a real public dataset.
+
+The private table is scikit-learn's bundled diabetes study (442 patients: age, sex, BMI,
+blood pressure, six blood serum measurements and disease progression). The mock is
+generated from public bounds, column by column, so it shares no patient with the real
+table. The site runs as a real server process in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.panel import Panel
+
+from datasite import admin
+from datasite.embedded import EmbeddedSite
+
+console = Console()
+OWNER, OWNER_PW = "steward@hospital.example", "demo-owner-password-7Qx"
+BOB, BOB_PW = "bob@uni.example", "demo-researcher-password-3Lp"
+REVIEWER, REVIEWER_PW = "rita@hospital.example", "demo-reviewer-password-9Zt"
+
+
+def diabetes_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The real diabetes table and a mock drawn from public per-column bounds."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(as_frame=True, scaled=False)
+    real = bunch.frame.rename(
+        columns={"s1": "tc", "s2": "ldl", "s3": "hdl", "s4": "tch", "s5": "ltg", "s6": "glu"}
+    )
+    real["sex"] = real["sex"].astype("int64")
+    real["age"] = real["age"].astype("int64")
+    rng = np.random.default_rng(2026)
+    n = 200
+    mock = pd.DataFrame(
+        {column: rng.uniform(real[column].min(), real[column].max(), n) for column in real.columns}
+    )
+    mock["sex"] = rng.integers(1, 3, n).astype("int64")
+    mock["age"] = rng.integers(19, 80, n).astype("int64")
+    return real, mock[real.columns]
+
+
+def step(title: str) -> None:
+    console.rule(f"[bold]{title}")
+
+
+def run_demo(keep: Path | None = None) -> None:
+    """Run the walkthrough; with ``keep`` the site's folder stays for inspection."""
+    import researcher_kit as rk
+
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="datasite-demo-"))
+    real, mock = diabetes_tables()
+    with EmbeddedSite(
+        folder / "site",
+        owner_email=OWNER,
+        owner_password=OWNER_PW,
+        env={"DATASITE_NO_PROGRESS": "1"},
+    ) as site:
+        console.print(Panel(f"Datasite running at {site.url} (data in {folder})"))
+
+        step("Data owner: upload, accounts, budget, policy")
+        owner = admin.connect(site.url, OWNER, OWNER_PW)
+        owner.datasets.upload(
+            name="Diabetes",
+            assets={"patients": (real, mock)},
+            description="Ten baseline variables and disease progression one year later.",
+            summary="442 diabetes patients (Efron et al., 2004)",
+            citation="Efron, Hastie, Johnstone, Tibshirani. Least Angle Regression. 2004.",
+            progress=False,
+        )
+        console.print(f"Uploaded Diabetes: {len(real)} real rows, {len(mock)} mock rows")
+        owner.users.create(email=BOB, name="Dr. Bob", password=BOB_PW, institution="University")
+        owner.users.create(email=REVIEWER, name="Rita", role="reviewer", password=REVIEWER_PW)
+        owner.budgets.grant(BOB, "Diabetes", epsilon=3.0)
+        owner.policies.set("Diabetes", max_epsilon_per_request=1.0, auto_approve=True)
+        console.print(
+            "Created researcher bob@uni.example and reviewer rita@hospital.example; "
+            "granted Bob epsilon=3.0; auto-approval on for Context requests"
+        )
+
+        step("Researcher: browse, try on the mock, submit")
+        bob = rk.login(site.url, BOB, BOB_PW)
+        patients = bob.datasets["Diabetes"].assets["patients"]
+        console.print(patients.mock.head())
+
+        @rk.dp_request(asset=patients, epsilon=0.5)
+        def mean_age(df):  # type: ignore[no-untyped-def]
+            from researcher_kit import dp
+
+            return dp.mean(df["age"], bounds=(18, 90), epsilon=0.5)
+
+        trial = mean_age.run_on_mock()
+        console.print(
+            f"On the mock: {trial.outputs!r}; measured spend epsilon="
+            f"{trial.spend.epsilon:g}; the site's verdict: {trial.report.verdict}"
+        )
+        request = bob.submit(
+            mean_age, project="Diabetes ages", description="Mean age of the cohort"
+        )
+        console.print(f"Submitted request {request.id}")
+
+        step("Policy checker and reviewer")
+        request.wait(until=("checked",))
+        reviewer = admin.connect(site.url, REVIEWER, REVIEWER_PW)
+        pending = reviewer.requests.get(request.id)
+        console.print(Markdown(pending.policy_report.to_markdown()))
+        pending.approve()
+        console.print(f"Rita approved request {request.id}")
+
+        step("Researcher: the result on the private data")
+        noisy = request.result()
+        console.print(f"DP mean age: {noisy:.2f} (the true mean stays on the site)")
+
+        step("A Context request, approved automatically")
+
+        @rk.dp_request(asset=patients, epsilon=0.5, context=True, queries=2)
+        def cohort(ctx):  # type: ignore[no-untyped-def]
+            from researcher_kit import dp
+
+            return {
+                "patients": dp.ctx_count(ctx),
+                "mean_bmi": dp.ctx_mean(ctx, "bmi", bounds=(15.0, 45.0)),
+            }
+
+        auto = bob.submit(cohort, project="Diabetes ages")
+        console.print(f"Request {auto.id}: {auto.wait().state}; result {auto.result()}")
+
+        step("A DP model: diffprivlib logistic regression, returned with skops")
+
+        @rk.dp_request(asset=patients, epsilon=1.0)
+        def progression_model(df):  # type: ignore[no-untyped-def]
+            from researcher_kit import dp
+
+            features = df[["age", "bmi", "bp"]].to_numpy(dtype=float)
+            label = (df["target"] > 140).to_numpy().astype(int)
+            return dp.fit_model(
+                "logistic_regression", features, label, epsilon=1.0, data_norm=120.0
+            )
+
+        model_request = bob.submit(progression_model, project="Diabetes ages")
+        model_request.wait(until=("checked",))
+        reviewer.requests.get(model_request.id).approve()
+        model = rk.dp.load_model(model_request.result())
+        sample = np.array([[50.0, 30.0, 95.0], [30.0, 21.0, 80.0]])
+        console.print(
+            f"{type(model).__name__} predicts {model.predict(sample).tolist()} for two new patients"
+        )
+
+        step("A raw aggregate: blocked by the checker, denied by the reviewer")
+
+        @rk.dp_request(asset=patients, epsilon=0.1)
+        def raw_mean(df):  # type: ignore[no-untyped-def]
+            return float(df["target"].mean())
+
+        raw = bob.submit(raw_mean, project="Diabetes ages")
+        raw.wait(until=("checked",))
+        report = reviewer.requests.get(raw.id).policy_report
+        console.print(f"Verdict: {report.verdict}")
+        for finding in report.findings:
+            console.print(f"  line {finding.line}: [{finding.severity}] {finding.message}")
+        reviewer.requests.get(raw.id).deny("Returns the exact mean of the private target.")
+        console.print(f"Bob sees: {bob.request(raw.id).deny_reason}")
+
+        step("Ledger and audit")
+        for grant in owner.budgets.list():
+            console.print(
+                f"{grant['email']} on {grant['dataset']}: spent "
+                f"{grant['spent_epsilon']:g} of {grant['epsilon']:g}"
+            )
+        for event in owner.audit(limit=8):
+            console.print(f"{event['at'][:19]}  {event['actor']:<26} {event['action']}")
+    if keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    console.print(Panel("Demo finished: upload, submit, check, approve, run, fetch."))

@@ -1,0 +1,298 @@
+"""Executors: where jobs go to run. Local warm workers by default, Dask to scale out.
+
+Both hand back a ``concurrent.futures.Future[JobResult]`` and never raise for a failed
+run: every failure (exception, timeout, memory, crash, a dead worker) is a
+``JobResult(ok=False)``.
+
+>>> from datasite.execution import JobSpec, LocalExecutor
+>>> with LocalExecutor(concurrency=1) as executor:  # doctest: +SKIP
+...     spec = JobSpec(job_id="1", source="def f(df): return len(df)", entry="f",
+...                    inputs={"df": "/data/pings.parquet"}, epsilon=0.0)
+...     executor.submit(spec).result().manifest["root"]
+{'type': 'int', 'value': 2000}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from datasite.execution.job import JobResult, JobSpec
+from datasite.execution.sandbox import OPT_OUT_ENV
+from datasite.execution.wire import (
+    pack,
+    read_message,
+    result_from_message,
+    result_message,
+    unpack_all,
+    write_message,
+)
+
+log = logging.getLogger("datasite.execution")
+WORKER_MODULE = "datasite.execution.worker"
+STARTUP_SECONDS = 180.0
+GRACE_SECONDS = 60.0  # beyond the job's own wall clock before the worker is presumed hung
+
+
+class Executor(Protocol):
+    """Runs JobSpecs in the sandbox."""
+
+    def submit(self, spec: JobSpec) -> Future[JobResult]: ...
+
+    def close(self) -> None: ...
+
+
+def _failed(spec: JobSpec, error_type: str, message: str, detail: str) -> JobResult:
+    """A run the executor lost; it may have read the data, so it counts as touched."""
+    return JobResult(
+        job_id=spec.job_id,
+        ok=False,
+        error_type=error_type,
+        error_message=message,
+        error_detail=detail,
+        touched_data=True,
+    )
+
+
+class WorkerProcess:
+    """One warm worker subprocess (``python -m datasite.execution.worker``)."""
+
+    def __init__(self, allow_unsandboxed: bool = False, launcher: Sequence[str] = ()) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        if allow_unsandboxed:
+            env[OPT_OUT_ENV] = "1"
+        self.process = subprocess.Popen(
+            [*launcher, sys.executable, "-m", WORKER_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self.ready = self._call(None, STARTUP_SECONDS)[0]
+
+    def _call(
+        self, request: dict[str, Any] | None, timeout: float
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Send ``request`` (if any) and read one reply; a watchdog kills a hung worker."""
+        watchdog = threading.Timer(timeout, self.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            if request is not None:
+                write_message(self.process.stdin, request)
+            return read_message(self.process.stdout)
+        finally:
+            watchdog.cancel()
+
+    def run(self, spec: JobSpec) -> JobResult:
+        """Run one job; raises if the worker died or hung (the caller restarts it)."""
+        timeout = spec.limits.wall_seconds + GRACE_SECONDS
+        header, blobs = self._call({"spec": spec.model_dump(mode="json")}, timeout)
+        return result_from_message(header, blobs)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the channel (the worker exits on EOF); kill it if it lingers."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        with contextlib.suppress(OSError):
+            self.process.stdout.close()
+
+
+class LocalExecutor:
+    """A pool of ``concurrency`` warm workers on this machine, each running one job at a
+    time. A crashed job is an ordinary failed JobResult; a worker that dies or hangs is
+    killed, its job fails with ``WorkerCrashed``, and a fresh worker replaces it.
+
+    ``allow_unsandboxed`` (default: the ``DATASITE_ALLOW_UNSANDBOXED`` variable) lets
+    runs proceed without namespaces where the kernel refuses them; it is logged loudly.
+    ``launcher`` prefixes the worker's command line (e.g. ``["nice", "-n", "5"]``).
+    """
+
+    def __init__(
+        self,
+        concurrency: int = 2,
+        allow_unsandboxed: bool | None = None,
+        launcher: Sequence[str] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if allow_unsandboxed is None:
+            from datasite.execution.sandbox import opt_out_from_env
+
+            allow_unsandboxed = opt_out_from_env()
+        if allow_unsandboxed:
+            log.warning("SANDBOX OPT-OUT: runs may execute without namespace isolation.")
+        self._options = {"allow_unsandboxed": allow_unsandboxed, "launcher": tuple(launcher)}
+        self._queue: queue.Queue[tuple[JobSpec, Future[JobResult]] | None] = queue.Queue()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"datasite-sandbox-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _start_worker(self) -> WorkerProcess | None:
+        try:
+            return WorkerProcess(**self._options)
+        except Exception:
+            log.exception("could not start a sandbox worker")
+            return None
+
+    def _serve(self) -> None:
+        worker = self._start_worker()
+        while (item := self._queue.get()) is not None:
+            spec, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            if worker is None or not worker.alive():
+                worker = self._start_worker()
+            try:
+                if worker is None:
+                    raise RuntimeError("no sandbox worker could be started")
+                result = worker.run(spec)
+            except Exception as exc:
+                log.exception("sandbox worker lost job %s", spec.job_id)
+                result = _failed(
+                    spec,
+                    "WorkerCrashed",
+                    "The sandbox worker failed during the run; the run did not finish.",
+                    repr(exc),
+                )
+                if worker is not None:
+                    worker.kill()
+                worker = None
+            future.set_result(result)
+        if worker is not None:
+            worker.stop()
+
+    def submit(self, spec: JobSpec) -> Future[JobResult]:
+        """Queue a job; the future resolves to its JobResult."""
+        if self._closed:
+            raise RuntimeError("This executor is closed.")
+        future: Future[JobResult] = Future()
+        self._queue.put((spec, future))
+        return future
+
+    def close(self) -> None:
+        """Finish queued jobs, then stop the workers."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_dask_local: LocalExecutor | None = None
+_dask_lock = threading.Lock()
+
+
+def run_packed_job(spec_json: str) -> bytes:
+    """The Dask task: a JobSpec as JSON in, the JobResult as one wire message out.
+
+    It runs in the Dask worker process, which keeps its own warm sandbox worker
+    (``LocalExecutor(concurrency=1)``) across tasks. The Dask worker must run as root
+    on a host where the input Parquet paths exist (same machine or shared storage
+    mounted at the same path).
+    """
+    global _dask_local
+    with _dask_lock:
+        if _dask_local is None:
+            _dask_local = LocalExecutor(concurrency=1)
+    result = _dask_local.submit(JobSpec.model_validate_json(spec_json)).result()
+    return pack(*result_message(result))
+
+
+class DaskExecutor:
+    """Runs jobs on a Dask distributed cluster, sandboxed on the Dask worker.
+
+    Only JSON and bytes cross the cluster (``run_packed_job``): Dask moves a string in
+    and a bytes object out, so no user value is ever pickled. Input paths in the
+    JobSpec must be readable at the same path on every Dask worker.
+    """
+
+    def __init__(self, scheduler_address: str) -> None:
+        from distributed import Client
+
+        self._client = Client(scheduler_address, set_as_default=False)
+        self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, spec: JobSpec) -> Future[JobResult]:
+        future: Future[JobResult] = Future()
+        future.set_running_or_notify_cancel()
+        key = f"datasite-job-{spec.job_id}-{uuid.uuid4().hex}"
+        remote = self._client.submit(run_packed_job, spec.model_dump_json(), key=key, pure=False)
+        with self._lock:
+            self._pending[key] = remote  # a dropped Dask future would cancel the task
+
+        def finish(done: Any) -> None:
+            with self._lock:
+                self._pending.pop(key, None)
+            try:
+                ((header, blobs),) = unpack_all(done.result())
+                future.set_result(result_from_message(header, blobs))
+            except Exception as exc:
+                log.exception("dask lost job %s", spec.job_id)
+                future.set_result(
+                    _failed(spec, "WorkerCrashed", "The cluster failed during the run.", repr(exc))
+                )
+
+        remote.add_done_callback(finish)
+        return future
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_executor(kind: str, concurrency: int = 2, scheduler: str | None = None) -> Executor:
+    """The executor a site's settings ask for: ``"local"`` or ``"dask"``."""
+    if kind == "local":
+        return LocalExecutor(concurrency=concurrency)
+    if kind == "dask":
+        if not scheduler:
+            raise ValueError("The dask executor needs a scheduler address.")
+        return DaskExecutor(scheduler)
+    raise ValueError(f"Unknown executor kind {kind!r}; use 'local' or 'dask'.")

@@ -1,0 +1,223 @@
+"""One job, from the warm worker's side: fork, isolate, watch, collect, clean up.
+
+The process tree of a run::
+
+    warm worker (root, stack imported)                     run_job: watches pipes + clock
+      +- supervisor (own session, pdeathsig)                unshare(net, mnt, pid, ipc, uts)
+           +- init: PID 1 of the job's PID namespace        reaps; its death kills the rest
+                +- job process (runner.job_main)            jail, uid 65534, user code
+                     +- anything the user code forks
+
+The worker reads the job's stdout/stderr (first ``LOG_CAP`` bytes kept) and its result
+messages (at most ``max_output_bytes`` plus a small allowance) while the wall clock
+runs. On timeout or oversized output it SIGKILLs the namespace's init, which makes the
+kernel kill every process in the namespace, even ones that called ``setsid()``; a
+final ``killpg`` of the supervisor's session covers the unsandboxed opt-out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from datasite.execution import sandbox
+from datasite.execution.job import JobResult, JobSpec
+from datasite.execution.verdict import Outcome, verdict
+from datasite.execution.wire import WireError, pack, unpack_all
+
+log = logging.getLogger("datasite.execution")
+LOG_CAP = 1024**2
+HEADER_ALLOWANCE = 4 * 1024**2  # result JSON (traceback, report) on top of the blobs
+DRAIN_SECONDS = 5.0
+STREAMS = ("stdout", "stderr", "result", "control")
+
+
+def _exit_code(status: int) -> int:
+    """Pass a child's fate up the tree as an exit code (128 + signal if killed)."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70
+
+
+def _init(spec: JobSpec, config: sandbox.SandboxConfig, fds: dict[str, int], ns: bool) -> NoReturn:
+    """PID 1 of the job's namespace: fork the job, reap everything, exit with its code."""
+    code = 70
+    try:
+        sandbox.set_parent_death_signal()
+        job = os.fork()
+        if job == 0:
+            from datasite.execution.runner import job_main
+
+            job_main(spec, config, fds, ns)
+        for fd in fds.values():
+            os.close(fd)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == job:
+                code = _exit_code(status)
+                break
+    finally:
+        os._exit(code)
+
+
+def _supervisor(spec: JobSpec, config: sandbox.SandboxConfig, fds: dict[str, int]) -> NoReturn:
+    """Own session, new namespaces, then the namespace's init; exits with its code."""
+    code = 70
+    try:
+        os.setsid()
+        sandbox.set_parent_death_signal()
+        control = fds.pop("control")
+        degraded = None
+        try:
+            sandbox.unshare_namespaces()
+        except OSError as exc:
+            if not config.allow_unsandboxed:
+                os.write(control, pack({"event": "refused", "reason": str(exc)}))
+                os._exit(0)
+            degraded = str(exc)
+        init = os.fork()
+        if init == 0:
+            os.close(control)
+            _init(spec, config, fds, degraded is None)
+        os.write(control, pack({"event": "started", "init": init, "degraded": degraded}))
+        for fd in (*fds.values(), control):
+            os.close(fd)
+        code = _exit_code(os.waitpid(init, 0)[1])
+    finally:
+        os._exit(code)
+
+
+@dataclass
+class _Capture:
+    cap: int
+    data: bytearray = field(default_factory=bytearray)
+    dropped: int = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = max(0, self.cap - len(self.data))
+        self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - room)
+
+    def text(self) -> str:
+        text = self.data.decode("utf-8", errors="replace")
+        return text + (f"\n[... {self.dropped} more bytes not kept]" if self.dropped else "")
+
+
+@dataclass
+class _Watch:
+    """What the worker saw of one run."""
+
+    supervisor: int
+    captures: dict[str, _Capture]
+    timed_out: bool = False
+    oversize: bool = False
+    status: int | None = None
+
+    def control(self) -> dict[str, Any]:
+        with contextlib.suppress(WireError):
+            for header, _ in unpack_all(bytes(self.captures["control"].data)):
+                return header
+        return {}
+
+    def kill(self) -> None:
+        init = self.control().get("init")
+        if isinstance(init, int) and init > 1:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)  # namespace init: takes everything with it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.supervisor, signal.SIGKILL)
+
+
+def _watch(watch: _Watch, readers: dict[str, int], wall_seconds: float) -> None:
+    deadline = time.monotonic() + wall_seconds
+    killed = False
+    with selectors.DefaultSelector() as selector:
+        for name, fd in readers.items():
+            selector.register(fd, selectors.EVENT_READ, name)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if killed:
+                    break  # something still holds a pipe after the kill: stop waiting
+                watch.timed_out, killed = True, True
+                watch.kill()
+                deadline = time.monotonic() + DRAIN_SECONDS
+                continue
+            for key, _ in selector.select(remaining):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                capture = watch.captures[key.data]
+                capture.add(chunk)
+                if key.data == "result" and capture.dropped and not killed:
+                    watch.oversize, killed = True, True
+                    watch.kill()
+                    deadline = time.monotonic() + DRAIN_SECONDS
+    for fd in readers.values():
+        os.close(fd)
+
+
+def _reap(watch: _Watch) -> None:
+    """Collect the supervisor's status, kill its session's stragglers, then reap it."""
+    pid = watch.supervisor
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is not None:
+            break
+        time.sleep(0.005)
+    else:
+        watch.kill()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # still a zombie, so its pid cannot be reused yet
+    watch.status = os.waitpid(pid, 0)[1]
+
+
+def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
+    """Run ``spec`` in a fresh sandboxed process tree and return what came back."""
+    started = time.monotonic()
+    pipes = {name: os.pipe() for name in STREAMS}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for read_end, _ in pipes.values():
+                os.close(read_end)
+            _supervisor(spec, config, {name: w for name, (_, w) in pipes.items()})
+        finally:
+            os._exit(70)
+    for _, write_end in pipes.values():
+        os.close(write_end)
+    caps = {"stdout": LOG_CAP, "stderr": LOG_CAP, "control": 64 * 1024}
+    caps["result"] = spec.limits.max_output_bytes + HEADER_ALLOWANCE
+    watch = _Watch(pid, {name: _Capture(cap) for name, cap in caps.items()})
+    try:
+        _watch(watch, {name: r for name, (r, _) in pipes.items()}, spec.limits.wall_seconds)
+    finally:
+        _reap(watch)
+    result = verdict(
+        spec,
+        watch.control(),
+        bytes(watch.captures["result"].data),
+        Outcome(watch.timed_out, watch.oversize, _exit_code(watch.status or 0)),
+        stdout=watch.captures["stdout"].text(),
+        stderr=watch.captures["stderr"].text(),
+    )
+    result.duration_seconds = time.monotonic() - started
+    if watch.control().get("degraded"):
+        log.warning(
+            "RUN %s WAS NOT SANDBOXED (%s=1): %s",
+            spec.job_id,
+            sandbox.OPT_OUT_ENV,
+            watch.control()["degraded"],
+        )
+    return result

@@ -1,0 +1,170 @@
+"""Turning what a sandboxed run left behind into a ``JobResult``.
+
+The job process is untrusted: its messages are parsed defensively (size caps, blob
+names, manifest references), and when it never sent a result the worker's own
+observations (timeout, oversized output, exit status) decide the error. Messages for
+the researcher are generic; details for the owner go to ``error_detail``.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from datasite.execution.job import JobResult, JobSpec
+from datasite.execution.results import blob_names
+from datasite.execution.wire import WireError, unpack_all
+
+MAX_TYPE_NAME = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The worker's observations of one run."""
+
+    timed_out: bool
+    oversize: bool
+    exit_code: int  # the job process's: 128 + signal number when killed
+
+
+def _failure(spec: JobSpec, error_type: str, message: str, detail: str = "") -> dict[str, Any]:
+    return {
+        "job_id": spec.job_id,
+        "ok": False,
+        "error_type": error_type,
+        "error_message": message,
+        "error_detail": detail or None,
+    }
+
+
+def _from_exit(spec: JobSpec, code: int) -> dict[str, Any]:
+    """Why the job process ended without sending a result."""
+    limits = spec.limits
+    if code == 128 + signal.SIGXCPU:
+        return _failure(
+            spec,
+            "CpuTimeExceeded",
+            f"The run used more than its {limits.cpu_seconds} CPU seconds and was stopped.",
+        )
+    if code == 128 + signal.SIGKILL:
+        return _failure(
+            spec,
+            "Killed",
+            "The run was killed (most likely it exhausted its memory or CPU time).",
+        )
+    if code == 128 + signal.SIGXFSZ:
+        return _failure(
+            spec, "ScratchFileTooLarge", f"The run wrote a file over {limits.scratch_bytes} bytes."
+        )
+    if code > 128:
+        name = signal.Signals(code - 128).name if code - 128 in signal.valid_signals() else "?"
+        return _failure(spec, "Crashed", f"The run crashed (signal {name}) before returning.")
+    return _failure(spec, "Crashed", f"The run exited (status {code}) before returning.")
+
+
+def _checked_blobs(
+    spec: JobSpec, manifest: Any, blobs: dict[str, bytes]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest if it and its blobs are acceptable, else the reason they are not."""
+    if not isinstance(manifest, dict):
+        return None, "the result manifest is missing"
+    try:
+        wanted = set(blob_names(manifest))
+    except WireError as exc:
+        return None, str(exc)
+    if not wanted <= set(blobs):
+        return None, "the result manifest refers to blobs that were not sent"
+    if sum(len(b) for b in blobs.values()) > spec.limits.max_output_bytes:
+        return None, "oversize"
+    return manifest, None
+
+
+def _from_messages(spec: JobSpec, data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Fold the job's messages into JobResult fields (and its blobs)."""
+    fields: dict[str, Any] = {"job_id": spec.job_id, "ok": False}
+    blobs: dict[str, bytes] = {}
+    try:
+        for header, message_blobs in unpack_all(data):
+            event = header.get("event")
+            if event == "jailed":
+                fields["isolation"] = [str(x) for x in header.get("isolation", [])]
+            elif event == "loaded":
+                fields["touched_data"] = True
+            elif event == "result":
+                fields["final"], blobs = header, message_blobs
+    except WireError as exc:
+        fields["protocol_error"] = str(exc)
+    return fields, blobs
+
+
+def _oversize(spec: JobSpec) -> dict[str, Any]:
+    return _failure(
+        spec,
+        "OutputTooLarge",
+        f"The function's output is larger than the {spec.limits.max_output_bytes}-byte limit.",
+    )
+
+
+def verdict(
+    spec: JobSpec,
+    control: dict[str, Any],
+    result_bytes: bytes,
+    outcome: Outcome,
+    stdout: str = "",
+    stderr: str = "",
+) -> JobResult:
+    """The JobResult for a finished, timed-out or killed run."""
+    if control.get("event") == "refused":
+        return JobResult(
+            **_failure(
+                spec,
+                "SandboxUnavailable",
+                "The datasite could not isolate the run, so it did not start.",
+                f"{control.get('reason')}; set DATASITE_ALLOW_UNSANDBOXED=1 to run "
+                "without namespaces (unsafe).",
+            )
+        )
+    fields, blobs = _from_messages(spec, result_bytes)
+    final = fields.pop("final", None)
+    protocol_error = fields.pop("protocol_error", None)
+    base = {
+        "stdout": stdout,
+        "stderr": stderr,
+        "touched_data": fields.get("touched_data", False),
+        "isolation": fields.get("isolation", []),
+    }
+    if outcome.oversize:
+        return JobResult(**_oversize(spec), **base)
+    if outcome.timed_out:
+        message = f"The run exceeded its wall-clock limit of {spec.limits.wall_seconds:g} s."
+        return JobResult(**_failure(spec, "TimeoutError", message), **base)
+    if final is None:
+        failure = _from_exit(spec, outcome.exit_code)
+        if protocol_error:
+            failure["error_detail"] = f"unreadable result messages: {protocol_error}"
+        return JobResult(**failure, **base)
+    extras = {
+        "spend": final.get("spend") if isinstance(final.get("spend"), list) else [],
+        "harness_report": final.get("harness_report")
+        if isinstance(final.get("harness_report"), dict)
+        else {},
+    }
+    if final.get("ok") is True:
+        manifest, problem = _checked_blobs(spec, final.get("manifest"), blobs)
+        if problem == "oversize":
+            return JobResult(**_oversize(spec), **base, **extras)
+        if problem:
+            message = "The run's output could not be read."
+            failure = _failure(spec, "ProtocolError", message, problem)
+            return JobResult(**failure, **base, **extras)
+        return JobResult(
+            job_id=spec.job_id, ok=True, manifest=manifest, blobs=blobs, **base, **extras
+        )
+    failure = _failure(
+        spec,
+        str(final.get("error_type") or "Error")[:MAX_TYPE_NAME],
+        str(final.get("error_message") or "The run failed.")[:1000],
+        str(final.get("error_detail") or ""),
+    )
+    return JobResult(**failure, **base, **extras)

@@ -1,0 +1,135 @@
+"""The warm worker: a long-lived process with the analysis stack already imported.
+
+Started by ``LocalExecutor`` as ``python -m datasite.execution.worker``; it imports
+pandas, NumPy, Polars, OpenDP (contrib enabled), scikit-learn, diffprivlib and skops
+once, then forks a sandboxed process tree per job (``supervise.run_job``), so a job
+pays for a fork, not for the imports. One job at a time per worker; the executor runs
+several workers for concurrency.
+
+Protocol on stdin/stdout (``wire`` messages, no pickle):
+
+- worker -> executor, once: ``{"event": "ready", "pid": ..., "preloaded": [...]}``
+- executor -> worker: ``{"spec": <JobSpec JSON>}``
+- worker -> executor: ``{"event": "result", "result": <JobResult JSON without blobs>}``
+  followed by the result's blobs.
+
+The worker exits when stdin closes. It must run as root (namespaces, chroot, setuid)
+unless ``DATASITE_ALLOW_UNSANDBOXED=1`` is set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import IO
+
+from datasite.execution.job import JobResult, JobSpec
+from datasite.execution.sandbox import SandboxConfig, opt_out_from_env
+from datasite.execution.supervise import run_job
+from datasite.execution.wire import read_message, result_message, write_message
+
+log = logging.getLogger("datasite.execution.worker")
+
+STACK = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pyarrow.parquet",
+    "polars",
+    "opendp.prelude",
+    "opendp.extras.polars",
+    "sklearn",
+    "sklearn.base",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.tree",
+    "sklearn.preprocessing",
+    "sklearn.model_selection",
+    "sklearn.metrics",
+    "diffprivlib",
+    "diffprivlib.models",
+    "diffprivlib.tools",
+    "skops.io",
+    "scipy.stats",
+)
+# Trusted first-party code the runs may use; missing ones only cost a lazy import.
+OPTIONAL = ("researcher_kit", "researcher_kit.dp", "policies.instrument", "policies.audit")
+
+
+def preload() -> list[str]:
+    """Import the stack (and first-party helpers, best effort); returns what loaded."""
+    loaded = []
+    for name in STACK:
+        importlib.import_module(name)
+        loaded.append(name)
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    for name in OPTIONAL:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # noqa: BLE001 - optional, logged
+            log.info("not preloading %s: %s", name, exc)
+    return loaded
+
+
+def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
+    """Keep stdin/stdout for the protocol; stray prints from libraries go to stderr."""
+    channel_in = os.fdopen(os.dup(0), "rb")
+    channel_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    return channel_in, channel_out
+
+
+def serve(channel_in: IO[bytes], channel_out: IO[bytes], config: SandboxConfig) -> None:
+    """Answer job requests until the channel closes."""
+    while True:
+        try:
+            header, _ = read_message(channel_in)
+        except EOFError:
+            return
+        spec = JobSpec.model_validate(header["spec"])
+        try:
+            result = run_job(spec, config)
+        except Exception as exc:  # the worker itself failed: report it, keep serving
+            log.exception("job %s failed in the worker", spec.job_id)
+            result = JobResult(
+                job_id=spec.job_id,
+                ok=False,
+                error_type="SandboxError",
+                error_message="The sandbox failed before the run finished.",
+                error_detail=repr(exc),
+                touched_data=True,
+            )
+        write_message(channel_out, *result_message(result))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="datasite-worker %(levelname)s %(message)s")
+    channel_in, channel_out = _protocol_streams()
+    loaded = preload()
+    jail_root = tempfile.mkdtemp(prefix="datasite-jail-")
+    config = SandboxConfig(jail_root=jail_root, allow_unsandboxed=opt_out_from_env())
+    if config.allow_unsandboxed:
+        log.warning(
+            "DATASITE_ALLOW_UNSANDBOXED IS SET: runs that cannot get namespaces will run "
+            "WITHOUT network/filesystem isolation."
+        )
+    sys.stdout.flush()
+    write_message(channel_out, {"event": "ready", "pid": os.getpid(), "preloaded": loaded})
+    try:
+        serve(channel_in, channel_out, config)
+    finally:
+        shutil.rmtree(jail_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

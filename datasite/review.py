@@ -1,0 +1,325 @@
+"""Submitting, checking, approving and denying code requests.
+
+The gate lives here, not in the routes, so the API, the web pages and auto-approval all
+pass through the same rules: nobody approves their own request; a ``blocked`` report can
+be overridden only by an owner with a written justification; approval and the budget
+reservation commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from datasite import audit, ledger
+from datasite.db.models import Asset, CodeRequest, Dataset, Project, User, utcnow
+from datasite.lifecycle import PENDING, State, TransitionError, check_transition
+from datasite.policy_store import effective_policy
+
+if TYPE_CHECKING:
+    from datasite.site import Site
+    from datasite.wire.schemas import CodeRequestIn
+
+log = logging.getLogger("datasite.review")
+
+
+class GateError(PermissionError):
+    """An approval the gate refuses (own request, blocked without justification, role)."""
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def declaration_of(request: CodeRequest) -> dict[str, Any]:
+    return {
+        "kind": request.kind,
+        "epsilon": request.epsilon,
+        "delta": request.delta,
+        "mechanisms": list(request.mechanisms),
+        "context": dict(request.context_options),
+    }
+
+
+def resolve_bindings(
+    db: Session, dataset_name: str, bindings: dict[str, str]
+) -> tuple[Dataset, dict[str, Asset]]:
+    """The dataset and, per function argument, the asset it binds to."""
+    dataset = db.scalar(select(Dataset).where(Dataset.name == dataset_name))
+    if dataset is None:
+        raise LookupError(f"There is no dataset {dataset_name!r}.")
+    by_name = {a.name: a for a in dataset.assets}
+    missing = sorted(set(bindings.values()) - set(by_name))
+    if missing:
+        raise LookupError(
+            f"Dataset {dataset.name!r} has no asset {', '.join(map(repr, missing))}. "
+            f"Assets: {', '.join(by_name)}."
+        )
+    return dataset, {arg: by_name[name] for arg, name in bindings.items()}
+
+
+class Reviewer:
+    """The request workflow of one site."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    # -- submission and checking -------------------------------------------------------
+
+    def submit(self, db: Session, body: CodeRequestIn, author: User, address: str) -> CodeRequest:
+        """Store a request verbatim and queue its policy check; the caller commits."""
+        project = db.scalar(
+            select(Project).where(Project.name == body.project, Project.owner_id == author.id)
+        )
+        if project is None:
+            raise LookupError(f"You have no project {body.project!r}. Create it first.")
+        dataset, bound = resolve_bindings(db, body.dataset, body.bindings)
+        request = CodeRequest(
+            project_id=project.id,
+            author_id=author.id,
+            dataset_id=dataset.id,
+            entry=body.entry,
+            source=body.source,
+            source_hash=source_hash(body.source),
+            kind=body.kind,
+            bindings={arg: asset.id for arg, asset in bound.items()},
+            epsilon=body.epsilon,
+            delta=body.delta,
+            mechanisms=body.mechanisms,
+            context_options=body.context.model_dump(),
+            description=body.description,
+            runs_allowed=body.runs,
+            state=State.SUBMITTED.value,
+        )
+        db.add(request)
+        db.flush()
+        policy = effective_policy(db, dataset.id, author.id)
+        ledger.ensure_grant(
+            db, author.id, dataset.id, policy.default_total_epsilon, policy.default_total_delta
+        )
+        audit.record(
+            db,
+            "request_submitted",
+            actor=author,
+            address=address,
+            target_type="request",
+            target_id=request.id,
+            source_hash=request.source_hash,
+            epsilon=request.epsilon,
+            delta=request.delta,
+        )
+        return request
+
+    def schedule_check(self, request_id: int) -> None:
+        self.site.background.submit(self._check_logged, request_id)
+
+    def _check_logged(self, request_id: int) -> None:
+        try:
+            self.check(request_id)
+        except Exception:
+            log.exception("checking request %s failed", request_id)
+
+    def check(self, request_id: int) -> None:
+        """Run the policy checker on the mock data and attach the report (-> ``checked``)."""
+        from policies.checker import check_request
+
+        with self.site.sessions() as db:
+            request = db.get(CodeRequest, request_id)
+            if request is None or request.state not in PENDING:
+                return
+            policy = effective_policy(db, request.dataset_id, request.author_id)
+            mocks = self._mock_paths({a: db.get(Asset, i) for a, i in request.bindings.items()})
+            source, entry, declaration = request.source, request.entry, declaration_of(request)
+        report = check_request(source, entry, declaration, policy, mocks, self.site.executor)
+        with self.site.sessions() as db:
+            request = db.get(CodeRequest, request_id)
+            check_transition(request.state, State.CHECKED)
+            request.state = State.CHECKED.value
+            request.policy_report = report.model_dump(mode="json")
+            request.policy_version = policy.version
+            request.updated_at = utcnow()
+            audit.record(
+                db,
+                "request_checked",
+                actor=None,
+                target_type="request",
+                target_id=request_id,
+                verdict=report.verdict,
+                policy_version=policy.version,
+            )
+            db.commit()
+            auto = policy.auto_approve and report.verdict == "pass" and request.kind == "context"
+        if auto:
+            self.auto_approve(request_id)
+
+    def _mock_paths(self, bound: dict[str, Asset]) -> dict[str, str]:
+        root = self.site.settings.assets_dir
+        return {arg: str(root / asset.mock_path) for arg, asset in bound.items()}
+
+    def precheck(self, db: Session, body: CodeRequestIn, author: User) -> dict[str, Any]:
+        """The report the site would give ``body``, checked on the mock; nothing is stored."""
+        from policies.checker import check_request
+
+        dataset, bound = resolve_bindings(db, body.dataset, body.bindings)
+        policy = effective_policy(db, dataset.id, author.id)
+        declaration = {
+            "kind": body.kind,
+            "epsilon": body.epsilon,
+            "delta": body.delta,
+            "mechanisms": body.mechanisms,
+            "context": body.context.model_dump(),
+        }
+        report = check_request(
+            body.source,
+            body.entry,
+            declaration,
+            policy,
+            self._mock_paths(bound),
+            self.site.executor,
+        )
+        return report.model_dump(mode="json")
+
+    def check_pending(self) -> None:
+        """Requests a restart interrupted before their check get checked now."""
+        with self.site.sessions() as db:
+            ids = list(
+                db.scalars(select(CodeRequest.id).where(CodeRequest.state == State.SUBMITTED.value))
+            )
+        for request_id in ids:
+            self.schedule_check(request_id)
+
+    def recheck_dataset(self, db: Session, dataset_id: int) -> None:
+        """A policy changed: requests still awaiting a decision are checked again."""
+        ids = list(
+            db.scalars(
+                select(CodeRequest.id).where(
+                    CodeRequest.dataset_id == dataset_id, CodeRequest.state == State.CHECKED.value
+                )
+            )
+        )
+        for request_id in ids:
+            db.execute(
+                update(CodeRequest)
+                .where(CodeRequest.id == request_id, CodeRequest.state == State.CHECKED.value)
+                .values(state=State.SUBMITTED.value)
+            )
+        db.commit()
+        for request_id in ids:
+            self.schedule_check(request_id)
+
+    # -- decisions ---------------------------------------------------------------------
+
+    def approve(
+        self, request_id: int, actor: User | None, justification: str | None, address: str = ""
+    ) -> None:
+        """Approve and reserve the budget in one transaction, then start the first run."""
+        target = State.APPROVED if actor is not None else State.AUTO_APPROVED
+        with self.site.sessions() as db:
+            request = db.get(CodeRequest, request_id)
+            if request is None:
+                raise LookupError(f"There is no code request {request_id}.")
+            if actor is not None:
+                self._gate(request, actor, justification)
+            check_transition(request.state, target)
+            policy = effective_policy(db, request.dataset_id, request.author_id)
+            grant = ledger.ensure_grant(
+                db,
+                request.author_id,
+                request.dataset_id,
+                policy.default_total_epsilon,
+                policy.default_total_delta,
+            )
+            overridden = bool(
+                request.policy_report and request.policy_report.get("verdict") == "blocked"
+            )
+            event = audit.record(
+                db,
+                "request_auto_approved" if actor is None else "request_approved",
+                actor=actor,
+                address=address,
+                target_type="request",
+                target_id=request_id,
+                epsilon=request.epsilon * request.runs_allowed,
+                override=overridden,
+                justification=justification if overridden else None,
+            )
+            moved = db.execute(
+                update(CodeRequest)
+                .where(CodeRequest.id == request_id, CodeRequest.state == State.CHECKED.value)
+                .values(
+                    state=target.value,
+                    decided_by=actor.id if actor else None,
+                    override_justification=justification if overridden else None,
+                    updated_at=utcnow(),
+                )
+            )
+            if moved.rowcount != 1:
+                raise TransitionError("This request was decided by someone else just now.")
+            ledger.reserve(db, request, grant, event)
+            db.commit()
+        self.site.runner.start(request_id, actor, address)
+
+    def auto_approve(self, request_id: int) -> None:
+        try:
+            self.approve(request_id, None, None)
+        except (ledger.BudgetError, TransitionError) as exc:
+            log.info("request %s left for a human: %s", request_id, exc)
+
+    @staticmethod
+    def _gate(request: CodeRequest, actor: User, justification: str | None) -> None:
+        if actor.role not in ("owner", "reviewer"):
+            raise GateError("Only an owner or a reviewer may approve requests.")
+        if request.author_id == actor.id:
+            raise GateError("Nobody approves their own request; ask another reviewer.")
+        report = request.policy_report or {}
+        if report.get("verdict") == "blocked":
+            blocking = [f for f in report.get("findings", []) if f.get("severity") == "blocking"]
+            listed = "; ".join(
+                f"line {f.get('line')}: {f.get('message')}" if f.get("line") else f.get("message")
+                for f in blocking
+            )
+            if actor.role != "owner":
+                raise GateError(
+                    f"The policy report blocks this request ({listed}). Only an owner can "
+                    "override it, with a written justification."
+                )
+            if not (justification and justification.strip()):
+                raise GateError(
+                    f"The policy report blocks this request ({listed}). To approve it anyway, "
+                    "give a written justification for the override."
+                )
+
+    def deny(self, request_id: int, actor: User, reason: str, address: str = "") -> None:
+        with self.site.sessions() as db:
+            request = db.get(CodeRequest, request_id)
+            if request is None:
+                raise LookupError(f"There is no code request {request_id}.")
+            if request.author_id == actor.id:
+                raise GateError("Nobody decides on their own request; ask another reviewer.")
+            check_transition(request.state, State.DENIED)
+            moved = db.execute(
+                update(CodeRequest)
+                .where(CodeRequest.id == request_id, CodeRequest.state == State.CHECKED.value)
+                .values(
+                    state=State.DENIED.value,
+                    deny_reason=reason,
+                    decided_by=actor.id,
+                    updated_at=utcnow(),
+                )
+            )
+            if moved.rowcount != 1:
+                raise TransitionError("This request was decided by someone else just now.")
+            audit.record(
+                db,
+                "request_denied",
+                actor=actor,
+                address=address,
+                target_type="request",
+                target_id=request_id,
+                reason=reason,
+            )
+            db.commit()

@@ -1,0 +1,214 @@
+"""Running approved requests on the private data, and keeping what comes back.
+
+A run is started in its own committed transaction (state ``running``, one run counted),
+handed to the sandbox executor, and finished from the executor's callback. Results are
+written under ``results/<run id>/``; stdout, stderr and tracebacks stay with the owner
+unless the owner releases them.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+
+from datasite import audit, ledger
+from datasite.db.models import Asset, CodeRequest, RequestRun, utcnow
+from datasite.execution.job import ContextOptions, JobResult, JobSpec, RequestKind
+from datasite.lifecycle import State, TransitionError
+
+if TYPE_CHECKING:
+    from datasite.config import Settings
+    from datasite.db.models import User
+    from datasite.site import Site
+
+log = logging.getLogger("datasite.runs")
+RUNNABLE = (State.APPROVED, State.AUTO_APPROVED, State.RELEASED)
+INTERRUPTED = "The datasite stopped while this run was in flight; the run did not finish."
+
+
+def job_for(
+    request: CodeRequest, assets: dict[str, Asset], settings: Settings, job_id: str
+) -> JobSpec:
+    """The sandbox job that runs ``request`` on the real tables of its bound assets."""
+    return JobSpec(
+        job_id=job_id,
+        source=request.source,
+        entry=request.entry,
+        kind=RequestKind(request.kind),
+        inputs={arg: str(settings.assets_dir / assets[arg].real_path) for arg in request.bindings},
+        epsilon=request.epsilon,
+        delta=request.delta,
+        context=ContextOptions(**request.context_options),
+        limits=settings.run_limits(),
+    )
+
+
+class Runner:
+    """Starts runs, records their outcome, and cleans up after a crash."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    def start(self, request_id: int, actor: User | None = None, address: str = "") -> int:
+        """Begin the next run of an approved request; returns the run id."""
+        settings = self.site.settings
+        with self.site.sessions() as db:
+            request = db.get(CodeRequest, request_id)
+            if request is None:
+                raise LookupError(f"There is no code request {request_id}.")
+            if request.state not in RUNNABLE:
+                raise TransitionError(f"This request is {request.state}; it cannot run.")
+            claimed = db.execute(
+                update(CodeRequest)
+                .where(
+                    CodeRequest.id == request_id,
+                    CodeRequest.state.in_([s.value for s in RUNNABLE]),
+                    CodeRequest.runs_used < CodeRequest.runs_allowed,
+                )
+                .values(
+                    state=State.RUNNING.value,
+                    runs_used=CodeRequest.runs_used + 1,
+                    updated_at=utcnow(),
+                )
+            )
+            if claimed.rowcount != 1:
+                raise TransitionError(
+                    f"This request has used all {request.runs_allowed} of its runs, "
+                    "or another run is in flight."
+                )
+            run = RequestRun(request_id=request_id, state="running")
+            db.add(run)
+            db.flush()
+            audit.record(
+                db,
+                "run_started",
+                actor=actor,
+                address=address,
+                target_type="request",
+                target_id=request_id,
+                run=run.id,
+            )
+            assets = {arg: db.get(Asset, asset_id) for arg, asset_id in request.bindings.items()}
+            spec = job_for(request, assets, settings, f"run-{run.id}")
+            db.commit()
+            run_id = run.id
+        try:
+            future = self.site.executor.submit(spec)
+        except Exception as exc:  # the executor could not even take the job
+            log.exception("executor refused run %s", run_id)
+            self._finish(
+                run_id,
+                JobResult(
+                    job_id=spec.job_id,
+                    ok=False,
+                    error_type=type(exc).__name__,
+                    error_message="The datasite could not start the run.",
+                    error_detail=str(exc),
+                ),
+            )
+            return run_id
+        future.add_done_callback(lambda f: self.site.background.submit(self._collect, run_id, f))
+        return run_id
+
+    def _collect(self, run_id: int, future: Future[JobResult]) -> None:
+        try:
+            result = future.result()
+        except Exception as exc:
+            log.exception("run %s failed in the executor", run_id)
+            result = JobResult(
+                job_id=f"run-{run_id}",
+                ok=False,
+                error_type=type(exc).__name__,
+                error_message="The sandbox failed before the run finished.",
+                error_detail=repr(exc),
+                touched_data=True,
+            )
+        self._finish(run_id, result)
+
+    def _finish(self, run_id: int, result: JobResult) -> None:
+        folder = self.site.settings.results_dir / str(run_id)
+        if result.ok:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in result.blobs.items():
+                (folder / Path(name).name).write_bytes(data)
+        with self.site.sessions() as db:
+            run = db.get(RequestRun, run_id)
+            request = run.request
+            run.state = "released" if result.ok else "failed"
+            run.finished_at = utcnow()
+            run.touched_data = result.touched_data
+            run.manifest = result.manifest if result.ok else None
+            run.error_type, run.error_message = result.error_type, result.error_message
+            run.error_detail = result.error_detail
+            run.stdout, run.stderr = result.stdout, result.stderr
+            run.duration_seconds = result.duration_seconds
+            request.state = State.RELEASED.value if result.ok else State.FAILED.value
+            request.updated_at = utcnow()
+            event = audit.record(
+                db,
+                "run_released" if result.ok else "run_failed",
+                actor=None,
+                target_type="request",
+                target_id=request.id,
+                run=run_id,
+                error_type=result.error_type,
+                touched_data=result.touched_data,
+            )
+            if not result.ok:
+                self._refund_unused(db, request, event, ran=result.touched_data)
+            db.commit()
+
+    @staticmethod
+    def _refund_unused(db, request: CodeRequest, event, ran: bool) -> None:  # type: ignore[no-untyped-def]
+        """A failed request runs no more: refund the runs it will never make.
+
+        The failed run itself is refunded only when it never read the private data.
+        """
+        unused = request.runs_allowed - request.runs_used + (0 if ran else 1)
+        if unused > 0:
+            ledger.refund(db, request, event, runs=unused)
+
+    def fail_interrupted_runs(self) -> None:
+        """After a restart, no run can still be in flight: mark them failed, keep the charge."""
+        with self.site.sessions() as db:
+            for run in db.scalars(select(RequestRun).where(RequestRun.state == "running")):
+                run.state, run.finished_at = "failed", utcnow()
+                run.error_type, run.error_message = "Interrupted", INTERRUPTED
+                run.touched_data = True  # we cannot know it did not: keep the charge
+                request = run.request
+                request.state = State.FAILED.value
+                event = audit.record(
+                    db,
+                    "run_failed",
+                    actor=None,
+                    target_type="request",
+                    target_id=request.id,
+                    run=run.id,
+                    error_type="Interrupted",
+                )
+                self._refund_unused(db, request, event, ran=True)
+            db.commit()
+
+    def blob_path(self, run: RequestRun, name: str) -> Path:
+        names = _blob_names(run.manifest or {})
+        if name not in names:
+            raise LookupError(f"Run {run.id} has no output blob {name!r}.")
+        return self.site.settings.results_dir / str(run.id) / name
+
+
+def _blob_names(node: object) -> set[str]:
+    """Every blob name a result manifest refers to (key ``blob`` at any depth)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("blob"), str):
+            found.add(node["blob"])
+        for value in node.values():
+            found |= _blob_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _blob_names(value)
+    return found

@@ -1,0 +1,1 @@
+"""Asset storage: Parquet files under the site's storage root."""

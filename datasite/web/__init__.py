@@ -1,0 +1,1 @@
+"""The review pages served by the datasite (see ``datasite.web.pages``)."""

@@ -1,0 +1,164 @@
+"""Dataset pages: assets, schema, a mock preview, and the owner's policy form.
+
+The preview reads only the asset's ``mock_path`` file, never the real table. The policy
+form is generated from the policy model's schema (``datasite.web.policy_form``), saved
+with ``policy_store.save`` like the API does, and pending requests are re-checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from datasite import audit, policy_store
+from datasite.api.deps import client_address, db_session
+from datasite.db.models import Asset, Dataset
+from datasite.web.access import PageError, WebSession, owner_post, staff_page
+from datasite.web.policy_form import form_fields, form_intro, parse_form, with_values
+from datasite.web.render import render
+from datasite.web.session import CSRF_FIELD
+from policies.schema import Policy
+
+router = APIRouter(include_in_schema=False)
+PREVIEW_ROWS = 20
+
+
+def mock_preview(assets_dir: Path, asset: Asset, rows: int = PREVIEW_ROWS) -> dict[str, Any]:
+    """The first ``rows`` rows of the asset's mock table, as strings for display."""
+    root = assets_dir.resolve()
+    path = (root / asset.mock_path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return {"columns": [], "rows": [], "problem": "The mock file is missing."}
+    batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
+    if batch is None:
+        return {"columns": [], "rows": [], "problem": "The mock table is empty."}
+    table = batch.to_pydict()
+    columns = list(table)
+    count = min(batch.num_rows, rows)
+    return {
+        "columns": columns,
+        "rows": [
+            ["" if table[c][i] is None else str(table[c][i]) for c in columns] for i in range(count)
+        ],
+        "problem": "",
+    }
+
+
+def _dataset(db: Session, name: str) -> Dataset:
+    dataset = db.scalar(select(Dataset).where(Dataset.name == name))
+    if dataset is None:
+        raise PageError(404, "No such dataset", f"There is no dataset {name!r}.")
+    return dataset
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets_page(
+    request: Request,
+    session: WebSession = Depends(staff_page),
+    db: Session = Depends(db_session),
+) -> HTMLResponse:
+    return render(
+        request,
+        "datasets.html",
+        {
+            "title": "Datasets",
+            "nav": "datasets",
+            "datasets": list(db.scalars(select(Dataset).order_by(Dataset.name))),
+        },
+        user=session.user,
+        csrf=session.csrf,
+    )
+
+
+def dataset_page(
+    request: Request,
+    db: Session,
+    session: WebSession,
+    name: str,
+    *,
+    posted: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    dataset = _dataset(db, name)
+    policy = policy_store.dataset_policy(db, dataset.id)
+    fields = form_fields(Policy, policy.model_dump(mode="json"))
+    if posted is not None:
+        fields = with_values(fields, posted, errors or {})
+    assets_dir = request.app.state.site.settings.assets_dir
+    return render(
+        request,
+        "dataset.html",
+        {
+            "title": f"Dataset {dataset.name}",
+            "nav": "datasets",
+            "dataset": dataset,
+            "previews": {a.id: mock_preview(assets_dir, a) for a in dataset.assets},
+            "fields": fields,
+            "policy_intro": form_intro(Policy),
+            "policy_version": policy.version,
+            "form_error": (errors or {}).get(""),
+            "has_errors": bool(errors),
+            "saved": request.query_params.get("saved") == "1" and posted is None,
+        },
+        user=session.user,
+        csrf=session.csrf,
+        status=status,
+    )
+
+
+@router.get("/datasets/{name}", response_class=HTMLResponse)
+def show_dataset(
+    request: Request,
+    name: str,
+    session: WebSession = Depends(staff_page),
+    db: Session = Depends(db_session),
+) -> HTMLResponse:
+    return dataset_page(request, db, session, name)
+
+
+@router.post("/datasets/{name}/policy")
+async def save_policy(
+    request: Request,
+    name: str,
+    session: WebSession = Depends(owner_post),
+) -> Response:
+    """Validate the posted policy; errors go back next to their fields, nothing saved."""
+    form = await request.form()
+    posted = {k: v for k, v in form.items() if isinstance(v, str) and k != CSRF_FIELD}
+    return await run_in_threadpool(_save_policy, request, name, session, posted)
+
+
+def _save_policy(
+    request: Request, name: str, session: WebSession, posted: dict[str, str]
+) -> Response:
+    the_site = request.app.state.site
+    with the_site.sessions() as db:
+        document, errors = parse_form(Policy, posted)
+        if errors:
+            return dataset_page(
+                request, db, session, name, posted=posted, errors=errors, status=422
+            )
+        dataset = _dataset(db, name)
+        version = policy_store.save(db, dataset.id, None, document)
+        audit.record(
+            db,
+            "policy_set",
+            actor=session.user,
+            address=client_address(request),
+            target_type="dataset",
+            target_id=dataset.name,
+            version=version,
+            channel="web",
+        )
+        db.commit()
+        the_site.reviewer.recheck_dataset(db, dataset.id)
+    return RedirectResponse(f"/datasets/{quote(name)}?saved=1#policy-heading", status_code=303)

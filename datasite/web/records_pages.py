@@ -1,0 +1,99 @@
+"""The ledger (budgets and every spend) and the audit log, as read-only pages."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from datasite.api.deps import db_session
+from datasite.db.models import AuditEvent, BudgetGrant, Dataset, LedgerEntry, User
+from datasite.web.access import WebSession, owner_page, staff_page
+from datasite.web.render import render
+
+router = APIRouter(include_in_schema=False)
+AUDIT_PAGE = 100
+
+
+@router.get("/ledger", response_class=HTMLResponse)
+def ledger_page(
+    request: Request,
+    researcher: str = Query("", max_length=320),
+    dataset: str = Query("", max_length=200),
+    session: WebSession = Depends(staff_page),
+    db: Session = Depends(db_session),
+) -> HTMLResponse:
+    grants_q = (
+        select(BudgetGrant)
+        .join(User, BudgetGrant.user_id == User.id)
+        .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
+        .order_by(User.email, Dataset.name)
+    )
+    entries_q = (
+        select(LedgerEntry, BudgetGrant)
+        .join(BudgetGrant, LedgerEntry.grant_id == BudgetGrant.id)
+        .join(User, BudgetGrant.user_id == User.id)
+        .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
+        .order_by(LedgerEntry.id.desc())
+    )
+    if researcher:
+        grants_q = grants_q.where(User.email == researcher.strip().lower())
+        entries_q = entries_q.where(User.email == researcher.strip().lower())
+    if dataset:
+        grants_q = grants_q.where(Dataset.name == dataset)
+        entries_q = entries_q.where(Dataset.name == dataset)
+    return render(
+        request,
+        "ledger.html",
+        {
+            "title": "Privacy ledger",
+            "nav": "ledger",
+            "grants": list(db.scalars(grants_q)),
+            "entries": list(db.execute(entries_q.limit(500))),
+            "researcher": researcher,
+            "dataset": dataset,
+            "researchers": list(
+                db.scalars(select(User.email).where(User.role == "researcher").order_by(User.email))
+            ),
+            "datasets": list(db.scalars(select(Dataset.name).order_by(Dataset.name))),
+        },
+        user=session.user,
+        csrf=session.csrf,
+    )
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    action: str = Query("", max_length=64),
+    actor: str = Query("", max_length=320),
+    offset: int = Query(0, ge=0),
+    session: WebSession = Depends(owner_page),
+    db: Session = Depends(db_session),
+) -> HTMLResponse:
+    query = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if action:
+        query = query.where(AuditEvent.action == action)
+    if actor:
+        query = query.where(AuditEvent.actor_email == actor.strip().lower())
+    events = list(db.scalars(query.limit(AUDIT_PAGE + 1).offset(offset)))
+    return render(
+        request,
+        "audit.html",
+        {
+            "title": "Audit log",
+            "nav": "audit",
+            "events": events[:AUDIT_PAGE],
+            "more": len(events) > AUDIT_PAGE,
+            "offset": offset,
+            "page_size": AUDIT_PAGE,
+            "action": action,
+            "actor": actor,
+            "actions": list(
+                db.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action))
+            ),
+        },
+        user=session.user,
+        csrf=session.csrf,
+    )

@@ -1,0 +1,128 @@
+"""The HTTP session both clients use: bearer token, readable errors, streamed uploads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class DatasiteError(RuntimeError):
+    """The site refused a call; ``str(error)`` is the site's own explanation.
+
+    ``status`` is the HTTP status code (403 for a role the route does not allow, 409 for a
+    state change the lifecycle forbids, 422 for invalid input, ...).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DevPasswordWarning(UserWarning):
+    """The site runs with the fixed development owner password."""
+
+
+class ApiSession:
+    """An authenticated connection to a datasite's ``/api/v1``.
+
+    >>> session = ApiSession.login(url, "bob@uni.example", "pw")  # doctest: +SKIP
+    >>> session.get("/datasets")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=timeout)
+        self.token = token
+        self.user: dict[str, Any] = {}
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+
+    @classmethod
+    def login(cls, url: str, email: str, password: str) -> ApiSession:
+        session = cls(url)
+        body = session.post("/auth/login", json={"email": email, "password": password})
+        if body.get("warning"):
+            warnings.warn(body["warning"], DevPasswordWarning, stacklevel=3)
+        session.token = body["token"]
+        session.user = body["user"]
+        session.http.headers["Authorization"] = f"Bearer {session.token}"
+        return session
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise DatasiteError(0, f"Cannot reach the datasite at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise DatasiteError(response.status_code, str(detail))
+        if response.status_code == 204 or not response.content:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, **kwargs)
+
+    def get_table(self, path: str) -> pd.DataFrame:
+        """A Parquet response as a DataFrame."""
+        return pq.read_table(pa.BufferReader(self.get(path))).to_pandas()
+
+    def upload_table(
+        self, frame: pd.DataFrame, label: str = "table", progress: bool = True
+    ) -> dict:
+        """Write ``frame`` to a temporary Parquet file and stream it to ``/uploads``.
+
+        The file is sent in 1 MiB chunks, so the upload holds the DataFrame plus one chunk
+        in memory, never a second full copy; ``progress`` shows a rich progress bar.
+        """
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "upload.parquet"
+            pq.write_table(
+                pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=128 * 1024
+            )
+            size = path.stat().st_size
+            return self.post(
+                "/uploads",
+                content=_chunks(path, size, label, progress),
+                headers={
+                    "content-type": "application/vnd.apache.parquet",
+                    "content-length": str(size),
+                },
+            )
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _chunks(path: Path, size: int, label: str, progress: bool) -> Iterator[bytes]:
+    from rich.progress import Progress
+
+    show = progress and not os.environ.get("DATASITE_NO_PROGRESS")
+    with Progress(disable=not show, transient=True) as bar, path.open("rb") as source:
+        task = bar.add_task(f"Uploading {label}", total=size)
+        while chunk := source.read(1024 * 1024):
+            bar.advance(task, len(chunk))
+            yield chunk

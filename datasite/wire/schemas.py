@@ -1,0 +1,257 @@
+"""Request and response bodies of the datasite API (JSON, validated by pydantic).
+
+The server and both clients import these, so a field renamed here is renamed everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["owner", "reviewer", "researcher"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value) or len(value) > 320:
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+class LoginIn(Strict):
+    email: str = Field(max_length=320)
+    password: str = Field(min_length=1, max_length=500)
+
+    _email = field_validator("email")(_check_email)
+
+
+class UserOut(BaseModel):
+    email: str
+    name: str
+    role: Role
+    institution: str = ""
+    website: str = ""
+    disabled: bool = False
+
+
+class LoginOut(BaseModel):
+    token: str
+    expires_at: datetime
+    user: UserOut
+    warning: str | None = None
+
+
+class UserCreate(Strict):
+    email: str
+    name: Name
+    role: Role = "researcher"
+    password: str | None = Field(default=None, min_length=8, max_length=500)
+    institution: str = Field(default="", max_length=200)
+    website: str = Field(default="", max_length=300)
+
+    _email = field_validator("email")(_check_email)
+
+
+class UserCreated(UserOut):
+    generated_password: str | None = None
+
+
+class UserUpdate(Strict):
+    disabled: bool | None = None
+    role: Role | None = None
+
+
+class ColumnOut(BaseModel):
+    name: str
+    dtype: str
+
+
+class UploadOut(BaseModel):
+    upload_id: str
+    columns: list[ColumnOut]
+    rows: int
+
+
+class AssetIn(Strict):
+    name: Name
+    description: str = Field(default="", max_length=20_000)
+    real_upload: str = Field(min_length=1, max_length=64)
+    mock_upload: str = Field(min_length=1, max_length=64)
+
+
+class DatasetIn(Strict):
+    name: Name
+    description: str = Field(default="", max_length=100_000)
+    summary: str = Field(default="", max_length=20_000)
+    citation: str = Field(default="", max_length=20_000)
+    contributors: list[str] = Field(default_factory=list, max_length=200)
+    assets: list[AssetIn] = Field(min_length=1, max_length=100)
+
+
+class AssetOut(BaseModel):
+    name: str
+    description: str
+    columns: list[ColumnOut]
+    mock_rows: int
+    real_rows: int
+
+
+class DatasetOut(BaseModel):
+    name: str
+    description: str
+    summary: str
+    citation: str
+    contributors: list[str]
+    created_at: datetime
+    assets: list[AssetOut]
+
+
+class ProjectIn(Strict):
+    name: Name
+    description: str = Field(default="", max_length=100_000)
+
+
+class ProjectOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    owner: str
+    created_at: datetime
+
+
+class ContextOptionsIn(Strict):
+    queries: int = Field(default=1, ge=1, le=1000)
+    max_contributions: int = Field(default=1, ge=1, le=100_000)
+
+
+class CodeRequestIn(Strict):
+    project: Name
+    dataset: Name
+    entry: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=500_000)
+    bindings: dict[str, str] = Field(min_length=1, max_length=20)  # argument -> asset name
+    kind: Literal["mechanism", "context"] = "mechanism"
+    epsilon: float = Field(gt=0, le=100)
+    delta: float = Field(default=0.0, ge=0, lt=1)
+    mechanisms: list[str] = Field(default_factory=list, max_length=100)
+    context: ContextOptionsIn = Field(default_factory=ContextOptionsIn)
+    description: str = Field(default="", max_length=100_000)
+    runs: int = Field(default=1, ge=1, le=1000)
+
+    @field_validator("entry")
+    @classmethod
+    def _entry_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a Python function name")
+        return value
+
+    @field_validator("bindings")
+    @classmethod
+    def _arguments_are_identifiers(cls, value: dict[str, str]) -> dict[str, str]:
+        for argument in value:
+            if not _IDENTIFIER.match(argument):
+                raise ValueError(f"{argument!r} is not a Python argument name")
+        return value
+
+
+class RunOut(BaseModel):
+    id: int
+    state: str
+    started_at: datetime
+    finished_at: datetime | None
+    error_type: str | None = None
+    error_message: str | None = None
+    # owner only, or once the owner released them:
+    error_detail: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    manifest: dict[str, Any] | None = None
+    duration_seconds: float = 0.0
+
+
+class CodeRequestOut(BaseModel):
+    id: int
+    project: str
+    dataset: str
+    author: str
+    entry: str
+    source: str
+    source_hash: str
+    kind: str
+    bindings: dict[str, str]
+    epsilon: float
+    delta: float
+    mechanisms: list[str]
+    context: dict[str, Any]
+    description: str
+    runs_allowed: int
+    runs_used: int
+    state: str
+    deny_reason: str | None
+    override_justification: str | None
+    policy_report: dict[str, Any] | None
+    policy_version: str | None
+    created_at: datetime
+    updated_at: datetime
+    runs: list[RunOut] = Field(default_factory=list)
+
+
+class ApproveIn(Strict):
+    justification: str | None = Field(default=None, max_length=20_000)
+
+
+class DenyIn(Strict):
+    reason: str = Field(min_length=1, max_length=20_000)
+
+
+class GrantIn(Strict):
+    email: str
+    dataset: Name
+    epsilon: float = Field(ge=0, le=1000)
+    delta: float = Field(default=0.0, ge=0, lt=1)
+
+    _email = field_validator("email")(_check_email)
+
+
+class GrantOut(BaseModel):
+    email: str
+    dataset: str
+    epsilon: float
+    delta: float
+    spent_epsilon: float
+    spent_delta: float
+    remaining_epsilon: float
+    remaining_delta: float
+
+
+class LedgerEntryOut(BaseModel):
+    id: int
+    email: str
+    dataset: str
+    request_id: int
+    kind: str
+    epsilon: float
+    delta: float
+    audit_event_id: int | None
+    created_at: datetime
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    detail: dict[str, Any]
+    address: str

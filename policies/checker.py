@@ -1,0 +1,344 @@
+"""The policy checker: static analysis, an instrumented dry-run and an empirical audit.
+
+The server calls :func:`check_request` when a request is submitted and stores the
+report; the researcher kit calls it (through the site's pre-check) on the mock before
+submitting. Submitted code only ever runs inside the sandbox, through ``executor``.
+
+>>> from policies.schema import DEFAULT_POLICY
+>>> src = "import os\\ndef f(df):\\n    return os.listdir('/')\\n"
+>>> report = check_request(src, "f", {"epsilon": 0.5}, DEFAULT_POLICY, {})
+>>> report.verdict, sorted(report.rules("blocking"))
+('blocked', ['forbidden_import'])
+
+Verdicts: ``blocked`` when any finding blocks. ``pass`` when nothing above ``info`` was
+found and every output is DP by construction: a Context request, or a mechanism request
+whose releases were all measured through OpenDP pipelines that start from the data
+(dataset metrics, so OpenDP itself proves the sensitivity), within the declared budget,
+with every output a release or post-processing of releases. Everything else is
+``needs_review``: the code's own sensitivity claims, diffprivlib's data bounds and the
+audit's lower bounds are evidence for a human, not a proof.
+"""
+
+from __future__ import annotations
+
+import atexit
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from datasite.execution.job import ContextOptions, JobResult, JobSpec, Limits, RequestKind
+from policies import audit
+from policies.report import Budget, PolicyReport
+from policies.schema import Policy
+from policies.static import StaticResult, analyse, non_dp_severity
+
+#: Static rules after which the code is not worth running, even in the sandbox.
+NOT_RUN_AFTER = frozenset(
+    {
+        "syntax_error",
+        "entry_missing",
+        "forbidden_import",
+        "dangerous_builtin",
+        "dunder_access",
+        "file_access",
+        "network_access",
+    }
+)
+TOLERANCE = 1e-6
+
+
+class Declaration(BaseModel):
+    """What the request says about itself."""
+
+    kind: RequestKind = RequestKind.MECHANISM
+    epsilon: float = Field(default=0.0, ge=0)
+    delta: float = Field(default=0.0, ge=0, le=1)
+    mechanisms: list[str] = Field(default_factory=list)
+    context: ContextOptions = Field(default_factory=ContextOptions)
+
+
+def _declaration(value: Any) -> Declaration:
+    if isinstance(value, Declaration):
+        return value
+    if isinstance(value, Mapping):
+        return Declaration.model_validate({k: v for k, v in value.items() if v is not None})
+    return Declaration.model_validate(value, from_attributes=True)
+
+
+def check_request(
+    source: str,
+    entry: str,
+    declaration: Mapping[str, Any] | Declaration,
+    policy: Policy,
+    mock_inputs: Mapping[str, str],
+    executor: Any = None,
+) -> PolicyReport:
+    """Check one code request against ``policy`` on the mock data.
+
+    ``mock_inputs`` maps the function's arguments to mock Parquet paths. ``executor`` runs
+    sandbox jobs (``submit(spec)`` returning a future, or ``run(spec)``); without one, the
+    site's local executor is started when available, otherwise only static analysis runs
+    and the report says so.
+    """
+    decl = _declaration(declaration)
+    report = PolicyReport(kind=decl.kind.value, entry=entry, policy_version=policy.version)
+    report.budget = Budget(declared_epsilon=decl.epsilon, declared_delta=decl.delta)
+    _limits(decl, policy, report)
+
+    started = time.perf_counter()
+    static = analyse(source, entry, decl.model_dump(mode="json"), policy)
+    report.findings += static.findings
+    report.budget.static_epsilon = static.epsilon
+    report.outputs = list(static.outputs)
+    report.timings["static"] = time.perf_counter() - started
+
+    skip = sorted(report.rules("blocking") & NOT_RUN_AFTER)
+    if skip:
+        report.notes.append(f"Not run on the mock: static analysis found {', '.join(skip)}.")
+    else:
+        runner = _Runner(executor)
+        if runner.executor is None:
+            report.add(
+                "not_run",
+                "warning",
+                "No sandbox executor: the code was not run on the "
+                "mock; only static analysis applies.",
+                stage="checker",
+            )
+        else:
+            _dynamic(runner, source, entry, decl, policy, dict(mock_inputs), static, report)
+    report.verdict = _verdict(report, decl)
+    return report
+
+
+def _limits(decl: Declaration, policy: Policy, report: PolicyReport) -> None:
+    if decl.epsilon > policy.max_epsilon_per_request * (1 + TOLERANCE):
+        report.add(
+            "epsilon_over_policy_limit",
+            "blocking",
+            f"Declares epsilon {decl.epsilon:g}; the policy allows at most "
+            f"{policy.max_epsilon_per_request:g} per request.",
+            stage="checker",
+        )
+    if decl.delta > policy.max_delta_per_request * (1 + TOLERANCE):
+        report.add(
+            "delta_over_policy_limit",
+            "blocking",
+            f"Declares delta {decl.delta:g}; the policy allows at most "
+            f"{policy.max_delta_per_request:g} per request.",
+            stage="checker",
+        )
+    for name in decl.mechanisms:
+        if not policy.allows_mechanism(name):
+            report.add(
+                "mechanism_not_allowed",
+                "blocking",
+                f"Declares `{name}`, which the policy does not allow.",
+                stage="checker",
+            )
+
+
+# -- running jobs in the sandbox --------------------------------------------------------
+
+
+class _Runner:
+    """Submits checker jobs to whatever executor the caller has."""
+
+    def __init__(self, executor: Any) -> None:
+        self.executor = executor if executor is not None else _default_executor()
+
+    def run(self, spec: JobSpec) -> JobResult:
+        if hasattr(self.executor, "run"):
+            return self.executor.run(spec)
+        outcome = self.executor.submit(spec)
+        if hasattr(outcome, "result"):
+            outcome = outcome.result(timeout=spec.limits.wall_seconds + 60)
+        return outcome
+
+
+_DEFAULT: list[Any] = []
+
+
+def _default_executor() -> Any:
+    """One local sandbox executor per process, started on first use, closed at exit."""
+    if _DEFAULT:
+        return _DEFAULT[0]
+    try:
+        from datasite.execution.executor import make_executor
+
+        executor = make_executor("local", 1)
+    except Exception:  # noqa: BLE001 - no sandbox here: static analysis only
+        return None
+    atexit.register(executor.close)
+    _DEFAULT.append(executor)
+    return executor
+
+
+def payload_of(result: JobResult) -> dict[str, Any]:
+    """The harness's answer: its returned dict (decoded) with its harness report over it."""
+    payload: dict[str, Any] = {}
+    if result.manifest:
+        from datasite.execution.results import decode_result
+
+        value = decode_result(result.manifest, result.blobs)
+        if isinstance(value, dict):
+            payload.update(value)
+    payload.update(result.harness_report or {})
+    return payload
+
+
+def _timed_out(result: JobResult) -> bool:
+    if result.error_type in ("TimeoutError", "CpuTimeExceeded"):
+        return True
+    text = f"{result.error_type or ''} {result.error_message or ''}".lower()
+    return "timeout" in text or "timed out" in text or "time limit" in text
+
+
+def _spec(source: str, entry: str, decl: Declaration, inputs: dict[str, str], harness: str,
+          options: dict[str, Any], wall: float) -> JobSpec:  # fmt: skip
+    return JobSpec(
+        job_id=f"check-{uuid.uuid4().hex[:12]}",
+        source=source,
+        entry=entry,
+        kind=decl.kind,
+        inputs=inputs,
+        epsilon=decl.epsilon,
+        delta=decl.delta,
+        context=decl.context,
+        harness=harness,
+        harness_options=options,
+        limits=Limits(wall_seconds=wall, cpu_seconds=max(int(wall * 2) + 5, 10)),
+    )
+
+
+def _failed(result: JobResult, stage: str, limit: float, report: PolicyReport) -> bool:
+    if result.ok:
+        return False
+    if _timed_out(result):
+        report.add(
+            "non_termination",
+            "blocking",
+            f"The code did not finish on the mock within {limit:g} s (a loop that never ends?).",
+            stage=stage,
+        )
+    else:
+        message = (result.error_message or "")[:300]
+        report.add(
+            "run_failed",
+            "warning",
+            f"The code failed on the mock: {result.error_type or 'error'}"
+            + (f": {message}" if message else "."),
+            stage=stage,
+        )
+    return True
+
+
+def _dynamic(
+    runner: _Runner,
+    source: str,
+    entry: str,
+    decl: Declaration,
+    policy: Policy,
+    inputs: dict[str, str],
+    static: StaticResult,
+    report: PolicyReport,
+) -> None:
+    sensitivities = {
+        str(m.line): m.sensitivity
+        for m in static.mechanisms
+        if m.sensitivity is not None and "assumed" not in m.sensitivity_source
+    }
+    options = {"sensitivities": sensitivities, "delta": decl.delta,
+               "max_contributions": decl.context.max_contributions}  # fmt: skip
+    limit = policy.audit.dry_run_timeout_seconds
+    started = time.perf_counter()
+    spec = _spec(
+        source, entry, decl, inputs, "policies.instrument:instrumented_call", options, limit
+    )
+    result = runner.run(spec)
+    report.timings["dry_run"] = time.perf_counter() - started
+    if _failed(result, "dry_run", limit, report):
+        return
+    from policies.dry_run import apply_dry_run
+
+    apply_dry_run(payload_of(result), decl, policy, static, report)
+    if not policy.audit.enabled or decl.kind == RequestKind.CONTEXT:
+        return
+    started = time.perf_counter()
+    budget = policy.audit.time_budget_seconds
+    options = {"time_budget": budget, "max_trials": policy.audit.max_trials}
+    spec = _spec(source, entry, decl, inputs, "policies.audit:audit_call", options, budget + limit)
+    result = runner.run(spec)
+    report.timings["audit"] = time.perf_counter() - started
+    if _failed(result, "audit", budget + limit, report):
+        return
+    _apply_audit(audit.analyse(payload_of(result), policy.audit.confidence), decl, policy, report)
+
+
+def _apply_audit(
+    found: dict[str, Any], decl: Declaration, policy: Policy, report: PolicyReport
+) -> None:
+    if found.get("skipped"):
+        report.notes.append(f"Audit skipped: {found['skipped']}.")
+        return
+    assert report.budget is not None
+    bound = found["epsilon_lower_bound"]
+    report.budget.audit_epsilon_lower_bound = bound
+    report.budget.audit_confidence = policy.audit.confidence
+    report.notes.append(
+        f"Audit: {found['trials']} runs on the mock and on its neighbour "
+        f"({found['neighbour']}) in {found['seconds']:.2f} s; epsilon is at least "
+        f"{bound:.3g} with {policy.audit.confidence:.0%} confidence."
+    )
+    if bound > decl.epsilon * (1 + TOLERANCE):
+        worst = max(found["per_output"], key=found["per_output"].get)
+        report.add(
+            "audit_epsilon_exceeds_declaration",
+            "blocking",
+            f"Running the code on the mock and on a neighbour shows a privacy loss of at "
+            f"least epsilon {bound:.3g} (output {worst}, {policy.audit.confidence:.0%} "
+            f"confidence), above the declared {decl.epsilon:g}: too little noise.",
+            stage="audit",
+        )
+    for item in found["deterministic_data_dependent"]:
+        report.add(
+            "deterministic_output",
+            non_dp_severity(policy),
+            f"Output `{item['output']}` is the same on every run yet changes when one "
+            f"row changes ({', '.join(item['changes_on'])}): it carries no noise.",
+            stage="audit",
+        )
+    if found["trials"] < 2 * audit.MIN_TEST_SAMPLES:
+        report.notes.append(
+            "The audit had too few runs for a statistical test; raise the policy's audit "
+            "time budget for a stronger check."
+        )
+
+
+# -- the verdict ------------------------------------------------------------------------
+
+
+def _verdict(report: PolicyReport, decl: Declaration) -> str:
+    if report.blocking:
+        return "blocked"
+    if any(f.severity == "warning" for f in report.findings):
+        return "needs_review"
+    if not report.outputs or any(o.cls not in ("dp", "post_processing") for o in report.outputs):
+        return "needs_review"
+    if decl.kind == RequestKind.CONTEXT:
+        return "pass"
+    budget = report.budget
+    proven = (
+        budget is not None
+        and budget.measured_epsilon is not None
+        and budget.mechanisms
+        and all(m.d_in_source.startswith("max_contributions") for m in budget.mechanisms)
+        and not any(o.reason.startswith("static") for o in report.outputs)
+    )
+    return "pass" if proven else "needs_review"
+
+
+__all__ = ["Declaration", "check_request", "payload_of"]

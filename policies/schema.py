@@ -1,0 +1,213 @@
+"""What a dataset's owner allows: the policy every code request is checked against.
+
+A :class:`Policy` is plain data. Owners write it as YAML or TOML (``Policy.from_file``),
+the server stores it as JSON, and every policy report records the policy's ``version``
+(a hash of its content), so a reviewer can tell which rules a request was checked
+against even after the owner changed them.
+
+>>> from policies.schema import DEFAULT_POLICY, Policy
+>>> strict = Policy(max_epsilon_per_request=0.5, non_dp_outputs="block")
+>>> strict.version != DEFAULT_POLICY.version
+True
+>>> DEFAULT_POLICY.for_researcher({"max_epsilon_per_request": 2.0}).max_epsilon_per_request
+2.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NonDPOutputs = Literal["block", "review", "allow"]
+
+#: DP constructors and helpers a request may call. Names are matched against the last
+#: component of the called name (``dp.m.make_laplace`` -> ``make_laplace``) for OpenDP
+#: constructors and diffprivlib classes, and by their dotted prefix for the kit's helpers.
+DEFAULT_MECHANISMS: tuple[str, ...] = (
+    # OpenDP measurements (make_* and the chaining then_* forms)
+    "make_laplace",
+    "make_gaussian",
+    "make_geometric",
+    "make_noise",
+    "make_laplace_threshold",
+    "make_gaussian_threshold",
+    "make_noisy_max",
+    "make_noisy_top_k",
+    "make_report_noisy_max_gumbel",
+    "make_randomized_response",
+    "make_randomized_response_bool",
+    "make_private_quantile",
+    "make_private_lazyframe",
+    "make_private_expr",
+    # OpenDP's Context API
+    "Context",
+    # diffprivlib models and tools
+    "diffprivlib.models.*",
+    "diffprivlib.tools.*",
+    "diffprivlib.mechanisms.*",
+    # the researcher kit's DP helpers
+    "researcher_kit.dp.*",
+)
+
+DEFAULT_IMPORTS: tuple[str, ...] = (
+    "pandas",
+    "numpy",
+    "opendp",
+    "polars",
+    "sklearn",
+    "diffprivlib",
+    "skops",
+    "researcher_kit",
+    "scipy",
+    "math",
+    "datetime",
+    "statistics",
+    "collections",
+    "itertools",
+    "functools",
+    "random",
+    "typing",
+    "decimal",
+    "fractions",
+    "json",
+    "re",
+)
+
+
+class AuditSettings(BaseModel):
+    """How long and how often the empirical audit may run the request on the mock."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    time_budget_seconds: float = Field(default=1.0, gt=0, le=600)
+    max_trials: int = Field(default=4000, ge=20, le=1_000_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    dry_run_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+
+
+class Policy(BaseModel):
+    """A dataset's rules for code requests (see :data:`DEFAULT_POLICY` for the defaults).
+
+    ``non_dp_outputs`` says what an output that is not DP does to the verdict: ``block``
+    (the request is blocked; the default), ``review`` (a human decides) or ``allow``
+    (reported for information only). ``auto_approve`` lets the server approve, without a
+    human, a Context request whose report passes. ``min_group_size`` is the smallest group
+    a non-DP table output may describe (reported when such outputs are allowed).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epsilon_per_request: float = Field(default=1.0, gt=0)
+    max_delta_per_request: float = Field(default=1e-6, ge=0, lt=1)
+    default_total_epsilon: float = Field(default=10.0, ge=0)
+    default_total_delta: float = Field(default=1e-5, ge=0, lt=1)
+    allowed_mechanisms: list[str] = Field(default_factory=lambda: list(DEFAULT_MECHANISMS))
+    allowed_imports: list[str] = Field(default_factory=lambda: list(DEFAULT_IMPORTS))
+    non_dp_outputs: NonDPOutputs = "block"
+    auto_approve: bool = False
+    min_group_size: int = Field(default=10, ge=1)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_version(cls, data: Any) -> Any:
+        # ``version`` is derived, but stored documents and API answers carry it.
+        if isinstance(data, dict) and "version" in data:
+            data = {k: v for k, v in data.items() if k != "version"}
+        return data
+
+    @property
+    def version(self) -> str:
+        """A short content hash: equal policies have equal versions."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Policy:
+        """Load a policy from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file."""
+        path = Path(path)
+        text = path.read_text()
+        suffix = path.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ValueError(f"{path.name}: a policy file is .yaml, .yml, .toml or .json")
+        return cls.model_validate(data)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def for_researcher(self, overrides: PolicyOverrides | dict[str, Any] | None) -> Policy:
+        """This policy with one researcher's overrides laid over it (validated again)."""
+        if overrides is None:
+            return self
+        if isinstance(overrides, dict):
+            overrides = PolicyOverrides.model_validate(overrides)
+        changes = overrides.model_dump(exclude_none=True, mode="json")
+        return Policy.model_validate({**self.model_dump(mode="json"), **changes})
+
+    def allows_import(self, module: str) -> bool:
+        """Whether ``module`` (dotted) is inside an allowed top-level package."""
+        return any(module == a or module.startswith(a + ".") for a in self.allowed_imports)
+
+    def allows_mechanism(self, name: str) -> bool:
+        """Whether a mechanism (short constructor name or dotted path) is allowed.
+
+        Entries ending in ``.*`` allow everything under a dotted prefix; other entries
+        match the full name or its last component.
+        """
+        last = name.rsplit(".", 1)[-1]
+        for allowed in self.allowed_mechanisms:
+            if allowed.endswith(".*"):
+                if name.startswith(allowed[:-1]):
+                    return True
+            elif allowed in (name, last) or allowed == last.replace("then_", "make_", 1):
+                return True
+        return False
+
+
+class PolicyOverrides(BaseModel):
+    """Fields an owner may set for one researcher; unset fields keep the dataset's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epsilon_per_request: float | None = Field(default=None, gt=0)
+    max_delta_per_request: float | None = Field(default=None, ge=0, lt=1)
+    default_total_epsilon: float | None = Field(default=None, ge=0)
+    default_total_delta: float | None = Field(default=None, ge=0, lt=1)
+    allowed_mechanisms: list[str] | None = None
+    allowed_imports: list[str] | None = None
+    non_dp_outputs: NonDPOutputs | None = None
+    auto_approve: bool | None = None
+    min_group_size: int | None = Field(default=None, ge=1)
+
+
+DEFAULT_POLICY = Policy()
+"""The policy of a dataset whose owner set none.
+
+- ``max_epsilon_per_request=1.0``, ``max_delta_per_request=1e-6``: one request may spend
+  at most epsilon 1 (a common upper end for a single release) and a delta far below 1/n.
+- ``default_total_epsilon=10.0``, ``default_total_delta=1e-5``: each researcher's ledger
+  grant on a dataset unless the owner grants another.
+- ``allowed_mechanisms``: OpenDP's noise measurements (Laplace, Gaussian, geometric,
+  thresholds, noisy max, randomized response, quantiles, Polars plans), the Context API,
+  diffprivlib's models/tools/mechanisms and the kit's ``researcher_kit.dp`` helpers.
+- ``allowed_imports``: the data-science stack (pandas, NumPy, SciPy, Polars,
+  scikit-learn, skops), the DP libraries, the kit, and pure standard-library modules
+  (math, statistics, datetime, ...). No os/sys/subprocess/socket/pickle/importlib.
+- ``non_dp_outputs="block"``: an output that is not DP (a raw aggregate, rows, a model
+  fitted without DP) blocks the request; an owner may still override with a justification.
+- ``auto_approve=False``: nothing is approved without a human unless the owner opts in.
+- ``min_group_size=10``; audit: 1 s on the mock, at most 4000 trials, 95% confidence.
+"""

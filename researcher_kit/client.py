@@ -1,0 +1,230 @@
+"""The researcher's session with a datasite: datasets, mocks, projects, requests, results.
+
+>>> import researcher_kit as rk
+>>> site = rk.login("http://127.0.0.1:8080", "bob@uni.example", "pw")  # doctest: +SKIP
+>>> pings = site.datasets["Pings"].assets["pings"]  # doctest: +SKIP
+>>> pings.mock.head()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from datasite.wire.http import ApiSession, DatasiteError
+from datasite.wire.records import RequestRecord, html_table
+
+if TYPE_CHECKING:
+    from researcher_kit.request import DPRequest
+
+FINAL_STATES = ("released", "failed", "denied")
+
+
+class Asset:
+    """One asset of a dataset: its schema and its mock table. The real table stays home."""
+
+    def __init__(self, session: ApiSession, dataset: str, data: dict[str, Any]) -> None:
+        self._session = session
+        self.dataset = dataset
+        self.data = data
+        self.name: str = data["name"]
+
+    @cached_property
+    def mock(self) -> pd.DataFrame:
+        """The mock table, fetched once as Parquet."""
+        return self._session.get_table(f"/datasets/{self.dataset}/assets/{self.name}/mock")
+
+    @property
+    def columns(self) -> list[dict[str, str]]:
+        return self.data["columns"]
+
+    def __repr__(self) -> str:
+        return f"<Asset {self.dataset}/{self.name}: {len(self.columns)} columns>"
+
+    def _repr_html_(self) -> str:
+        preview = self.mock.head(5).to_html(max_cols=20)
+        return (
+            f"<h4>Asset {html.escape(self.name)} of {html.escape(self.dataset)}</h4>"
+            f"<p>{self.data['mock_rows']:,} mock rows · {self.data['real_rows']:,} real rows"
+            f" (private)</p>"
+            + html_table(self.columns, ["name", "dtype"])
+            + f"<p>Mock preview</p>{preview}"
+        )
+
+
+class Assets:
+    """A dataset's assets, by name or position."""
+
+    def __init__(self, items: list[Asset]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: int | str) -> Asset:
+        if isinstance(key, int):
+            return self._items[key]
+        for asset in self._items:
+            if asset.name == key:
+                return asset
+        raise KeyError(f"No asset {key!r}; assets: {', '.join(a.name for a in self._items)}")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Dataset:
+    def __init__(self, session: ApiSession, data: dict[str, Any]) -> None:
+        self.data = data
+        self.name: str = data["name"]
+        self.assets = Assets([Asset(session, self.name, a) for a in data["assets"]])
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["data"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"<Dataset {self.name}: {len(self.assets)} assets>"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            {"asset": a.name, "columns": len(a.columns), "mock rows": a.data["mock_rows"]}
+            for a in self.assets
+        ]
+        return (
+            f"<h4>{html.escape(self.name)}</h4><p>{html.escape(self.data['summary'])}</p>"
+            f"<pre>{html.escape(self.data['description'])}</pre>"
+            + html_table(rows, ["asset", "columns", "mock rows"])
+        )
+
+
+class Datasets:
+    def __init__(self, session: ApiSession) -> None:
+        self._session = session
+
+    def __getitem__(self, key: int | str) -> Dataset:
+        if isinstance(key, int):
+            return self.list()[key]
+        try:
+            return Dataset(self._session, self._session.get(f"/datasets/{key}"))
+        except DatasiteError as exc:
+            raise KeyError(str(exc)) from None
+
+    def list(self) -> list[Dataset]:
+        return [Dataset(self._session, d) for d in self._session.get("/datasets")]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self.list())
+
+    def _repr_html_(self) -> str:
+        rows = [
+            {"dataset": d.name, "summary": d.data["summary"], "assets": len(d.assets)}
+            for d in self.list()
+        ]
+        return html_table(rows, ["dataset", "summary", "assets"])
+
+
+class Request(RequestRecord):
+    """A submitted request, as its author sees it."""
+
+    def wait(
+        self, timeout: float = 600.0, until: tuple[str, ...] = FINAL_STATES, poll: float = 0.1
+    ) -> Request:
+        """Poll until the request reaches one of ``until`` (by default: a final state)."""
+        deadline = time.monotonic() + timeout
+        while self.refresh().state not in until:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Request {self.id} is still {self.state} after {timeout:g}s.")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 2.0)
+        return self
+
+    def result(self, timeout: float = 600.0) -> Any:
+        """The outputs of the latest run on the private data, waiting for it if needed."""
+        self.wait(timeout, until=FINAL_STATES + ("checked", "approved", "auto_approved"))
+        if self.state == "checked":
+            raise PermissionError(
+                f"Request {self.id} is waiting for a reviewer's decision; try again later."
+            )
+        self.wait(timeout)
+        if self.state == "denied":
+            raise PermissionError(f"Request {self.id} was denied: {self.deny_reason}")
+        run = self.runs[-1]
+        if run["state"] == "failed":
+            raise RuntimeError(f"The run failed: {run['error_type']}: {run['error_message']}")
+        return fetch_result(self._session, self.id, run)
+
+    def run(self) -> Request:
+        """Start the next run of a request approved for several runs."""
+        self.data = self._session.post(f"/requests/{self.id}/run")
+        return self
+
+
+def fetch_result(session: ApiSession, request_id: int, run: dict[str, Any]) -> Any:
+    """Download a released run's blobs and turn the manifest back into Python values."""
+    from datasite.execution.results import blob_names, decode_result
+
+    manifest = run["manifest"]
+    blobs = {
+        name: session.get(f"/requests/{request_id}/runs/{run['id']}/blobs/{name}")
+        for name in blob_names(manifest)
+    }
+    return decode_result(manifest, blobs)
+
+
+class Site:
+    """A researcher's logged-in session."""
+
+    def __init__(self, session: ApiSession) -> None:
+        self.session = session
+        self.datasets = Datasets(session)
+
+    @property
+    def email(self) -> str:
+        return self.session.user.get("email", "")
+
+    def create_project(self, name: str, description: str = "") -> dict[str, Any]:
+        return self.session.post("/projects", json={"name": name, "description": description})
+
+    def projects(self) -> list[dict[str, Any]]:
+        return self.session.get("/projects")
+
+    def submit(
+        self, request: DPRequest, project: str, description: str = "", create_project: bool = True
+    ) -> Request:
+        """Submit a request into ``project`` (created on first use)."""
+        if create_project and project not in {p["name"] for p in self.projects()}:
+            self.create_project(project)
+        body = request.payload(project=project, description=description)
+        return Request(self.session, self.session.post("/requests", json=body))
+
+    def precheck(self, request: DPRequest) -> Any:
+        """The site's policy report for ``request``, from a dry-run on the mock."""
+        from datasite.wire.records import report_object
+
+        return report_object(self.session.post("/precheck", json=request.payload(project="-")))
+
+    @property
+    def requests(self) -> list[Request]:
+        return [Request(self.session, d) for d in self.session.get("/requests")]
+
+    def request(self, request_id: int) -> Request:
+        return Request(self.session, self.session.get(f"/requests/{request_id}"))
+
+    def budgets(self) -> list[dict[str, Any]]:
+        """What you may still spend, per dataset."""
+        return self.session.get("/budgets")
+
+
+def login(url: str, email: str, password: str) -> Site:
+    """Log in to a datasite as a researcher."""
+    return Site(ApiSession.login(url, email, password))

@@ -1,0 +1,214 @@
+"""Context requests made short: OpenDP ``Context`` queries as one-line helpers.
+
+In a Context request the site hands the function an OpenDP ``Context`` bound to the
+private data and the declared budget, split evenly over ``queries`` releases; the
+function never sees a row. :func:`local_context` builds the same Context on a
+DataFrame you hold (the mock), with the same parameters as the site's ``JobSpec``
+(``epsilon``, ``delta``, ``context.queries``, ``context.max_contributions``), so a
+request can be tried before it is submitted.
+
+Privacy unit: add/remove one person's rows, at most ``max_contributions`` of them.
+Each ``ctx_*`` helper is one ``ctx.query()...release()`` (one of the ``queries``
+shares) and returns plain Python numbers or a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from researcher_kit.dp._opendp import opendp
+from researcher_kit.dp.spend import SpendEntry, record
+
+__all__ = [
+    "ctx_count",
+    "ctx_histogram",
+    "ctx_mean",
+    "ctx_quantile",
+    "ctx_sum",
+    "local_context",
+]
+
+
+def local_context(
+    data: Any,
+    epsilon: float,
+    delta: float = 0.0,
+    queries: int = 1,
+    max_contributions: int = 1,
+    max_length: int | None = None,
+) -> Any:
+    """An OpenDP Context over ``data`` exactly as the site binds a Context request.
+
+    ``data`` is a pandas DataFrame, a Polars DataFrame or LazyFrame. The privacy loss
+    is ``epsilon`` (pure DP) or ``(epsilon, delta)`` when ``delta > 0``, split evenly
+    over ``queries`` releases. ``max_length`` is the public bound on the row count that
+    OpenDP's sums and means need; by default it is the site's own rule
+    (``datasite.execution.harness.rows_bound``: the count rounded up to one significant
+    digit), so noise scales on the mock match what the site will use on its data.
+
+    >>> import pandas as pd
+    >>> from researcher_kit import dp
+    >>> mock = pd.DataFrame({"age": [23, 45, 67, 34] * 100})
+    >>> ctx = dp.local_context(mock, epsilon=1.0, queries=2)
+    >>> abs(dp.ctx_count(ctx) - 400) < 50
+    True
+    >>> 18 <= dp.ctx_mean(ctx, "age", bounds=(18, 90)) <= 90
+    True
+    """
+    import polars as pl
+
+    dp = opendp()
+    if queries < 1 or max_contributions < 1:
+        raise ValueError("queries and max_contributions must be at least 1")
+    if isinstance(data, pd.DataFrame):
+        frame = pl.from_pandas(data).lazy()
+    elif isinstance(data, pl.DataFrame):
+        frame = data.lazy()
+    elif isinstance(data, pl.LazyFrame):
+        frame = data
+    else:
+        raise TypeError(f"expected a pandas or Polars frame, not {type(data).__name__}")
+    rows = frame.select(pl.len()).collect().item()
+    if max_length is None:
+        from datasite.execution.harness import rows_bound
+
+        max_length = rows_bound(rows)
+    elif rows > max_length:
+        raise ValueError(f"the data has more rows than max_length={max_length}")
+    loss = dp.loss_of(epsilon=epsilon, delta=delta) if delta > 0 else dp.loss_of(epsilon=epsilon)
+    return dp.Context.compositor(
+        data=frame,
+        privacy_unit=dp.unit_of(contributions=max_contributions),
+        privacy_loss=loss,
+        split_evenly_over=queries,
+        margins=[dp.polars.Margin(max_length=max_length)],
+    )
+
+
+def ctx_count(ctx: Any) -> int:
+    """DP number of rows, released through ``ctx``.
+
+    Sensitivity: ``max_contributions`` (signed integer noise, never clamped at zero).
+    """
+    dp = opendp()
+    frame = _release(ctx, ctx.query().select(dp.len(signed=True)), "ctx_count", None)
+    return int(frame.item())
+
+
+def ctx_sum(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
+    """DP sum of ``column`` clamped to ``bounds`` (missing values count as the midpoint)."""
+    query = ctx.query().select(_filled(column, bounds).dp.sum(_typed(bounds)))
+    value = _release(ctx, query, "ctx_sum", column).item()
+    return value if isinstance(value, int) else float(value)
+
+
+def ctx_mean(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
+    """DP mean of ``column`` clamped to ``bounds``: OpenDP's noisy sum over noisy length."""
+    query = ctx.query().select(_filled(column, bounds).dp.mean(_typed(bounds)))
+    return float(_release(ctx, query, "ctx_mean", column).item())
+
+
+def ctx_quantile(
+    ctx: Any,
+    column: str,
+    alpha: float,
+    bounds: tuple[float, float],
+    candidates: list[float] | None = None,
+) -> float:
+    """DP ``alpha``-quantile of ``column`` among ``candidates`` (default: 1001 in ``bounds``)."""
+    lower, upper = _typed(bounds)
+    if candidates is None:
+        grid = np.linspace(lower, upper, 1001)
+        candidates = (
+            sorted({int(round(g)) for g in grid}) if isinstance(lower, int) else grid.tolist()
+        )
+    expr = _filled(column, bounds).clip(lower, upper).dp.quantile(alpha, list(candidates))
+    value = _release(ctx, ctx.query().select(expr), "ctx_quantile", column).item()
+    return value if isinstance(value, int) else float(value)
+
+
+def ctx_histogram(ctx: Any, column: str, categories: list[Any] | None = None) -> pd.DataFrame:
+    """DP count of rows per value of ``column``, as a DataFrame ``[column, "count"]``.
+
+    With public ``categories`` every one of them is released (pure DP works). Without
+    them the key set is private: the Context must allow delta > 0, and OpenDP releases
+    only keys whose noisy count clears a threshold.
+    """
+    import polars as pl
+
+    dp = opendp()
+    query = ctx.query().group_by(column).agg(dp.len(signed=True).alias("count"))
+    if categories is not None:
+        query = query.with_keys(pl.LazyFrame({column: list(categories)}))
+    frame = _release(ctx, query, "ctx_histogram", column)
+    return frame.sort(column).to_pandas()
+
+
+def _typed(bounds: tuple[float, float]) -> tuple[Any, Any]:
+    """Bounds as both ints (integer column) or both floats: OpenDP matches the dtype."""
+    lower, upper = bounds
+    if not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
+        raise ValueError(f"bounds must be finite with lower < upper, not {bounds!r}")
+    if all(isinstance(b, int | np.integer) and not isinstance(b, bool) for b in bounds):
+        return int(lower), int(upper)
+    return float(lower), float(upper)
+
+
+def _filled(column: str, bounds: tuple[float, float]) -> Any:
+    """``column`` with NaN and nulls imputed by the bounds' midpoint (public, data-free)."""
+    import polars as pl
+
+    lower, upper = _typed(bounds)
+    if isinstance(lower, int):
+        return pl.col(column).fill_null((lower + upper) // 2)
+    middle = (lower + upper) / 2
+    return pl.col(column).fill_nan(middle).fill_null(middle)
+
+
+def _release(ctx: Any, query: Any, helper: str, column: str | None) -> Any:
+    """Release ``query`` through ``ctx`` and record the share of the budget it used."""
+    from opendp.accuracy import summarize_polars_measurement
+
+    # Resolving searches OpenDP's noise scale; do it once for the summary and the release.
+    measurement = query.resolve()
+    summary = summarize_polars_measurement(measurement)
+    mechanisms = sorted({_mechanism(d) for d in summary["distribution"].to_list()})
+    before = len(ctx.d_mids_consumed)
+    frame = ctx(measurement).collect()
+    spent = ctx.d_mids_consumed[before:]
+    epsilon = math.fsum(_epsilon_delta(d)[0] for d in spent)
+    delta = math.fsum(_epsilon_delta(d)[1] for d in spent)
+    scales = [s for s in summary["scale"].to_list() if s is not None]
+    details: dict[str, Any] = {"aggregates": summary["aggregate"].to_list()}
+    if "threshold" in summary.columns:
+        details["threshold"] = summary["threshold"].to_list()
+    record(
+        SpendEntry(
+            helper=helper,
+            mechanism="+".join(mechanisms),
+            epsilon=epsilon,
+            delta=delta,
+            scale=max(scales) if scales else None,
+            column=column,
+            details=details,
+        )
+    )
+    return frame
+
+
+def _epsilon_delta(d_mid: Any) -> tuple[float, float]:
+    if isinstance(d_mid, tuple):
+        return float(d_mid[0]), float(d_mid[1])
+    return float(d_mid), 0.0
+
+
+def _mechanism(distribution: str | None) -> str:
+    name = (distribution or "unknown").lower()
+    for known in ("laplace", "gaussian", "exponential"):
+        if known in name:
+            return known
+    return name

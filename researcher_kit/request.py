@@ -1,0 +1,177 @@
+"""Turning a Python function into a DP code request, and trying it on the mock first.
+
+>>> import researcher_kit as rk
+>>> @rk.dp_request(asset=pings, epsilon=1.0)  # doctest: +SKIP
+... def mean_age(df):
+...     return rk.dp.mean(df["age"], bounds=(18, 90), epsilon=1.0)
+>>> mean_age.run_on_mock()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import inspect
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from researcher_kit.client import Asset
+
+
+def function_source(fn: Callable[..., Any]) -> str:
+    """The source of ``fn`` without its decorators, as the site will run it."""
+    source = textwrap.dedent(inspect.getsource(fn))
+    tree = ast.parse(source)
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
+    lines = source.splitlines()
+    return "\n".join(lines[node.lineno - 1 : node.end_lineno]) + "\n"
+
+
+@dataclass
+class MockRun:
+    """What a run on the mock gave: outputs, the spend the kit measured, the site's report."""
+
+    outputs: Any
+    spend: Any
+    report: Any = None
+
+    def _repr_html_(self) -> str:
+        parts = [f"<h4>Run on mock</h4><pre>{html.escape(repr(self.outputs))[:5000]}</pre>"]
+        if self.spend is not None and hasattr(self.spend, "_repr_html_"):
+            parts.append(self.spend._repr_html_())
+        if self.report is not None and hasattr(self.report, "to_html"):
+            parts.append(self.report.to_html())
+        return "".join(parts)
+
+
+@dataclass
+class DPRequest:
+    """A function bound to assets with its declared privacy loss, ready to submit."""
+
+    fn: Callable[..., Any]
+    bindings: dict[str, Asset]
+    epsilon: float | None = None
+    delta: float = 0.0
+    mechanisms: list[str] = field(default_factory=list)
+    kind: str = "mechanism"
+    queries: int = 1
+    max_contributions: int = 1
+    runs: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    @property
+    def source(self) -> str:
+        return function_source(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def dataset(self) -> str:
+        datasets = {asset.dataset for asset in self.bindings.values()}
+        if len(datasets) != 1:
+            raise ValueError("A request binds assets of exactly one dataset.")
+        return datasets.pop()
+
+    def _mock_arguments(self, epsilon: float) -> dict[str, Any]:
+        if self.kind == "context":
+            from researcher_kit import dp
+
+            return {
+                arg: dp.local_context(
+                    asset.mock,
+                    epsilon=epsilon,
+                    delta=self.delta,
+                    queries=self.queries,
+                    max_contributions=self.max_contributions,
+                )
+                for arg, asset in self.bindings.items()
+            }
+        return {arg: asset.mock.copy() for arg, asset in self.bindings.items()}
+
+    def run_on_mock(self, check: bool = True) -> MockRun:
+        """Run on the mock as the site will, measure the spend, and fetch the site's report.
+
+        When no epsilon was declared, the measured spend becomes the declaration.
+        """
+        from researcher_kit import dp
+
+        with dp.track() as spend:
+            outputs = self.fn(**self._mock_arguments(self.epsilon or 1.0))
+        if self.epsilon is None and spend.epsilon > 0:
+            self.epsilon, self.delta = spend.epsilon, max(self.delta, spend.delta)
+        if not self.mechanisms:
+            self.mechanisms = sorted(set(spend.mechanisms))
+        report = None
+        if check:
+            session = next(iter(self.bindings.values()))._session
+            from datasite.wire.records import report_object
+
+            report = report_object(session.post("/precheck", json=self.payload(project="-")))
+        return MockRun(outputs=outputs, spend=spend, report=report)
+
+    def payload(self, project: str, description: str = "") -> dict[str, Any]:
+        if self.epsilon is None:
+            raise ValueError(
+                f"{self.name}: declare epsilon=... or call run_on_mock() to measure it."
+            )
+        return {
+            "project": project,
+            "dataset": self.dataset,
+            "entry": self.name,
+            "source": self.source,
+            "bindings": {arg: asset.name for arg, asset in self.bindings.items()},
+            "kind": self.kind,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "mechanisms": self.mechanisms,
+            "context": {"queries": self.queries, "max_contributions": self.max_contributions},
+            "description": description or (inspect.getdoc(self.fn) or ""),
+            "runs": self.runs,
+        }
+
+
+def dp_request(
+    asset: Asset | None = None,
+    *,
+    assets: dict[str, Asset] | None = None,
+    epsilon: float | None = None,
+    delta: float = 0.0,
+    mechanisms: list[str] | None = None,
+    context: bool = False,
+    queries: int = 1,
+    max_contributions: int = 1,
+    runs: int = 1,
+) -> Callable[[Callable[..., Any]], DPRequest]:
+    """Declare a function as a DP request on ``asset`` (bound to its first argument).
+
+    With ``context=True`` the function receives an OpenDP Context bound to the data and
+    to ``epsilon``, split evenly over ``queries`` releases: DP by construction.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> DPRequest:
+        bound = dict(assets or {})
+        if asset is not None:
+            first = next(iter(inspect.signature(fn).parameters))
+            bound[first] = asset
+        if not bound:
+            raise ValueError("dp_request needs asset= or assets={argument: asset}.")
+        return DPRequest(
+            fn=fn,
+            bindings=bound,
+            epsilon=epsilon,
+            delta=delta,
+            mechanisms=list(mechanisms or []),
+            kind="context" if context else "mechanism",
+            queries=queries,
+            max_contributions=max_contributions,
+            runs=runs,
+        )
+
+    return wrap

@@ -1,0 +1,98 @@
+"""Fixtures: a real datasite server process (SQLite or PostgreSQL) and logged-in clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datasite.embedded import EmbeddedSite
+from tests.server import (
+    OWNER_EMAIL,
+    OWNER_PASSWORD,
+    create_pg_database,
+    drop_pg_database,
+    use_postgres,
+)
+
+RESEARCHER_EMAIL = "bob@uni.example"
+RESEARCHER_PASSWORD = "bob-password-123"
+REVIEWER_EMAIL = "rita@hospital.example"
+REVIEWER_PASSWORD = "rita-password-123"
+
+
+def _server(tmp: Path) -> Iterator[EmbeddedSite]:
+    url = create_pg_database() if use_postgres() else None
+    server = EmbeddedSite(
+        tmp / "site",
+        database_url=url,
+        owner_email=OWNER_EMAIL,
+        owner_password=OWNER_PASSWORD,
+        env={"DATASITE_NO_PROGRESS": "1"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if url:
+            drop_pg_database(url)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedSite]:
+    """A fresh server process for one test."""
+    yield from _server(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+    """One server process shared by the tests of a module."""
+    yield from _server(tmp_path_factory.mktemp("shared"))
+
+
+def pings_tables(rows: int = 2000, mock_rows: int = 200, seed: int = 0) -> tuple:
+    """A small pings-like table and its mock with the same schema."""
+    rng = np.random.default_rng(seed)
+
+    def make(n: int, offset: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "id": np.arange(offset, offset + n, dtype="int64"),
+                "gender": rng.choice(["MALE", "FEMALE"], n),
+                "age": rng.integers(18, 90, n).astype("int64"),
+                "online_hours": rng.gamma(2.0, 1.0, n),
+            }
+        )
+
+    return make(rows, 0), make(mock_rows, 10_000_000)
+
+
+def setup_site(url: str, dataset: str = "Pings"):  # type: ignore[no-untyped-def]
+    """Owner uploads a dataset and creates a researcher and a reviewer; returns the clients."""
+    import researcher_kit as rk
+    from datasite import admin
+    from datasite.wire.http import DatasiteError
+
+    owner = admin.connect(url, OWNER_EMAIL, OWNER_PASSWORD)
+    real, mock = pings_tables()
+    owner.datasets.upload(
+        name=dataset,
+        assets={"pings": (real, mock)},
+        description="Pings per user",
+        summary="User engagement pings",
+        progress=False,
+    )
+    for email, name, role, password in (
+        (RESEARCHER_EMAIL, "Dr. Bob", "researcher", RESEARCHER_PASSWORD),
+        (REVIEWER_EMAIL, "Rita Reviewer", "reviewer", REVIEWER_PASSWORD),
+    ):
+        try:
+            owner.users.create(email=email, name=name, role=role, password=password)
+        except DatasiteError as exc:
+            if exc.status != 409:
+                raise
+    researcher = rk.login(url, RESEARCHER_EMAIL, RESEARCHER_PASSWORD)
+    return owner, researcher, real, mock

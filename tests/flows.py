@@ -1,0 +1,49 @@
+"""Helpers the integration tests share: submit raw source, wait for states, approve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import researcher_kit.client as rkc
+from datasite.wire.http import ApiSession
+
+
+def submit_source(
+    session: ApiSession,
+    source: str,
+    entry: str,
+    epsilon: float = 0.5,
+    project: str = "Study",
+    dataset: str = "Pings",
+    runs: int = 1,
+    kind: str = "mechanism",
+    **extra: Any,
+) -> int:
+    """Submit ``source`` as a request and return its id."""
+    body = {
+        "project": project,
+        "dataset": dataset,
+        "entry": entry,
+        "source": source,
+        "bindings": {"df": "pings"},
+        "epsilon": epsilon,
+        "runs": runs,
+        "kind": kind,
+        **extra,
+    }
+    return session.post("/requests", json=body)["id"]
+
+
+def wait_state(
+    session: ApiSession, request_id: int, states: tuple[str, ...], timeout: float = 180.0
+) -> rkc.Request:
+    return rkc.Request(session, {"id": request_id}).wait(timeout=timeout, until=states)
+
+
+def approve_as_owner(owner_session: ApiSession, request_id: int) -> dict[str, Any]:
+    """Approve once checked, overriding a blocking report with a recorded justification."""
+    wait_state(owner_session, request_id, ("checked",))
+    return owner_session.post(
+        f"/requests/{request_id}/approve",
+        json={"justification": "test: approved to exercise the sandbox"},
+    )

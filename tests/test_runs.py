@@ -1,0 +1,197 @@
+"""Approved code runs in the sandbox on the private data (real server process).
+
+Hostile code gets nothing out and leaves the server serving; a run cut off by a crash is
+failed after the restart and keeps its charge.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import researcher_kit.client as rkc
+from datasite import admin
+from datasite.embedded import EmbeddedSite
+from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD, setup_site
+from tests.flows import approve_as_owner, submit_source, wait_state
+from tests.server import OWNER_EMAIL, OWNER_PASSWORD, create_pg_database, use_postgres
+
+pytestmark = pytest.mark.integration
+SANDBOX_UID = 65534  # nobody: the user the sandboxed child drops to
+
+TUTORIAL_STYLE = """
+def forecast(df):
+    import numpy as np
+    import opendp.prelude as dp
+    from sklearn.ensemble import RandomForestRegressor
+    from skops.io import dumps
+
+    dp.enable_features("contrib")
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    laplace = dp.m.make_laplace(*space, scale=1.0 / 0.5)
+    noisy_mean_age = laplace(float(df["age"].clip(18, 90).mean()))
+    X = df[["age"]].to_numpy(dtype=float)
+    y = df["online_hours"].to_numpy()
+    model = RandomForestRegressor(n_estimators=10, random_state=0).fit(X, y)
+    return noisy_mean_age, dumps(model), model
+"""
+
+HOSTILE = {
+    "read_passwd": "def attack(df):\n    return open('/etc/passwd').read()\n",
+    "socket": (
+        "def attack(df):\n    import socket\n    s = socket.create_connection(("
+        "'127.0.0.1', {port}), timeout=3)\n    return 'connected'\n"
+    ),
+    "fork_bomb": (
+        "def attack(df):\n    import os\n    while True:\n        try:\n"
+        "            os.fork()\n        except OSError:\n            pass\n"
+    ),
+    "allocate_50gb": (
+        "def attack(df):\n    block = bytearray(50 * 1024**3)\n    return len(block)\n"
+    ),
+    "loop_forever": "def attack(df):\n    while True:\n        pass\n",
+}
+
+
+def _sandboxed_processes(server: EmbeddedSite, wait: float = 20.0) -> list[str]:
+    """Live processes under the server that run as the sandbox's unprivileged user."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = [
+            " ".join(p.cmdline()) or p.name()
+            for p in psutil.Process(server.process.pid).children(recursive=True)
+            if p.uids().real == SANDBOX_UID and p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data = tmp_path_factory.mktemp("runs")
+    env = {
+        "DATASITE_RUN_CPU_SECONDS": "10",
+        "DATASITE_RUN_WALL_SECONDS": "15",
+        "DATASITE_RUN_MEMORY_BYTES": str(2 * 1024**3),
+        "DATASITE_NO_PROGRESS": "1",
+    }
+    url = create_pg_database() if use_postgres() else None
+    with EmbeddedSite(
+        data / "site",
+        database_url=url,
+        owner_email=OWNER_EMAIL,
+        owner_password=OWNER_PASSWORD,
+        env=env,
+    ) as server:
+        owner, researcher, real, _ = setup_site(server.url)
+        researcher.create_project("Study")
+        owner.budgets.grant(RESEARCHER_EMAIL, "Pings", epsilon=50.0)
+        yield server, owner, researcher, real
+
+
+def test_tutorial_style_request_returns_noised_number_and_working_model(site) -> None:
+    _, owner, researcher, real = site
+    request_id = submit_source(
+        researcher.session, TUTORIAL_STYLE, "forecast", epsilon=0.5, mechanisms=["make_laplace"]
+    )
+    approve_as_owner(owner.session, request_id)
+    noisy, model_bytes, model = researcher.request(request_id).result(timeout=180)
+    true_mean = float(real["age"].clip(18, 90).mean())
+    assert isinstance(noisy, float)
+    assert noisy != true_mean  # noise was added ...
+    assert abs(noisy - true_mean) < 40  # ... at scale 2, not an unrelated number
+    assert isinstance(model_bytes, bytes)
+    from datasite.execution.results import load_model
+
+    for estimator in (load_model(model_bytes), model):
+        prediction = estimator.predict(np.array([[40.0], [70.0]]))
+        assert prediction.shape == (2,) and np.isfinite(prediction).all()
+    run = owner.requests.get(request_id).runs[-1]
+    assert run["state"] == "released"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_code_gets_nothing_out_and_the_server_keeps_serving(site, name) -> None:
+    server, owner, researcher, _ = site
+    source = HOSTILE[name].format(port=server.port)
+    request_id = submit_source(researcher.session, source, "attack", epsilon=0.1)
+    approve_as_owner(owner.session, request_id)
+    request = wait_state(researcher.session, request_id, ("released", "failed"))
+    assert request.state == "failed", request.runs
+    run = request.runs[-1]
+    assert run["manifest"] is None
+    assert run["error_type"]
+    assert run["stdout"] is None and run["error_detail"] is None  # owner-only detail
+    with pytest.raises(RuntimeError, match="The run failed"):
+        request.result()
+    # the server still answers, and the sandbox left no process behind
+    assert researcher.datasets["Pings"].name == "Pings"
+    assert _sandboxed_processes(server) == []
+    # one reservation, no refund: the run touched the private data
+    entries = [e for e in owner.budgets.ledger() if e["request_id"] == request_id]
+    assert [e["kind"] for e in entries] == ["reserve"]
+
+
+def test_request_with_several_runs_charges_each_and_stops_at_the_limit(site) -> None:
+    _, owner, researcher, _ = site
+    source = (
+        "def noisy_count(df):\n    import opendp.prelude as dp\n"
+        "    dp.enable_features('contrib')\n"
+        "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
+        " dp.absolute_distance(T=float), scale=10.0)\n"
+        "    return m(float(len(df)))\n"
+    )
+    grant_before = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
+    request_id = submit_source(researcher.session, source, "noisy_count", epsilon=0.1, runs=2)
+    approve_as_owner(owner.session, request_id)
+    first = researcher.request(request_id).result()
+    request = researcher.request(request_id).run()
+    second = request.result()
+    assert first != second
+    with pytest.raises(Exception, match="used all 2 of its runs"):
+        researcher.request(request_id).run()
+    grant = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
+    assert grant["spent_epsilon"] - grant_before["spent_epsilon"] == pytest.approx(0.2)
+
+
+def test_run_cut_off_by_a_crash_is_failed_after_restart(tmp_path) -> None:
+    env = {"DATASITE_RUN_WALL_SECONDS": "120", "DATASITE_NO_PROGRESS": "1"}
+    url = create_pg_database() if use_postgres() else None
+    server = EmbeddedSite(
+        tmp_path / "site",
+        database_url=url,
+        owner_email=OWNER_EMAIL,
+        owner_password=OWNER_PASSWORD,
+        env=env,
+    ).start()
+    try:
+        owner, researcher, _, _ = setup_site(server.url)
+        researcher.create_project("Study")
+        source = "def slow(df):\n    import time\n    time.sleep(300)\n    return 1\n"
+        request_id = submit_source(researcher.session, source, "slow", epsilon=0.5)
+        approve_as_owner(owner.session, request_id)
+        wait_state(owner.session, request_id, ("running",))
+        spent = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
+        server.kill()
+        server.start()
+        owner = admin.connect(server.url, OWNER_EMAIL, OWNER_PASSWORD)
+        request = owner.requests.get(request_id)
+        assert request.state == "failed"
+        assert request.runs[-1]["error_type"] == "Interrupted"
+        assert "stopped while this run was in flight" in request.runs[-1]["error_message"]
+        after = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
+        assert after["spent_epsilon"] == pytest.approx(spent["spent_epsilon"])
+        researcher = rkc.login(server.url, RESEARCHER_EMAIL, RESEARCHER_PASSWORD)
+        assert researcher.request(request_id).state == "failed"
+        # nothing of the killed run is still alive
+        assert not [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] and "time.sleep(300)" in " ".join(p.info["cmdline"])
+        ]
+    finally:
+        server.stop()
