@@ -26,6 +26,9 @@ import researcher_kit.client as rkc
 from datasite import admin
 from datasite.embedded import EmbeddedSite
 
+sys.path.insert(0, str(Path(__file__).with_name("pysyft")))
+from table import make_mock, make_table  # noqa: E402  shared with the PySyft side
+
 OWNER, OWNER_PW = "owner@bench.example", "bench-owner-password"
 RESULTS = Path(__file__).with_name("results")
 
@@ -39,19 +42,6 @@ def dp_mean_age(df):
                                 scale=(90 - 18) / len(ages) / 1.0)
     return laplace(float(ages.mean()))
 """
-
-
-def make_table(rows: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {
-            "id": np.arange(rows, dtype="int64"),
-            "age": rng.integers(18, 90, rows).astype("int64"),
-            "income": rng.normal(50_000, 15_000, rows),
-            "score": rng.random(rows),
-            "group": rng.integers(0, 10, rows).astype("int64"),
-        }
-    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -193,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
 
     real = make_table(args.rows)
-    mock = make_table(1_000, seed=99)
+    mock = make_mock()
     with (
         tempfile.TemporaryDirectory() as folder,
         EmbeddedSite(

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from datasite.api import audit, auth, budgets, datasets, errors, policies, projects, requests, users
 from datasite.config import Settings
 from datasite.site import Site
+from datasite.web import pages
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -41,10 +42,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     for module in (auth, users, datasets, policies, projects, requests, budgets, audit):
         app.include_router(module.router, prefix="/api/v1")
-    try:
-        from datasite.web import pages
-    except ImportError:  # the review pages are optional in a bare API build
-        pages = None
-    if pages is not None:
-        pages.install(app)
+    pages.install(app)
     return app

@@ -261,7 +261,10 @@ class Reviewer:
                 raise TransitionError("This request was decided by someone else just now.")
             ledger.reserve(db, request, grant, event)
             db.commit()
-        self.site.runner.start(request_id, actor, address)
+        try:
+            self.site.runner.start(request_id, actor, address)
+        except Exception:  # the approval stands; the request stays runnable from `approved`
+            log.exception("request %s was approved but its first run did not start", request_id)
 
     def auto_approve(self, request_id: int) -> None:
         try:

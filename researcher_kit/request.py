@@ -107,7 +107,8 @@ class DPRequest:
         if self.epsilon is None and spend.epsilon > 0:
             self.epsilon, self.delta = spend.epsilon, max(self.delta, spend.delta)
         if not self.mechanisms:
-            self.mechanisms = sorted(set(spend.mechanisms))
+            # Declared by the helpers called, the names the policy's allowlist speaks.
+            self.mechanisms = sorted({f"researcher_kit.dp.{e.helper}" for e in spend.entries})
         report = None
         if check:
             session = next(iter(self.bindings.values()))._session

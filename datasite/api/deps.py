@@ -37,6 +37,10 @@ def current_user(
     user, reason = user_for_token(db, credentials.credentials)
     if user is None:
         raise HTTPException(401, reason)
+    # End the read transaction: on SQLite every transaction holds the write lock
+    # (BEGIN IMMEDIATE), and the reviewer's and runner's own sessions must be able to
+    # write while this request is handled. The user stays loaded (expire_on_commit=False).
+    db.commit()
     return user
 
 

@@ -169,6 +169,7 @@ def run_again(
 ) -> CodeRequestOut:
     """Start the next run of a request approved for several runs."""
     visible_request(db, request_id, user)
+    db.commit()  # release SQLite's write lock before the runner opens its own session
     _decide(lambda: the_site.runner.start(request_id, user, client_address(request)), request_id)
     db.expire_all()
     return request_out(visible_request(db, request_id, user), user)
