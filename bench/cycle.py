@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 
@@ -27,7 +25,8 @@ from datasite import admin
 from datasite.embedded import EmbeddedSite
 
 sys.path.insert(0, str(Path(__file__).with_name("pysyft")))
-from table import make_mock, make_table  # noqa: E402  shared with the PySyft side
+# shared with the PySyft side, which cannot import the project
+from table import make_mock, make_table, percentile, summarize  # noqa: E402
 
 OWNER, OWNER_PW = "owner@bench.example", "bench-owner-password"
 RESULTS = Path(__file__).with_name("results")
@@ -42,22 +41,6 @@ def dp_mean_age(df):
                                 scale=(90 - 18) / len(ages) / 1.0)
     return laplace(float(ages.mean()))
 """
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    return {
-        step: {
-            "p50": percentile(v, 50),
-            "p95": percentile(v, 95),
-            "mean": statistics.fmean(v),
-            "n": len(v),
-        }
-        for step, v in samples.items()
-    }
 
 
 def tree_rss(pid: int) -> tuple[float, float]:

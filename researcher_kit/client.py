@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from datasite.wire.http import ApiSession, DatasiteError
-from datasite.wire.records import RequestRecord, html_table
+from datasite.wire.records import Named, Record, RequestRecord, html_table
 
 if TYPE_CHECKING:
     from researcher_kit.request import DPRequest
@@ -56,38 +56,11 @@ class Asset:
         )
 
 
-class Assets:
-    """A dataset's assets, by name or position."""
-
-    def __init__(self, items: list[Asset]) -> None:
-        self._items = items
-
-    def __getitem__(self, key: int | str) -> Asset:
-        if isinstance(key, int):
-            return self._items[key]
-        for asset in self._items:
-            if asset.name == key:
-                return asset
-        raise KeyError(f"No asset {key!r}; assets: {', '.join(a.name for a in self._items)}")
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class Dataset:
+class Dataset(Record):
     def __init__(self, session: ApiSession, data: dict[str, Any]) -> None:
         self.data = data
         self.name: str = data["name"]
-        self.assets = Assets([Asset(session, self.name, a) for a in data["assets"]])
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["data"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        self.assets = Named([Asset(session, self.name, a) for a in data["assets"]], "asset")
 
     def __repr__(self) -> str:
         return f"<Dataset {self.name}: {len(self.assets)} assets>"

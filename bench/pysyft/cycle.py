@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -77,26 +76,6 @@ def stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), NaN for no samples."""
-    import numpy as np
-
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Per step: p50, p95, mean and the sample count, in seconds."""
-    return {
-        step: {
-            "p50": percentile(v, 50),
-            "p95": percentile(v, 95),
-            "mean": statistics.fmean(v),
-            "n": len(v),
-        }
-        for step, v in samples.items()
-    }
 
 
 def server_process(port: int) -> Any:
@@ -199,7 +178,7 @@ def one_cycle(server: Any, owner: Any, real: Any, mock: Any, index: int) -> dict
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Launch the server, run warm-up plus measured cycles, land it; return the report."""
     import syft as sy
-    from table import make_mock, make_table
+    from table import make_mock, make_table, summarize
 
     port = args.port or free_port()
     # PySyft keeps its SQLite db and blobs under $TMP/$SYFT_TEMP_ROOT/<server uid>; an

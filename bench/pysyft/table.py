@@ -1,4 +1,4 @@
-"""The benchmark table, built from numpy and pandas only so both sides can share it.
+"""The benchmark table and timing summary, in numpy and pandas only so both sides share them.
 
 PySyft 0.9.5 runs in its own virtualenv (``bench/.venv-syft``) that cannot import the
 project, so the table generator lives here with no project imports; the datasite side can
@@ -9,6 +9,8 @@ import it too and both sides then measure the very same bytes.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -35,3 +37,21 @@ def make_table(rows: int, seed: int = REAL_SEED) -> pd.DataFrame:
 def make_mock() -> pd.DataFrame:
     """The public mock that goes with the real table: same schema, other seed, 1,000 rows."""
     return make_table(MOCK_ROWS, seed=MOCK_SEED)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), NaN for no samples."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per step: p50, p95, mean and the sample count, in seconds."""
+    return {
+        step: {
+            "p50": percentile(v, 50),
+            "p95": percentile(v, 95),
+            "mean": statistics.fmean(v),
+            "n": len(v),
+        }
+        for step, v in samples.items()
+    }

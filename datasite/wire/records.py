@@ -7,7 +7,8 @@ adds results. The views hold the JSON the site returned and re-read it on ``refr
 from __future__ import annotations
 
 import html
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from datasite.wire.http import ApiSession
 
@@ -21,6 +22,54 @@ STATE_COLOURS = {
     "released": "#15803d",
     "failed": "#b91c1c",
 }
+
+
+class _HasName(Protocol):
+    name: str
+
+
+Item = TypeVar("Item", bound=_HasName)
+
+
+class Named(Generic[Item]):
+    """A read-only list that is also indexed by its items' names (``assets["pings"]``).
+
+    >>> from types import SimpleNamespace as NS
+    >>> items = Named([NS(name="a"), NS(name="b")], "asset")
+    >>> items["b"].name, items[0].name, len(items)
+    ('b', 'a', 2)
+    """
+
+    def __init__(self, items: Sequence[Item], kind: str) -> None:
+        self._items = list(items)
+        self._kind = kind
+
+    def __getitem__(self, key: int | str) -> Item:
+        if isinstance(key, int):
+            return self._items[key]
+        for item in self._items:
+            if item.name == key:
+                return item
+        known = ", ".join(i.name for i in self._items) or "none"
+        raise KeyError(f"No {self._kind} {key!r}; there are: {known}")
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Record:
+    """JSON the site returned, with its fields readable as attributes."""
+
+    data: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["data"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -41,7 +90,7 @@ def report_object(report: dict[str, Any] | None) -> Any:
     return PolicyReport.model_validate(report)
 
 
-class RequestRecord:
+class RequestRecord(Record):
     """A code request as the site last described it."""
 
     def __init__(self, session: ApiSession, data: dict[str, Any]) -> None:
@@ -76,12 +125,6 @@ class RequestRecord:
     @property
     def runs(self) -> list[dict[str, Any]]:
         return self.data["runs"]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["data"][name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def __repr__(self) -> str:
         d = self.data

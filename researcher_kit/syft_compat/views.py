@@ -17,7 +17,7 @@ import pandas as pd
 import researcher_kit.client as rkc
 from datasite import admin
 from datasite.lifecycle import State
-from datasite.wire.records import html_table
+from datasite.wire.records import Named, html_table
 
 
 def delegate(obj: object, holder: str, name: str) -> Any:
@@ -79,36 +79,12 @@ def unwrap_asset(asset: Any) -> rkc.Asset:
     )
 
 
-class AssetList:
-    """A dataset's assets, by position or by name."""
-
-    def __init__(self, items: list[RemoteAsset]) -> None:
-        self._items = items
-
-    def __getitem__(self, key: int | str) -> RemoteAsset:
-        if isinstance(key, int):
-            return self._items[key]
-        for asset in self._items:
-            if asset.name == key:
-                return asset
-        raise KeyError(f"No asset {key!r}; assets: {', '.join(a.name for a in self._items)}")
-
-    def __iter__(self) -> Iterator[RemoteAsset]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return repr([a.inner for a in self._items])
-
-
 class RemoteDataset:
     """A dataset on the site: its metadata (``.description``, ``.summary``...) and assets."""
 
     def __init__(self, inner: rkc.Dataset, role: str) -> None:
         self.inner = inner
-        self.assets = AssetList([RemoteAsset(a, role) for a in inner.assets])
+        self.assets = Named([RemoteAsset(a, role) for a in inner.assets], "asset")
 
     @property
     def name(self) -> str:
