@@ -164,7 +164,8 @@ def run_demo(keep: Path | None = None) -> None:
         report = reviewer.requests.get(raw.id).policy_report
         console.print(f"Verdict: {report.verdict}")
         for finding in report.findings:
-            console.print(f"  line {finding.line}: [{finding.severity}] {finding.message}")
+            where = f"line {finding.line}" if finding.line else finding.stage
+            console.print(f"  {where}: [{finding.severity}] {finding.message}")
         reviewer.requests.get(raw.id).deny("Returns the exact mean of the private target.")
         console.print(f"Bob sees: {bob.request(raw.id).deny_reason}")
 

@@ -108,12 +108,26 @@ class Recorder:
             frame = frame.f_back
         return None, through_library
 
+    def _kit_helper(self) -> str | None:
+        """``researcher_kit.dp.<helper>`` when the release happens inside a kit helper.
+
+        The kit builds its measurements internally, so the name the researcher called and
+        declared is the outermost kit frame below the entry function.
+        """
+        frame, helper = sys._getframe(2), None
+        while frame is not None and frame.f_code is not self.entry_code:
+            if frame.f_globals.get("__name__", "").startswith("researcher_kit.dp"):
+                helper = frame.f_code.co_name
+            frame = frame.f_back
+        return f"researcher_kit.dp.{helper}" if helper else None
+
     # -- the patched entry points ------------------------------------------------------
 
     def invoke(self, original: Any, meas: Any, arg: Any) -> Any:
         if self.depth:
             return original(meas, arg)
         name, construct_line = getattr(meas, "_checker_tag", ("Measurement", None))
+        name = self._kit_helper() or name
         line, rowwise = self._call_site()
         key = (name, construct_line, line, rowwise)
         group = self.groups.get(key)

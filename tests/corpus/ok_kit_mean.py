@@ -1,0 +1,11 @@
+# The researcher kit's way: one call to a DP helper, declared by its name (what
+# DPRequest.run_on_mock declares). The release inside the helper is the declared one.
+# entry: mean_age
+# epsilon: 0.5
+# mechanisms: researcher_kit.dp.mean
+# expect: pass
+# forbid-rules: undeclared_mechanism, epsilon_exceeds_declaration, raw_output
+def mean_age(df):
+    from researcher_kit import dp
+
+    return dp.mean(df["age"], bounds=(18, 90), epsilon=0.5)
