@@ -36,8 +36,19 @@ def test_the_dp_toolkit_documents_every_helper_with_an_example() -> None:
 
     missing = [
         name
-        for name in ("count", "sum", "mean", "quantile", "histogram", "noisy_column",
-                     "fit_model", "load_model", "track", "Budget", "local_context")  # fmt: skip
+        for name in (
+            "count",
+            "sum",
+            "mean",
+            "quantile",
+            "histogram",
+            "noisy_column",
+            "fit_model",
+            "load_model",
+            "track",
+            "Budget",
+            "local_context",
+        )  # fmt: skip
         if ">>>" not in (getattr(dp, name).__doc__ or "")
     ]
     assert missing == []
