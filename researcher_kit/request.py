@@ -48,19 +48,40 @@ def function_source(fn: Callable[..., Any]) -> str:
 
 
 def global_imports(fn: Callable[..., Any], node: ast.AST) -> list[str]:
-    """Import lines for the notebook globals ``fn`` uses that are modules or importable
-    functions and classes; other globals (a notebook's own helpers) are left out."""
-    used = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)})
-    lines = []
-    for name in used:
-        value = fn.__globals__.get(name)
+    """Import lines for the notebook globals ``fn`` uses (modules, importable functions and
+    classes); a global the site cannot import (a notebook's own constant or helper) is
+    refused with a message saying what to do."""
+    names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    lines, stranded = [], []
+    for name in sorted(names & _global_loads(fn.__code__)):
+        if name not in fn.__globals__:
+            continue  # a builtin, or a name that fails in the notebook too
+        value = fn.__globals__[name]
         if isinstance(value, types.ModuleType):
             module = value.__name__
             lines.append(f"import {module}" if module == name else f"import {module} as {name}")
         elif _importable(value):
             alias = "" if value.__qualname__ == name else f" as {name}"
             lines.append(f"from {value.__module__} import {value.__qualname__}{alias}")
+        else:
+            stranded.append(name)
+    if stranded:
+        raise ValueError(
+            f"{fn.__name__}() uses {', '.join(stranded)} from your notebook, and the site runs "
+            "the function on its own: define them inside the function or pass them as "
+            "arguments."
+        )
     return lines
+
+
+def _global_loads(code: types.CodeType) -> set[str]:
+    """Names a code object (and the comprehensions and functions inside it) looks up
+    globally or as attributes; parameters and locals are not among them."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_loads(const)
+    return names
 
 
 def _importable(value: Any) -> bool:
