@@ -216,7 +216,8 @@ class Reviewer:
     def approve(
         self, request_id: int, actor: User | None, justification: str | None, address: str = ""
     ) -> None:
-        """Approve and reserve the budget in one transaction, then start the first run."""
+        """Approve, reserve the budget and claim the first run in one transaction, then
+        hand the run to the executor."""
         target = State.APPROVED if actor is not None else State.AUTO_APPROVED
         with self.site.sessions() as db:
             request = db.get(CodeRequest, request_id)
@@ -260,11 +261,9 @@ class Reviewer:
             if moved.rowcount != 1:
                 raise TransitionError("This request was decided by someone else just now.")
             ledger.reserve(db, request, grant, event)
+            run_id, spec = self.site.runner.claim(db, request_id, actor, address)
             db.commit()
-        try:
-            self.site.runner.start(request_id, actor, address)
-        except Exception:  # the approval stands; the request stays runnable from `approved`
-            log.exception("request %s was approved but its first run did not start", request_id)
+        self.site.runner.launch(run_id, spec)
 
     def auto_approve(self, request_id: int) -> None:
         try:

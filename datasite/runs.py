@@ -1,7 +1,8 @@
 """Running approved requests on the private data, and keeping what comes back.
 
-A run is started in its own committed transaction (state ``running``, one run counted),
-handed to the sandbox executor, and finished from the executor's callback. Results are
+A run is claimed in a committed transaction (state ``running``, one run counted; the
+first run in the approval's own transaction), handed to the sandbox executor, and
+finished from the executor's callback. Results are
 written under ``results/<run id>/``; stdout, stderr and tracebacks stay with the owner
 unless the owner releases them.
 """
@@ -21,6 +22,8 @@ from datasite.execution.job import ContextOptions, JobResult, JobSpec, RequestKi
 from datasite.lifecycle import State, TransitionError
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from datasite.config import Settings
     from datasite.db.models import User
     from datasite.site import Site
@@ -55,47 +58,61 @@ class Runner:
 
     def start(self, request_id: int, actor: User | None = None, address: str = "") -> int:
         """Begin the next run of an approved request; returns the run id."""
-        settings = self.site.settings
         with self.site.sessions() as db:
-            request = db.get(CodeRequest, request_id)
-            if request is None:
-                raise LookupError(f"There is no code request {request_id}.")
+            run_id, spec = self.claim(db, request_id, actor, address)
+            db.commit()
+        self.launch(run_id, spec)
+        return run_id
+
+    def claim(
+        self, db: Session, request_id: int, actor: User | None = None, address: str = ""
+    ) -> tuple[int, JobSpec]:
+        """Count one run and mark the request ``running`` in the caller's transaction.
+
+        The caller commits, then calls :meth:`launch`; approval does both in the same
+        transaction as the budget reservation, so an approved request is never left
+        without its run.
+        """
+        request = db.get(CodeRequest, request_id)
+        if request is None:
+            raise LookupError(f"There is no code request {request_id}.")
+        claimed = db.execute(
+            update(CodeRequest)
+            .where(
+                CodeRequest.id == request_id,
+                CodeRequest.state.in_([s.value for s in RUNNABLE]),
+                CodeRequest.runs_used < CodeRequest.runs_allowed,
+            )
+            .values(
+                state=State.RUNNING.value,
+                runs_used=CodeRequest.runs_used + 1,
+                updated_at=utcnow(),
+            )
+        )
+        if claimed.rowcount != 1:
             if request.state not in RUNNABLE:
                 raise TransitionError(f"This request is {request.state}; it cannot run.")
-            claimed = db.execute(
-                update(CodeRequest)
-                .where(
-                    CodeRequest.id == request_id,
-                    CodeRequest.state.in_([s.value for s in RUNNABLE]),
-                    CodeRequest.runs_used < CodeRequest.runs_allowed,
-                )
-                .values(
-                    state=State.RUNNING.value,
-                    runs_used=CodeRequest.runs_used + 1,
-                    updated_at=utcnow(),
-                )
+            raise TransitionError(
+                f"This request has used all {request.runs_allowed} of its runs, "
+                "or another run is in flight."
             )
-            if claimed.rowcount != 1:
-                raise TransitionError(
-                    f"This request has used all {request.runs_allowed} of its runs, "
-                    "or another run is in flight."
-                )
-            run = RequestRun(request_id=request_id, state="running")
-            db.add(run)
-            db.flush()
-            audit.record(
-                db,
-                "run_started",
-                actor=actor,
-                address=address,
-                target_type="request",
-                target_id=request_id,
-                run=run.id,
-            )
-            assets = {arg: db.get(Asset, asset_id) for arg, asset_id in request.bindings.items()}
-            spec = job_for(request, assets, settings, f"run-{run.id}")
-            db.commit()
-            run_id = run.id
+        run = RequestRun(request_id=request_id, state="running")
+        db.add(run)
+        db.flush()
+        audit.record(
+            db,
+            "run_started",
+            actor=actor,
+            address=address,
+            target_type="request",
+            target_id=request_id,
+            run=run.id,
+        )
+        assets = {arg: db.get(Asset, asset_id) for arg, asset_id in request.bindings.items()}
+        return run.id, job_for(request, assets, self.site.settings, f"run-{run.id}")
+
+    def launch(self, run_id: int, spec: JobSpec) -> None:
+        """Hand a claimed, committed run to the executor; its outcome is recorded later."""
         try:
             future = self.site.executor.submit(spec)
         except Exception as exc:  # the executor could not even take the job
@@ -110,9 +127,8 @@ class Runner:
                     error_detail=str(exc),
                 ),
             )
-            return run_id
+            return
         future.add_done_callback(lambda f: self.site.background.submit(self._collect, run_id, f))
-        return run_id
 
     def _collect(self, run_id: int, future: Future[JobResult]) -> None:
         try:

@@ -123,12 +123,13 @@ class Request(RequestRecord):
 
     def result(self, timeout: float = 600.0) -> Any:
         """The outputs of the latest run on the private data, waiting for it if needed."""
-        self.wait(timeout, until=FINAL_STATES + ("checked", "approved", "auto_approved"))
+        # One round trip when the run is already over: approved requests move on by
+        # themselves, a checked one waits for a person.
+        self.wait(timeout, until=FINAL_STATES + ("checked",))
         if self.state == "checked":
             raise PermissionError(
                 f"Request {self.id} is waiting for a reviewer's decision; try again later."
             )
-        self.wait(timeout)
         if self.state == "denied":
             raise PermissionError(f"Request {self.id} was denied: {self.deny_reason}")
         run = self.runs[-1]

@@ -137,7 +137,8 @@ class _Encoder:
 
     def _array(self, array: Any) -> dict[str, Any]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
+
+        from datasite.wire.tables import write_parquet
 
         if array.dtype.kind not in ARRAY_KINDS:
             raise UnsupportedResult(
@@ -146,7 +147,7 @@ class _Encoder:
             )
         table = pa.table({"values": pa.array(array.ravel(order="C"))})
         sink = io.BytesIO()
-        pq.write_table(table, sink)
+        write_parquet(table, sink)
         return {
             "type": "ndarray",
             "dtype": array.dtype.str,
@@ -173,9 +174,13 @@ class _Encoder:
 
 
 def _parquet(frame: Any) -> bytes:
+    import pyarrow as pa
+
+    from datasite.wire.tables import write_parquet
+
     sink = io.BytesIO()
     try:
-        frame.to_parquet(sink)
+        write_parquet(pa.Table.from_pandas(frame), sink)
     except Exception as exc:
         raise UnsupportedResult(
             "A returned DataFrame cannot be stored as Parquet "

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from datasite.api.deps import client_address, db_session
 from datasite.db.models import AuditEvent, BudgetGrant, CodeRequest, Dataset
@@ -47,7 +47,11 @@ def queue(
     db: Session = Depends(db_session),
 ) -> HTMLResponse:
     state = state if state in STATE_FILTERS else "pending"
-    query = select(CodeRequest).order_by(CodeRequest.created_at, CodeRequest.id)
+    query = (
+        select(CodeRequest)
+        .options(joinedload(CodeRequest.author), joinedload(CodeRequest.dataset))
+        .order_by(CodeRequest.created_at, CodeRequest.id)
+    )
     if state == "pending":
         query = query.where(CodeRequest.state.in_([s.value for s in PENDING]))
     elif state != "all":

@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datasite.wire.tables import write_parquet
+
 
 class DatasiteError(RuntimeError):
     """The site refused a call; ``str(error)`` is the site's own explanation.
@@ -100,9 +102,7 @@ class ApiSession:
         """
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "upload.parquet"
-            pq.write_table(
-                pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=128 * 1024
-            )
+            write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
             size = path.stat().st_size
             return self.post(
                 "/uploads",
