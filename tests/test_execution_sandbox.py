@@ -7,7 +7,9 @@ same executor still runs the next job.
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -327,3 +329,39 @@ def test_fails_closed_without_namespaces_unless_opted_out(data_dir) -> None:
         degraded = run(executor, spec)
     assert value_of(degraded) == 2000
     assert "netns" not in degraded.isolation and "rlimits" in degraded.isolation
+
+
+def test_the_jail_builds_when_the_install_lives_under_tmp(tmp_path: Path) -> None:
+    """A checkout under /tmp (a fresh clone in CI) puts read-only binds below the jail's
+    /tmp; the jail must still build, with the scratch directory as the place to write."""
+    from datasite.execution import sandbox
+
+    under_tmp = tmp_path / "checkout"
+    under_tmp.mkdir()
+    jail_root = tmp_path / "jail"
+    jail_root.mkdir()
+    config = sandbox.SandboxConfig(
+        jail_root=str(jail_root),
+        readonly_paths=(*sandbox.default_readonly_paths(), str(under_tmp)),
+    )
+    assert str(under_tmp).startswith("/tmp/")
+    pid = os.fork()
+    if pid == 0:  # the child builds the jail in its own namespaces, as a job would
+        status = 1
+        try:
+            sandbox.unshare_namespaces()
+            inner = os.fork()
+            if inner == 0:
+                code = 1
+                try:
+                    sandbox.enter_jail(config, 1024**2)
+                    sandbox.clean_environment()
+                    with tempfile.NamedTemporaryFile() as scratch_file:
+                        scratch_file.write(b"ok")
+                    code = 0 if os.path.isdir(str(under_tmp)) else 3
+                finally:
+                    os._exit(code)
+            status = os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1])
+        finally:
+            os._exit(status)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -174,7 +174,8 @@ def enter_jail(config: SandboxConfig, scratch_bytes: int) -> list[str]:
     os.makedirs(scratch)
     os.chown(scratch, config.uid, config.gid)
     os.chmod(scratch, 0o700)
-    os.symlink("scratch", _inside(root, "/tmp"))
+    if not os.path.lexists(_inside(root, "/tmp")):  # a bound path may live under /tmp
+        os.symlink("scratch", _inside(root, "/tmp"))
     os.chroot(root)
     os.chdir("/scratch")
     applied.append("chroot")
