@@ -2,10 +2,10 @@
 
 Targets on the 2-core reference machine: a trivial request < 1 s, the tutorial's request
 (per-row Laplace on three columns, then a linear model) < 2 s, with the audit budget
-given on the command line (default 0.3 s). Both run through the real sandbox executor,
-already warm (its first start is measured separately).
+given on the command line (default: the default policy's). Both run through the real
+sandbox executor, already warm (its first start is measured separately).
 
-    .venv/bin/python bench/bench_checker.py [--audit-seconds 0.3] [--repeats 5]
+    .venv/bin/python bench/bench_checker.py [--audit-seconds 0.5] [--repeats 5]
 
 Writes ``bench/results/checker.json`` and prints the figures.
 """
@@ -41,7 +41,7 @@ TARGETS = {"trivial": 1.0, "tutorial": 2.0}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--audit-seconds", type=float, default=0.3)
+    parser.add_argument("--audit-seconds", type=float, default=AuditSettings().time_budget_seconds)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from datasite.execution.executor import make_executor

@@ -86,7 +86,7 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    time_budget_seconds: float = Field(default=1.0, gt=0, le=600)
+    time_budget_seconds: float = Field(default=0.5, gt=0, le=600)
     max_trials: int = Field(default=4000, ge=20, le=1_000_000)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     dry_run_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from researcher_kit.client import Asset
 
 
+#: Notebook names the site's sandbox provides itself (``datasite.execution.runner``).
+SITE_PROVIDED = frozenset({"display"})
+
+
 def function_source(fn: Callable[..., Any]) -> str:
     """The source of ``fn`` without its decorators, as the site will run it.
 
@@ -53,7 +57,7 @@ def global_imports(fn: Callable[..., Any], node: ast.AST) -> list[str]:
     refused with a message saying what to do."""
     names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
     lines, stranded = [], []
-    for name in sorted(names & _global_loads(fn.__code__)):
+    for name in sorted(names & _global_loads(fn.__code__) - SITE_PROVIDED):
         if name not in fn.__globals__:
             continue  # a builtin, or a name that fails in the notebook too
         value = fn.__globals__[name]
