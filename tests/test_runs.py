@@ -1,12 +1,16 @@
 """Approved code runs in the sandbox on the private data (real server process).
 
 Hostile code gets nothing out and leaves the server serving; a run cut off by a crash is
-failed after the restart and keeps its charge.
+failed after the restart and keeps its charge. The suite runs twice: on the default
+local executor, and with the server sending its jobs to a real Dask cluster
+(``LocalCluster`` with a worker process) where the sandbox applies on the worker.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import psutil
@@ -56,13 +60,14 @@ HOSTILE = {
 }
 
 
-def _sandboxed_processes(server: EmbeddedSite, wait: float = 20.0) -> list[str]:
-    """Live processes under the server that run as the sandbox's unprivileged user."""
+def _sandboxed_processes(wait: float = 20.0) -> list[str]:
+    """Live processes started by this test (the server, the Dask workers and everything
+    under them) that run as the sandbox's unprivileged user."""
     deadline = time.monotonic() + wait
     while True:
         found = [
             " ".join(p.cmdline()) or p.name()
-            for p in psutil.Process(server.process.pid).children(recursive=True)
+            for p in psutil.Process().children(recursive=True)
             if p.uids().real == SANDBOX_UID and p.status() != psutil.STATUS_ZOMBIE
         ]
         if not found or time.monotonic() > deadline:
@@ -70,9 +75,23 @@ def _sandboxed_processes(server: EmbeddedSite, wait: float = 20.0) -> list[str]:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):  # type: ignore[no-untyped-def]
-    data = tmp_path_factory.mktemp("runs")
+@contextmanager
+def executor_env(kind: str) -> Iterator[dict[str, str]]:
+    """The server's environment for ``kind``; for Dask, a live cluster to send jobs to."""
+    if kind == "local":
+        yield {}
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, processes=True, threads_per_worker=2, dashboard_address=None
+    ) as cluster:
+        yield {"DATASITE_EXECUTOR": "dask", "DATASITE_SCHEDULER": cluster.scheduler_address}
+
+
+@pytest.fixture(scope="module", params=["local", "dask"])
+def site(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    data = tmp_path_factory.mktemp(f"runs-{request.param}")
     env = {
         "DATASITE_RUN_CPU_SECONDS": "10",
         "DATASITE_RUN_WALL_SECONDS": "15",
@@ -80,21 +99,24 @@ def site(tmp_path_factory):  # type: ignore[no-untyped-def]
         "DATASITE_NO_PROGRESS": "1",
     }
     url = create_pg_database() if use_postgres() else None
-    with EmbeddedSite(
-        data / "site",
-        database_url=url,
-        owner_email=OWNER_EMAIL,
-        owner_password=OWNER_PASSWORD,
-        env=env,
-    ) as server:
+    with (
+        executor_env(request.param) as executor,
+        EmbeddedSite(
+            data / "site",
+            database_url=url,
+            owner_email=OWNER_EMAIL,
+            owner_password=OWNER_PASSWORD,
+            env={**env, **executor},
+        ) as server,
+    ):
         owner, researcher, real, _ = setup_site(server.url)
         researcher.create_project("Study")
         owner.budgets.grant(RESEARCHER_EMAIL, "Pings", epsilon=50.0)
-        yield server, owner, researcher, real
+        yield server, owner, researcher, real, executor.get("DATASITE_SCHEDULER")
 
 
 def test_tutorial_style_request_returns_noised_number_and_working_model(site) -> None:
-    _, owner, researcher, real = site
+    _, owner, researcher, real, _ = site
     request_id = submit_source(
         researcher.session, TUTORIAL_STYLE, "forecast", epsilon=0.5, mechanisms=["make_laplace"]
     )
@@ -116,7 +138,7 @@ def test_tutorial_style_request_returns_noised_number_and_working_model(site) ->
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_code_gets_nothing_out_and_the_server_keeps_serving(site, name) -> None:
-    server, owner, researcher, _ = site
+    server, owner, researcher, _, _ = site
     source = HOSTILE[name].format(port=server.port)
     request_id = submit_source(researcher.session, source, "attack", epsilon=0.1)
     approve_as_owner(owner.session, request_id)
@@ -130,14 +152,14 @@ def test_hostile_code_gets_nothing_out_and_the_server_keeps_serving(site, name) 
         request.result()
     # the server still answers, and the sandbox left no process behind
     assert researcher.datasets["Pings"].name == "Pings"
-    assert _sandboxed_processes(server) == []
+    assert _sandboxed_processes() == []
     # one reservation, no refund: the run touched the private data
     entries = [e for e in owner.budgets.ledger() if e["request_id"] == request_id]
     assert [e["kind"] for e in entries] == ["reserve"]
 
 
 def test_request_with_several_runs_charges_each_and_stops_at_the_limit(site) -> None:
-    _, owner, researcher, _ = site
+    _, owner, researcher, _, _ = site
     source = (
         "def noisy_count(df):\n    import opendp.prelude as dp\n"
         "    dp.enable_features('contrib')\n"
@@ -156,6 +178,25 @@ def test_request_with_several_runs_charges_each_and_stops_at_the_limit(site) -> 
         researcher.request(request_id).run()
     grant = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
     assert grant["spent_epsilon"] - grant_before["spent_epsilon"] == pytest.approx(0.2)
+
+
+def test_the_dask_cluster_ran_the_jobs(site) -> None:
+    *_, scheduler = site
+    if scheduler is None:
+        pytest.skip("the local executor has no cluster to ask")
+    from distributed import Client
+
+    with Client(scheduler, set_as_default=False) as client:
+        computed = client.run_on_scheduler(
+            lambda dask_scheduler: {
+                name: prefix.state_counts.get("memory", 0)
+                for name, prefix in dask_scheduler.task_prefixes.items()
+            }
+        )
+    # the runs above (the several-runs test alone makes two) and the checker's dry-runs
+    # were Dask tasks that finished
+    assert computed.get("datasite-job-run", 0) >= 2, computed
+    assert computed.get("datasite-job-check", 0) >= 1, computed
 
 
 def test_run_cut_off_by_a_crash_is_failed_after_restart(tmp_path) -> None:
