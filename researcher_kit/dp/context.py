@@ -93,6 +93,11 @@ def ctx_count(ctx: Any) -> int:
     """DP number of rows, released through ``ctx``.
 
     Sensitivity: ``max_contributions`` (signed integer noise, never clamped at zero).
+
+    >>> import pandas as pd
+    >>> ctx = local_context(pd.DataFrame({"age": [23, 45, 67, 34] * 100}), epsilon=1.0)
+    >>> abs(ctx_count(ctx) - 400) < 50
+    True
     """
     dp = opendp()
     frame = _release(ctx, ctx.query().select(dp.len(signed=True)), "ctx_count", None)
@@ -100,14 +105,26 @@ def ctx_count(ctx: Any) -> int:
 
 
 def ctx_sum(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
-    """DP sum of ``column`` clamped to ``bounds`` (missing values count as the midpoint)."""
+    """DP sum of ``column`` clamped to ``bounds`` (missing values count as the midpoint).
+
+    >>> import pandas as pd
+    >>> ctx = local_context(pd.DataFrame({"hours": [1.5, 2.5] * 200}), epsilon=1.0)
+    >>> abs(ctx_sum(ctx, "hours", bounds=(0.0, 10.0)) - 800) < 200
+    True
+    """
     query = ctx.query().select(_filled(column, bounds).dp.sum(_typed(bounds)))
     value = _release(ctx, query, "ctx_sum", column).item()
     return value if isinstance(value, int) else float(value)
 
 
 def ctx_mean(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
-    """DP mean of ``column`` clamped to ``bounds``: OpenDP's noisy sum over noisy length."""
+    """DP mean of ``column`` clamped to ``bounds``: OpenDP's noisy sum over noisy length.
+
+    >>> import pandas as pd
+    >>> ctx = local_context(pd.DataFrame({"age": [23, 45, 67, 34] * 100}), epsilon=1.0)
+    >>> 18 <= ctx_mean(ctx, "age", bounds=(18, 90)) <= 90
+    True
+    """
     query = ctx.query().select(_filled(column, bounds).dp.mean(_typed(bounds)))
     return float(_release(ctx, query, "ctx_mean", column).item())
 
@@ -119,7 +136,13 @@ def ctx_quantile(
     bounds: tuple[float, float],
     candidates: list[float] | None = None,
 ) -> float:
-    """DP ``alpha``-quantile of ``column`` among ``candidates`` (default: 1001 in ``bounds``)."""
+    """DP ``alpha``-quantile of ``column`` among ``candidates`` (default: 1001 in ``bounds``).
+
+    >>> import pandas as pd
+    >>> ctx = local_context(pd.DataFrame({"age": list(range(20, 80)) * 10}), epsilon=1.0)
+    >>> 18 <= ctx_quantile(ctx, "age", alpha=0.5, bounds=(18, 90)) <= 90
+    True
+    """
     lower, upper = _typed(bounds)
     if candidates is None:
         grid = np.linspace(lower, upper, 1001)
@@ -137,6 +160,11 @@ def ctx_histogram(ctx: Any, column: str, categories: list[Any] | None = None) ->
     With public ``categories`` every one of them is released (pure DP works). Without
     them the key set is private: the Context must allow delta > 0, and OpenDP releases
     only keys whose noisy count clears a threshold.
+
+    >>> import pandas as pd
+    >>> ctx = local_context(pd.DataFrame({"sex": ["F", "M", "F"] * 100}), epsilon=1.0)
+    >>> ctx_histogram(ctx, "sex", categories=["F", "M"]).columns.tolist()
+    ['sex', 'count']
     """
     import polars as pl
 
