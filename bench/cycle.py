@@ -76,13 +76,13 @@ def one_cycle(
     )["id"]
     times["submit"] = time.perf_counter() - t
     t = time.perf_counter()
-    rkc.Request(owner.session, {"id": request_id}).wait(until=("checked",), poll=0.02)
+    rkc.Request(owner.session, {"id": request_id}).wait(until=("checked",))
     times["check"] = time.perf_counter() - t
     t = time.perf_counter()
     owner.session.post(f"/requests/{request_id}/approve", json={"justification": "benchmark"})
     times["approve"] = time.perf_counter() - t
     t = time.perf_counter()
-    request = rkc.Request(researcher.session, {"id": request_id}).wait(poll=0.02)
+    request = rkc.Request(researcher.session, {"id": request_id}).wait()
     times["run"] = time.perf_counter() - t
     t = time.perf_counter()
     value = request.result()

@@ -152,6 +152,7 @@ class Reviewer:
                 policy_version=policy.version,
             )
             db.commit()
+            self.site.watch.changed(request_id)
             auto = policy.auto_approve and report.verdict == "pass" and request.kind == "context"
         if auto:
             self.auto_approve(request_id)
@@ -263,6 +264,7 @@ class Reviewer:
             ledger.reserve(db, request, grant, event)
             run_id, spec = self.site.runner.claim(db, request_id, actor, address)
             db.commit()
+        self.site.watch.changed(request_id)
         self.site.runner.launch(run_id, spec)
 
     def auto_approve(self, request_id: int) -> None:
@@ -325,3 +327,4 @@ class Reviewer:
                 reason=reason,
             )
             db.commit()
+        self.site.watch.changed(request_id)

@@ -61,6 +61,7 @@ class Runner:
         with self.site.sessions() as db:
             run_id, spec = self.claim(db, request_id, actor, address)
             db.commit()
+        self.site.watch.changed(request_id)
         self.launch(run_id, spec)
         return run_id
 
@@ -177,6 +178,8 @@ class Runner:
             if not result.ok:
                 self._refund_unused(db, request, event, ran=result.touched_data)
             db.commit()
+            request_id = request.id
+        self.site.watch.changed(request_id)
 
     @staticmethod
     def _refund_unused(db, request: CodeRequest, event, ran: bool) -> None:  # type: ignore[no-untyped-def]

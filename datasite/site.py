@@ -19,6 +19,7 @@ from datasite.auth.passwords import generate_password, hash_password
 from datasite.config import DEV_OWNER_EMAIL, DEV_OWNER_PASSWORD, Settings
 from datasite.db.models import User
 from datasite.db.session import make_engine, make_sessionmaker, migrate
+from datasite.watch import StateWatch
 
 log = logging.getLogger("datasite")
 
@@ -53,6 +54,7 @@ class Site:
         migrate(self.engine)
         self._sessionmaker = make_sessionmaker(self.engine)
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="datasite-bg")
+        self.watch = StateWatch()
         self._executor = None
         self._bootstrap_owner()
         from datasite.review import Reviewer

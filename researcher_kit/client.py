@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from researcher_kit.request import DPRequest
 
 FINAL_STATES = ("released", "failed", "denied")
+#: How long one long poll may hang (well under the HTTP client's own timeout).
+LONG_POLL_SECONDS = 20.0
 
 
 class Asset:
@@ -109,16 +111,22 @@ class Datasets:
 class Request(RequestRecord):
     """A submitted request, as its author sees it."""
 
-    def wait(
-        self, timeout: float = 600.0, until: tuple[str, ...] = FINAL_STATES, poll: float = 0.1
-    ) -> Request:
-        """Poll until the request reaches one of ``until`` (by default: a final state)."""
+    def wait(self, timeout: float = 600.0, until: tuple[str, ...] = FINAL_STATES) -> Request:
+        """Wait until the request reaches one of ``until`` (by default: a final state).
+
+        Each round trip is a long poll (``/requests/{id}/next``): the site answers the
+        moment the state changes, so no time is lost between polls.
+        """
         deadline = time.monotonic() + timeout
-        while self.refresh().state not in until:
-            if time.monotonic() > deadline:
+        self.refresh()
+        while self.state not in until:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise TimeoutError(f"Request {self.id} is still {self.state} after {timeout:g}s.")
-            time.sleep(poll)
-            poll = min(poll * 1.5, 2.0)
+            self.data = self._session.get(
+                f"/requests/{self.id}/next",
+                params={"state": self.state, "timeout": min(remaining, LONG_POLL_SECONDS)},
+            )
         return self
 
     def result(self, timeout: float = 600.0) -> Any:

@@ -6,7 +6,10 @@ on private data unless the owner released them.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -14,6 +17,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from datasite import audit
 from datasite.api.deps import client_address, current_user, db_session, require, site, staff
 from datasite.db.models import CodeRequest, Dataset, RequestRun, User
+from datasite.lifecycle import State
 from datasite.review import GateError
 from datasite.site import Site
 from datasite.wire.schemas import ApproveIn, CodeRequestIn, CodeRequestOut, DenyIn, RunOut
@@ -123,6 +127,36 @@ def get_request(
     request_id: int, user: User = Depends(current_user), db: Session = Depends(db_session)
 ) -> CodeRequestOut:
     return request_out(visible_request(db, request_id, user), user)
+
+
+@router.get("/{request_id}/next", response_model=CodeRequestOut)
+async def next_state(
+    request_id: int,
+    state: str = Query(max_length=20, description="the state the caller last saw"),
+    timeout: float = Query(default=20.0, gt=0, le=60),
+    user: User = Depends(current_user),
+    the_site: Site = Depends(site),
+) -> CodeRequestOut:
+    """The request as soon as it is no longer in ``state``, or as it is after ``timeout``
+    seconds: a long poll, so a waiting notebook hears of a change at once."""
+    if state not in {s.value for s in State}:
+        raise HTTPException(
+            422, f"Unknown state {state!r}; states are {', '.join(s.value for s in State)}."
+        )
+
+    def read() -> CodeRequestOut:
+        with the_site.sessions() as db:
+            return request_out(visible_request(db, request_id, user), user)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        ticket = the_site.watch.ticket(request_id)  # before reading: no change slips by
+        current = await run_in_threadpool(read)
+        remaining = deadline - time.monotonic()
+        if current.state != state or remaining <= 0:
+            the_site.watch.discard(ticket)
+            return current
+        await the_site.watch.wait(ticket, remaining)
 
 
 def _decide(action, request_id: int) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,81 @@
+"""``GET /requests/{id}/next``: a client waiting for a request hears of each change."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from datasite.embedded import EmbeddedSite
+from datasite.wire.http import DatasiteError
+from tests.conftest import setup_site
+from tests.flows import submit_source
+
+pytestmark = pytest.mark.integration
+
+DP_COUNT = (
+    "def noisy_count(df):\n    import opendp.prelude as dp\n"
+    "    dp.enable_features('contrib')\n"
+    "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
+    " dp.absolute_distance(T=float), scale=10.0)\n"
+    "    return m(float(len(df)))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def clients(shared_server: EmbeddedSite):  # type: ignore[no-untyped-def]
+    owner, researcher, _, _ = setup_site(shared_server.url)
+    researcher.create_project("Study")
+    return owner, researcher
+
+
+def test_a_waiting_client_follows_the_request_to_its_result(clients) -> None:
+    owner, researcher = clients
+    request_id = submit_source(researcher.session, DP_COUNT, "noisy_count", epsilon=0.1)
+    seen = ["submitted"]
+    while seen[-1] not in ("released", "failed", "denied"):
+        if seen[-1] == "checked":
+            # the owner decides while the researcher's long poll is hanging
+            approval = threading.Timer(
+                0.2, owner.session.post, (f"/requests/{request_id}/approve",), {"json": {}}
+            )
+            approval.start()
+        answer = researcher.session.get(
+            f"/requests/{request_id}/next", params={"state": seen[-1], "timeout": 30}
+        )
+        if answer["state"] != seen[-1]:
+            seen.append(answer["state"])
+    assert seen[0] == "submitted" and seen[-1] == "released"
+    assert "checked" in seen and seen.index("checked") < len(seen) - 1
+    assert researcher.request(request_id).result() != 2000.0  # noised
+
+
+def test_an_unchanged_request_comes_back_as_it_is_after_the_timeout(clients) -> None:
+    owner, researcher = clients
+    request_id = submit_source(researcher.session, DP_COUNT, "noisy_count", epsilon=0.1)
+    checked = researcher.request(request_id).wait(until=("checked",))
+    owner.requests.get(request_id).deny(reason="Not needed.")
+    answer = researcher.session.get(
+        f"/requests/{request_id}/next", params={"state": "denied", "timeout": 0.2}
+    )
+    assert (checked.state, answer["state"], answer["deny_reason"]) == (
+        "checked",
+        "denied",
+        "Not needed.",
+    )
+
+
+def test_bad_long_polls_get_clear_errors(clients) -> None:
+    _, researcher = clients
+    request_id = submit_source(researcher.session, DP_COUNT, "noisy_count", epsilon=0.1)
+    with pytest.raises(DatasiteError, match="Unknown state 'finished'; states are submitted"):
+        researcher.session.get(f"/requests/{request_id}/next", params={"state": "finished"})
+    with pytest.raises(DatasiteError) as too_long:
+        researcher.session.get(
+            f"/requests/{request_id}/next", params={"state": "submitted", "timeout": 3600}
+        )
+    assert too_long.value.status == 422 and "timeout" in str(too_long.value)
+    with pytest.raises(DatasiteError, match="no code request 999999 you can see"):
+        researcher.session.get("/requests/999999/next", params={"state": "submitted"})
+    # the request is unharmed by the refused calls
+    assert researcher.request(request_id).state in ("submitted", "checked")
