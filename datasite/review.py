@@ -21,6 +21,7 @@ from datasite.lifecycle import PENDING, State, TransitionError, check_transition
 from datasite.policy_store import effective_policy
 
 if TYPE_CHECKING:
+    from datasite.execution.job import JobSpec
     from datasite.site import Site
     from datasite.wire.schemas import CodeRequestIn
 
@@ -151,11 +152,12 @@ class Reviewer:
                 verdict=report.verdict,
                 policy_version=policy.version,
             )
-            db.commit()
-            self.site.watch.changed(request_id)
             auto = policy.auto_approve and report.verdict == "pass" and request.kind == "context"
-        if auto:
-            self.auto_approve(request_id)
+            launch = self._auto_approve(db, request_id) if auto else None
+            db.commit()
+        self.site.watch.changed(request_id)
+        if launch is not None:
+            self.site.runner.launch(*launch)
 
     def _mock_paths(self, bound: dict[str, Asset]) -> dict[str, str]:
         root = self.site.settings.assets_dir
@@ -215,63 +217,77 @@ class Reviewer:
     # -- decisions ---------------------------------------------------------------------
 
     def approve(
-        self, request_id: int, actor: User | None, justification: str | None, address: str = ""
+        self, request_id: int, actor: User, justification: str | None, address: str = ""
     ) -> None:
         """Approve, reserve the budget and claim the first run in one transaction, then
         hand the run to the executor."""
-        target = State.APPROVED if actor is not None else State.AUTO_APPROVED
         with self.site.sessions() as db:
-            request = db.get(CodeRequest, request_id)
-            if request is None:
-                raise LookupError(f"There is no code request {request_id}.")
-            if actor is not None:
-                self._gate(request, actor, justification)
-            check_transition(request.state, target)
-            policy = effective_policy(db, request.dataset_id, request.author_id)
-            grant = ledger.ensure_grant(
-                db,
-                request.author_id,
-                request.dataset_id,
-                policy.default_total_epsilon,
-                policy.default_total_delta,
-            )
-            overridden = bool(
-                request.policy_report and request.policy_report.get("verdict") == "blocked"
-            )
-            event = audit.record(
-                db,
-                "request_auto_approved" if actor is None else "request_approved",
-                actor=actor,
-                address=address,
-                target_type="request",
-                target_id=request_id,
-                epsilon=request.epsilon * request.runs_allowed,
-                override=overridden,
-                justification=justification if overridden else None,
-            )
-            moved = db.execute(
-                update(CodeRequest)
-                .where(CodeRequest.id == request_id, CodeRequest.state == State.CHECKED.value)
-                .values(
-                    state=target.value,
-                    decided_by=actor.id if actor else None,
-                    override_justification=justification if overridden else None,
-                    updated_at=utcnow(),
-                )
-            )
-            if moved.rowcount != 1:
-                raise TransitionError("This request was decided by someone else just now.")
-            ledger.reserve(db, request, grant, event)
-            run_id, spec = self.site.runner.claim(db, request_id, actor, address)
+            run_id, spec = self._approve(db, request_id, actor, justification, address)
             db.commit()
         self.site.watch.changed(request_id)
         self.site.runner.launch(run_id, spec)
 
-    def auto_approve(self, request_id: int) -> None:
+    def _auto_approve(self, db: Session, request_id: int) -> tuple[int, JobSpec] | None:
+        """Approve a request the policy lets through, inside the check's own transaction,
+        so nobody ever sees it ``checked`` and waiting; None leaves it for a human."""
         try:
-            self.approve(request_id, None, None)
+            with db.begin_nested():
+                return self._approve(db, request_id, None, None, "")
         except (ledger.BudgetError, TransitionError) as exc:
             log.info("request %s left for a human: %s", request_id, exc)
+            return None
+
+    def _approve(
+        self,
+        db: Session,
+        request_id: int,
+        actor: User | None,
+        justification: str | None,
+        address: str,
+    ) -> tuple[int, JobSpec]:
+        target = State.APPROVED if actor is not None else State.AUTO_APPROVED
+        request = db.get(CodeRequest, request_id)
+        if request is None:
+            raise LookupError(f"There is no code request {request_id}.")
+        if actor is not None:
+            self._gate(request, actor, justification)
+        check_transition(request.state, target)
+        policy = effective_policy(db, request.dataset_id, request.author_id)
+        grant = ledger.ensure_grant(
+            db,
+            request.author_id,
+            request.dataset_id,
+            policy.default_total_epsilon,
+            policy.default_total_delta,
+        )
+        overridden = bool(
+            request.policy_report and request.policy_report.get("verdict") == "blocked"
+        )
+        event = audit.record(
+            db,
+            "request_auto_approved" if actor is None else "request_approved",
+            actor=actor,
+            address=address,
+            target_type="request",
+            target_id=request_id,
+            epsilon=request.epsilon * request.runs_allowed,
+            override=overridden,
+            justification=justification if overridden else None,
+        )
+        moved = db.execute(
+            update(CodeRequest)
+            .where(CodeRequest.id == request_id, CodeRequest.state == State.CHECKED.value)
+            .values(
+                state=target.value,
+                decided_by=actor.id if actor else None,
+                override_justification=justification if overridden else None,
+                updated_at=utcnow(),
+            )
+        )
+        if moved.rowcount != 1:
+            raise TransitionError("This request was decided by someone else just now.")
+        ledger.reserve(db, request, grant, event)
+        return self.site.runner.claim(db, request_id, actor, address)
 
     @staticmethod
     def _gate(request: CodeRequest, actor: User, justification: str | None) -> None:
