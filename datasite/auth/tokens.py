@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from datasite.db.models import SessionToken, User
 
@@ -26,7 +26,11 @@ def issue_token(db: Session, user: User, ttl_seconds: int) -> tuple[str, datetim
 
 def user_for_token(db: Session, token: str) -> tuple[User | None, str]:
     """The live, enabled user behind ``token``, or None with the reason."""
-    row = db.scalar(select(SessionToken).where(SessionToken.token_hash == _digest(token)))
+    row = db.scalar(
+        select(SessionToken)
+        .options(joinedload(SessionToken.user))  # one query: every API call runs this
+        .where(SessionToken.token_hash == _digest(token))
+    )
     if row is None or row.revoked:
         return None, "Your session token is not valid. Log in again."
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
