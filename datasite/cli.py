@@ -7,6 +7,8 @@ Admin commands talk to a running site over HTTP; give ``--url``, ``--email`` and
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -98,9 +100,17 @@ def _owner(url: str, email: str, password: str):  # type: ignore[no-untyped-def]
     return admin.connect(url, email, password)
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]{exc}[/red]")
-    raise typer.Exit(1)
+@contextmanager
+def _reported() -> Iterator[None]:
+    """What the site refuses (or a file that cannot be read) becomes one red line and
+    exit status 1, never a traceback."""
+    from datasite.wire.http import DatasiteError
+
+    try:
+        yield
+    except (DatasiteError, OSError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:
@@ -121,14 +131,10 @@ def users_create(
     institution: str = "",
 ) -> None:
     """Create an account; its generated password is printed once."""
-    from datasite.wire.http import DatasiteError
-
-    try:
+    with _reported():
         created = _owner(url, login, password).users.create(
             email=email, name=name, role=role, institution=institution
         )
-    except DatasiteError as exc:
-        _fail(exc)
     console.print(
         f"Created {created['role']} {created['email']}; one-time password: "
         f"[bold]{created['generated_password']}[/bold]"
@@ -137,18 +143,15 @@ def users_create(
 
 @users_app.command("disable")
 def users_disable(email: str, url: Url, login: Email, password: Password) -> None:
-    from datasite.wire.http import DatasiteError
-
-    try:
+    with _reported():
         _owner(url, login, password).users.disable(email)
-    except DatasiteError as exc:
-        _fail(exc)
     console.print(f"Disabled {email}.")
 
 
 @users_app.command("list")
 def users_list(url: Url, login: Email, password: Password) -> None:
-    _table(_owner(url, login, password).users.list(), ["email", "name", "role", "disabled"])
+    with _reported():
+        _table(_owner(url, login, password).users.list(), ["email", "name", "role", "disabled"])
 
 
 @datasets_app.command("upload")
@@ -167,12 +170,10 @@ def datasets_upload(
     """Upload a dataset with one asset from two files."""
     import pandas as pd
 
-    from datasite.wire.http import DatasiteError
-
     def read(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
-    try:
+    with _reported():
         _owner(url, login, password).datasets.upload(
             name=name,
             assets={asset: (read(real), read(mock))},
@@ -180,29 +181,30 @@ def datasets_upload(
             summary=summary,
             citation=citation,
         )
-    except DatasiteError as exc:
-        _fail(exc)
     console.print(f"Uploaded {name}.")
 
 
 @datasets_app.command("list")
 def datasets_list(url: Url, login: Email, password: Password) -> None:
+    with _reported():
+        datasets = _owner(url, login, password).datasets.list()
     rows = [
         {
             "name": d["name"],
             "assets": ", ".join(a["name"] for a in d["assets"]),
             "summary": d["summary"],
         }
-        for d in _owner(url, login, password).datasets.list()
+        for d in datasets
     ]
     _table(rows, ["name", "assets", "summary"])
 
 
 @requests_app.command("list")
 def requests_list(url: Url, login: Email, password: Password, state: str | None = None) -> None:
+    with _reported():
+        requests = _owner(url, login, password).requests.all(state=state)
     rows = [
-        r.data | {"verdict": (r.data["policy_report"] or {}).get("verdict", "")}
-        for r in _owner(url, login, password).requests.all(state=state)
+        r.data | {"verdict": (r.data["policy_report"] or {}).get("verdict", "")} for r in requests
     ]
     _table(rows, ["id", "author", "dataset", "entry", "epsilon", "state", "verdict"])
 
@@ -210,7 +212,8 @@ def requests_list(url: Url, login: Email, password: Password, state: str | None 
 @requests_app.command("show")
 def requests_show(request_id: int, url: Url, login: Email, password: Password) -> None:
     """The code, the declaration and the policy report of one request."""
-    request = _owner(url, login, password).requests.get(request_id)
+    with _reported():
+        request = _owner(url, login, password).requests.get(request_id)
     console.print(repr(request))
     console.print(Markdown(f"```python\n{request.code}\n```"))
     if request.policy_report is not None:
@@ -221,23 +224,15 @@ def requests_show(request_id: int, url: Url, login: Email, password: Password) -
 def requests_approve(
     request_id: int, url: Url, login: Email, password: Password, justification: str | None = None
 ) -> None:
-    from datasite.wire.http import DatasiteError
-
-    try:
+    with _reported():
         request = _owner(url, login, password).requests.get(request_id).approve(justification)
-    except DatasiteError as exc:
-        _fail(exc)
     console.print(f"Request {request_id} is {request.state}.")
 
 
 @requests_app.command("deny")
 def requests_deny(request_id: int, reason: str, url: Url, login: Email, password: Password) -> None:
-    from datasite.wire.http import DatasiteError
-
-    try:
+    with _reported():
         _owner(url, login, password).requests.get(request_id).deny(reason)
-    except DatasiteError as exc:
-        _fail(exc)
     console.print(f"Request {request_id} denied.")
 
 
@@ -251,12 +246,8 @@ def budgets_grant(
     password: Password,
     delta: float = 0.0,
 ) -> None:
-    from datasite.wire.http import DatasiteError
-
-    try:
+    with _reported():
         grant = _owner(url, login, password).budgets.grant(email, dataset, epsilon, delta)
-    except DatasiteError as exc:
-        _fail(exc)
     console.print(
         f"{email} may spend epsilon={grant['epsilon']:g} on {dataset} "
         f"({grant['remaining_epsilon']:g} left)."
@@ -265,10 +256,9 @@ def budgets_grant(
 
 @budgets_app.command("list")
 def budgets_list(url: Url, login: Email, password: Password) -> None:
-    _table(
-        _owner(url, login, password).budgets.list(),
-        ["email", "dataset", "epsilon", "spent_epsilon", "remaining_epsilon"],
-    )
+    with _reported():
+        grants = _owner(url, login, password).budgets.list()
+    _table(grants, ["email", "dataset", "epsilon", "spent_epsilon", "remaining_epsilon"])
 
 
 @policies_app.command("set")
@@ -281,11 +271,10 @@ def policies_set(
     field: Annotated[list[str] | None, typer.Option(help="name=value (JSON value)")] = None,
 ) -> None:
     """Set a dataset's policy from a file, or change single fields."""
-    from datasite.wire.http import DatasiteError
     from policies.schema import Policy
 
-    owner = _owner(url, login, password)
-    try:
+    with _reported():
+        owner = _owner(url, login, password)
         if file is not None:
             document = Policy.from_file(file).model_dump(mode="json")
             owner.session.put(f"/datasets/{dataset}/policy", json=document)
@@ -298,14 +287,13 @@ def policies_set(
                 changes[key] = value
         if changes:
             owner.policies.set(dataset, **changes)
-    except DatasiteError as exc:
-        _fail(exc)
-    console.print_json(data=owner.policies.get(dataset))
+        console.print_json(data=owner.policies.get(dataset))
 
 
 @policies_app.command("show")
 def policies_show(dataset: str, url: Url, login: Email, password: Password) -> None:
-    console.print_json(data=_owner(url, login, password).policies.get(dataset))
+    with _reported():
+        console.print_json(data=_owner(url, login, password).policies.get(dataset))
 
 
 @app.command()
@@ -314,7 +302,6 @@ def audit(
 ) -> None:
     """The audit log, newest first."""
     filters = {"limit": limit} | ({"action": action} if action else {})
-    _table(
-        _owner(url, login, password).audit(**filters),
-        ["id", "at", "actor", "action", "target_type", "target_id", "address"],
-    )
+    with _reported():
+        events = _owner(url, login, password).audit(**filters)
+    _table(events, ["id", "at", "actor", "action", "target_type", "target_id", "address"])
