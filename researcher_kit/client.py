@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasite.wire.http import ApiSession, DatasiteError
+from datasite.wire.http import ApiSession, DatasiteError, progress_shown
 from datasite.wire.records import Named, Record, RequestRecord, html_table
 
 if TYPE_CHECKING:
@@ -117,16 +117,24 @@ class Request(RequestRecord):
         Each round trip is a long poll (``/requests/{id}/next``): the site answers the
         moment the state changes, so no time is lost between polls.
         """
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         deadline = time.monotonic() + timeout
         self.refresh()
-        while self.state not in until:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"Request {self.id} is still {self.state} after {timeout:g}s.")
-            self.data = self._session.get(
-                f"/requests/{self.id}/next",
-                params={"state": self.state, "timeout": min(remaining, LONG_POLL_SECONDS)},
-            )
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, transient=True, disable=not progress_shown()) as shown:
+            task = shown.add_task(f"Request {self.id}: {self.state}")
+            while self.state not in until:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"Request {self.id} is still {self.state} after {timeout:g}s."
+                    )
+                self.data = self._session.get(
+                    f"/requests/{self.id}/next",
+                    params={"state": self.state, "timeout": min(remaining, LONG_POLL_SECONDS)},
+                )
+                shown.update(task, description=f"Request {self.id}: {self.state}")
         return self
 
     def result(self, timeout: float = 600.0) -> Any:

@@ -117,10 +117,15 @@ class ApiSession:
         self.http.close()
 
 
+def progress_shown(asked: bool = True) -> bool:
+    """Progress bars show unless the caller or ``DATASITE_NO_PROGRESS`` turns them off."""
+    return asked and not os.environ.get("DATASITE_NO_PROGRESS")
+
+
 def _chunks(path: Path, size: int, label: str, progress: bool) -> Iterator[bytes]:
     from rich.progress import Progress
 
-    show = progress and not os.environ.get("DATASITE_NO_PROGRESS")
+    show = progress_shown(progress)
     with Progress(disable=not show, transient=True) as bar, path.open("rb") as source:
         task = bar.add_task(f"Uploading {label}", total=size)
         while chunk := source.read(1024 * 1024):
