@@ -53,6 +53,14 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     yield from _server(tmp_path_factory.mktemp("shared"))
 
 
+@pytest.fixture(scope="module")
+def study_clients(shared_server: EmbeddedSite):  # type: ignore[no-untyped-def]
+    """The owner's and the researcher's clients on the shared server, with a project."""
+    owner, researcher, _, _ = setup_site(shared_server.url)
+    researcher.create_project("Study")
+    return owner, researcher
+
+
 def pings_tables(rows: int = 2000, mock_rows: int = 200, seed: int = 0) -> tuple:
     """A small pings-like table and its mock with the same schema."""
     rng = np.random.default_rng(seed)

@@ -7,6 +7,15 @@ from typing import Any
 import researcher_kit.client as rkc
 from datasite.wire.http import ApiSession
 
+#: A correct mechanism request: one Laplace release of the row count (scale 10).
+NOISY_COUNT = (
+    "def noisy_count(df):\n    import opendp.prelude as dp\n"
+    "    dp.enable_features('contrib')\n"
+    "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
+    " dp.absolute_distance(T=float), scale=10.0)\n"
+    "    return m(float(len(df)))\n"
+)
+
 
 def submit_source(
     session: ApiSession,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from datasite.embedded import EmbeddedSite
-from tests.conftest import RESEARCHER_EMAIL, setup_site
-from tests.flows import submit_source, wait_state
+from tests.conftest import RESEARCHER_EMAIL
+from tests.flows import NOISY_COUNT, submit_source, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -15,19 +14,11 @@ CONTEXT_COUNT = (
     "def count(ctx):\n    import polars as pl\n"
     "    return ctx.query().select(pl.len().dp.noise()).release().collect().item()\n"
 )
-MECHANISM_COUNT = (
-    "def noisy_count(df):\n    import opendp.prelude as dp\n"
-    "    dp.enable_features('contrib')\n"
-    "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
-    " dp.absolute_distance(T=float), scale=10.0)\n"
-    "    return m(float(len(df)))\n"
-)
 
 
 @pytest.fixture(scope="module")
-def clients(shared_server: EmbeddedSite):  # type: ignore[no-untyped-def]
-    owner, researcher, _, _ = setup_site(shared_server.url)
-    researcher.create_project("Study")
+def clients(study_clients):  # type: ignore[no-untyped-def]
+    owner, researcher = study_clients
     owner.policies.set("Pings", auto_approve=True, max_epsilon_per_request=1.0)
     owner.budgets.grant(RESEARCHER_EMAIL, "Pings", epsilon=1.0)
     return owner, researcher
@@ -81,6 +72,6 @@ def test_a_context_request_over_the_budget_waits_for_a_human_uncharged(clients) 
 
 def test_a_mechanism_request_always_waits_for_a_human(clients) -> None:
     _, researcher = clients
-    request_id = submit_source(researcher.session, MECHANISM_COUNT, "noisy_count", epsilon=0.1)
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
     assert wait_state(researcher.session, request_id, ("checked",)).state == "checked"
     assert states_seen(researcher, request_id)[-1] == "checked"

@@ -6,32 +6,15 @@ import threading
 
 import pytest
 
-from datasite.embedded import EmbeddedSite
 from datasite.wire.http import DatasiteError
-from tests.conftest import setup_site
-from tests.flows import submit_source
+from tests.flows import NOISY_COUNT, submit_source
 
 pytestmark = pytest.mark.integration
 
-DP_COUNT = (
-    "def noisy_count(df):\n    import opendp.prelude as dp\n"
-    "    dp.enable_features('contrib')\n"
-    "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
-    " dp.absolute_distance(T=float), scale=10.0)\n"
-    "    return m(float(len(df)))\n"
-)
 
-
-@pytest.fixture(scope="module")
-def clients(shared_server: EmbeddedSite):  # type: ignore[no-untyped-def]
-    owner, researcher, _, _ = setup_site(shared_server.url)
-    researcher.create_project("Study")
-    return owner, researcher
-
-
-def test_a_waiting_client_follows_the_request_to_its_result(clients) -> None:
-    owner, researcher = clients
-    request_id = submit_source(researcher.session, DP_COUNT, "noisy_count", epsilon=0.1)
+def test_a_waiting_client_follows_the_request_to_its_result(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
     seen = ["submitted"]
     while seen[-1] not in ("released", "failed", "denied"):
         if seen[-1] == "checked":
@@ -50,9 +33,9 @@ def test_a_waiting_client_follows_the_request_to_its_result(clients) -> None:
     assert researcher.request(request_id).result() != 2000.0  # noised
 
 
-def test_an_unchanged_request_comes_back_as_it_is_after_the_timeout(clients) -> None:
-    owner, researcher = clients
-    request_id = submit_source(researcher.session, DP_COUNT, "noisy_count", epsilon=0.1)
+def test_an_unchanged_request_comes_back_as_it_is_after_the_timeout(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
     checked = researcher.request(request_id).wait(until=("checked",))
     owner.requests.get(request_id).deny(reason="Not needed.")
     answer = researcher.session.get(
@@ -65,9 +48,9 @@ def test_an_unchanged_request_comes_back_as_it_is_after_the_timeout(clients) -> 
     )
 
 
-def test_bad_long_polls_get_clear_errors(clients) -> None:
-    _, researcher = clients
-    request_id = submit_source(researcher.session, DP_COUNT, "noisy_count", epsilon=0.1)
+def test_bad_long_polls_get_clear_errors(study_clients) -> None:
+    _, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
     with pytest.raises(DatasiteError, match="Unknown state 'finished'; states are submitted"):
         researcher.session.get(f"/requests/{request_id}/next", params={"state": "finished"})
     with pytest.raises(DatasiteError) as too_long:

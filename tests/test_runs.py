@@ -20,7 +20,7 @@ import researcher_kit.client as rkc
 from datasite import admin
 from datasite.embedded import EmbeddedSite
 from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD, setup_site
-from tests.flows import approve_as_owner, submit_source, wait_state
+from tests.flows import NOISY_COUNT, approve_as_owner, submit_source, wait_state
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD, create_pg_database, use_postgres
 
 pytestmark = pytest.mark.integration
@@ -160,15 +160,8 @@ def test_hostile_code_gets_nothing_out_and_the_server_keeps_serving(site, name) 
 
 def test_request_with_several_runs_charges_each_and_stops_at_the_limit(site) -> None:
     _, owner, researcher, _, _ = site
-    source = (
-        "def noisy_count(df):\n    import opendp.prelude as dp\n"
-        "    dp.enable_features('contrib')\n"
-        "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
-        " dp.absolute_distance(T=float), scale=10.0)\n"
-        "    return m(float(len(df)))\n"
-    )
     grant_before = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
-    request_id = submit_source(researcher.session, source, "noisy_count", epsilon=0.1, runs=2)
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1, runs=2)
     approve_as_owner(owner.session, request_id)
     first = researcher.request(request_id).result()
     request = researcher.request(request_id).run()
