@@ -62,7 +62,7 @@ def pings_csv(n_ids: int = 1100, days: int = 3, seed: int = 7) -> pd.DataFrame:
     return df
 
 
-def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float, float]:
+def user_engagement_forecast_using_dp(df, seed: int = 12345): #-> tuple[float, float]:
 
     # include the necessary imports in the main body of the function
     # to prepare for what PySyft would expect in the submitted code.
@@ -75,13 +75,12 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float,
     from sklearn.metrics import mean_squared_error
     from sklearn.preprocessing import MinMaxScaler
 
-    from skops.io import dumps, loads  # get_untrusted_types, dump, load
+    from skops.io import dumps, loads #get_untrusted_types, dump, load
 
     import numpy as np
 
     import opendp.prelude as dp
     from opendp.transformations import make_count
-
     # from opendp.measurements import make_geometric
     from opendp.measurements import make_gaussian
 
@@ -93,62 +92,43 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float,
         """
 
         # Data preprocessing
-        df.dropna(how="any", inplace=True)
-        df["gender"] = df["gender"].replace({"MALE": 1, "FEMALE": 0})
-        df["timestamp_decode"] = df["timestamp"].apply(lambda x: datetime.fromtimestamp(x))
+        df.dropna(how='any', inplace=True)
+        df['gender'] = df['gender'].replace({'MALE':1, 'FEMALE':0})
+        df['timestamp_decode'] = df['timestamp'].apply(lambda x: datetime.fromtimestamp(x))
 
         # Feature engineering
-        df["date"] = pd.to_datetime(df["timestamp_decode"].dt.date)
+        df['date'] = pd.to_datetime(df['timestamp_decode'].dt.date)
 
-        df["online_hours"] = (df.groupby(by=["id", "date"])["timestamp"].diff()) / (60 * 60)
-        df["online_hours"] = df["online_hours"].apply(lambda x: x if x < (2 / 60) else (2 / 60))
+        df['online_hours'] = (df.groupby(by=['id','date'])['timestamp'].diff())/(60*60)
+        df['online_hours']  =  df['online_hours'].apply(lambda x: x if x< (2/60) else (2/60))
 
-        tmp_df = (df.groupby(by=["id", "date"])["online_hours"].sum()).reset_index()
-        tmp_df["online_hours"] = round(tmp_df["online_hours"], 1)  # runding off hours
+        tmp_df = (df.groupby(by = ['id','date'])['online_hours'].sum()).reset_index()
+        tmp_df['online_hours'] = round(tmp_df['online_hours'], 1) #runding off hours
 
-        df = pd.merge(df[["id", "date", "gender", "age"]], tmp_df, on=["id", "date"], how="inner")
+        df = pd.merge(df[['id', 'date', 'gender', 'age']], tmp_df, on=['id', 'date'], how = 'inner')
         df.drop_duplicates(inplace=True)
 
-        df["day_name"] = df["date"].dt.day_name()
-        df["day"] = df["date"].dt.day
-        df["month"] = df["date"].dt.month
-        df["month_name"] = df["date"].dt.month_name()
-        df["year"] = df["date"].dt.year
-        df["dayofweek"] = df["date"].dt.dayofweek
-        df["week"] = df["date"].dt.isocalendar().week
+        df['day_name'] = df['date'].dt.day_name()
+        df['day'] = df['date'].dt.day
+        df['month'] = df['date'].dt.month
+        df['month_name'] = df['date'].dt.month_name()
+        df['year'] = df['date'].dt.year
+        df['dayofweek'] = df['date'].dt.dayofweek
+        df['week']= df['date'].dt.isocalendar().week
 
-        week_names = {
-            "Sunday": 0,
-            "Monday": "1",
-            "Tuesday": 2,
-            "Wednesday": 3,
-            "Thursday": 4,
-            "Friday": 5,
-            "Saturday": 6,
-        }
-        month_names = {
-            "January": 0,
-            "February": 1,
-            "March": 2,
-            "April": 3,
-            "May": 4,
-            "June": 5,
-            "July": 6,
-            "August": 7,
-            "September": 8,
-            "October": 9,
-            "November": 10,
-            "December": 11,
-        }
+        week_names = {'Sunday':0,'Monday':'1','Tuesday':2,'Wednesday':3, 'Thursday':4,'Friday':5,'Saturday':6}
+        month_names = {'January':0, 'February':1,'March':2,'April':3,'May':4,'June':5,'July':6,
+                        'August':7, 'September':8,'October':9,'November':10,'December':11}
 
-        df["day_name"] = df["day_name"].map(week_names)
-        df["month_name"] = df["month_name"].map(month_names)
+        df['day_name'] = df['day_name'].map(week_names)
+        df['month_name'] = df['month_name'].map(month_names)
 
         print("Final training data size:", df.shape)
 
         display(df.head())
 
         return df
+
 
     def dp_in_input_privacy(df, column="age"):
 
@@ -161,11 +141,12 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float,
         input_space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
 
         # Adding laplace noise using OpenDP
-        laplace_noise = dp.m.make_laplace(*input_space, scale=sensitivity / epsilon)
+        laplace_noise = dp.m.make_laplace(*input_space, scale=sensitivity/epsilon)
         df[column] = df[column].astype(float)
-        df["age_noisy"] = df[column].apply(lambda x: laplace_noise(x))
+        df['age_noisy'] = df[column].apply(lambda x: laplace_noise(x))
 
         return df
+
 
     def dp_in_output_privacy(y_pred):
 
@@ -178,10 +159,11 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float,
         input_space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
 
         # Adding laplace noise using OpenDP
-        laplace_noise = dp.m.make_laplace(*input_space, scale=sensitivity / epsilon)
+        laplace_noise = dp.m.make_laplace(*input_space, scale=sensitivity/epsilon)
         y_pred_noisy = pd.Series(y_pred).apply(lambda x: laplace_noise(x))
 
         return y_pred_noisy
+
 
     # Apply preprocessing steps to df
     df = data_preprocessing(df)
@@ -190,14 +172,14 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float,
     df = dp_in_input_privacy(df)
 
     # Train-test split
-    X = df.drop(["id", "date", "online_hours", "age"], axis=1)
-    y = df["online_hours"]
+    X = df.drop(['id', 'date', 'online_hours', 'age'], axis=1)
+    y = df['online_hours']
 
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=42)
 
     scaler = MinMaxScaler()
     X_train = scaler.fit_transform(X_train)
-    X_test = scaler.transform(X_test)
+    X_test  = scaler.transform(X_test)
 
     # Regressor model
     model = RandomForestRegressor(n_estimators=100, random_state=42)
@@ -220,8 +202,8 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345):  # -> tuple[float,
     mse = mean_squared_error(y_test, y_pred)
     rmse = np.sqrt(mse)
 
-    print(f"Mean Squared Error: {mse}")
-    print(f"Root Mean Squared Error: {rmse}")
+    print(f'Mean Squared Error: {mse}')
+    print(f'Root Mean Squared Error: {rmse}')
 
     return serialized_model, mse, rmse, y_pred_noisy
 
@@ -236,17 +218,17 @@ def test_the_pysyft_dp_tutorial_runs_unchanged(orchestra_home: Path) -> None:
     # Step 1.A: prepare the data (the CSV is generated instead of downloaded).
     df = pings_csv()
     df.head()
-    df = df.drop(columns=["Unnamed: 0", "number_of_kids"])
+    df = df.drop(columns=['Unnamed: 0', 'number_of_kids'])
 
-    ids = df["id"].drop_duplicates().sample(n=900)
+    ids = df['id'].drop_duplicates().sample(n=900)
     print("No. of randomly selected ids for real data:", len(ids))
 
-    real_df = df[df["id"].isin(ids)]
-    tmp_df = df[~df["id"].isin(ids)]
-    ids = tmp_df["id"].drop_duplicates().sample(n=100)
+    real_df = df[df['id'].isin(ids)]
+    tmp_df = df[~df['id'].isin(ids)]
+    ids = tmp_df['id'].drop_duplicates().sample(n=100)
     print("No. of randomly selected ids for mock data:", len(ids))
 
-    mock_df = tmp_df[tmp_df["id"].isin(ids)]
+    mock_df = tmp_df[tmp_df['id'].isin(ids)]
 
     print("Real data size:", real_df.shape)
     print("Mock data size:", mock_df.shape)
@@ -263,8 +245,8 @@ def test_the_pysyft_dp_tutorial_runs_unchanged(orchestra_home: Path) -> None:
 
         pings_asset = sy.Asset(
             name="User pings data.",
-            data=real_df,  # real data
-            mock=mock_df,  # mock data
+            data = real_df, # real data
+            mock = mock_df  # mock data
         )
         pings_asset.data.head(n=3)
         pings_asset.mock.head(n=3)
@@ -286,7 +268,7 @@ system.
             name="User Engagement Dataset",
             description=description,
             summary=summary,
-            citation=citation,
+            citation=citation
         )
         pings_dataset.add_asset(pings_asset)
         assert "User pings data." in pings_dataset._repr_html_()
@@ -300,15 +282,10 @@ system.
             password="syftrocks",
             password_verify="syftrocks",
             institution="Data Science Institute",
-            website="https://datascience_institute.research.data",
+            website="https://datascience_institute.research.data"
         )
-        print(
-            f"New User: {ds_account_info.name} ({ds_account_info.email}) registered as {ds_account_info.role}"
-        )
-        assert (ds_account_info.email, ds_account_info.role) == (
-            "bobivans@datascience.inst",
-            "researcher",
-        )
+        print(f"New User: {ds_account_info.name} ({ds_account_info.email}) registered as {ds_account_info.role}")
+        assert (ds_account_info.email, ds_account_info.role) == ("bobivans@datascience.inst", "researcher")
 
         # Step 3: the researcher connects and browses.
         with warnings.catch_warnings():
@@ -332,16 +309,14 @@ system.
         # Step 4.B: test on the mock locally, then wrap and submit.
         serialized_model, mse, rmse, y_pred_noisy = user_engagement_forecast_using_dp(mock_df)
         remote_user_code = sy.syft_function_single_use(df=assets)(user_engagement_forecast_using_dp)
-        assert remote_user_code.code.startswith(
-            "def user_engagement_forecast_using_dp(df, seed: int = 12345):"
-        )
+        assert remote_user_code.code.startswith("def user_engagement_forecast_using_dp(df, seed: int = 12345):")
 
         description = """The purpose of this study will be to run a machine learning experimental pipeline on user pings engagement data. As first attempt, the pipelines includes a normalisation steps for features and labels using a MinMaxScaler. Then it adds differential privacy noise on the 'age' column and finally on the model predictions. The selected ML model is RandomForest regression, with the intent to gather the mean squared error scores on both training, and testing  data partitions, randomly generated.
 """
         research_project = ds_client.create_project(
             name="User Engagement Forecasting ML Project",
             description=description,
-            user_email_address="bobivans@datascience.inst",
+            user_email_address="bobivans@datascience.inst"
         )
         code_request = research_project.create_code_request(remote_user_code, ds_client)
         assert "user_engagement_forecast_using_dp" in code_request._repr_html_()
@@ -361,9 +336,7 @@ system.
         if report.verdict == "blocked":
             with pytest.raises(sy.DatasiteError, match="justification"):
                 request.approve()
-            request.approve(
-                justification="Tutorial study: noise on age and on predictions reviewed; the model is released for this engagement forecast only."
-            )
+            request.approve(justification="Tutorial study: noise on age and on predictions reviewed; the model is released for this engagement forecast only.")
         else:
             request.approve()
 
@@ -383,27 +356,22 @@ system.
         syft_model = result[0]
         model_bytes = syft_model.syft_action_data
 
-        loaded_model = loads(
-            model_bytes,
-            trusted=["sklearn.ensemble._forest.RandomForestRegressor", "sklearn.tree._tree.Tree"],
-        )
+        loaded_model = loads(model_bytes, trusted=['sklearn.ensemble._forest.RandomForestRegressor', 'sklearn.tree._tree.Tree'])
 
-        new_data = pd.DataFrame(
-            {
-                "gender": [1],
-                "age": [45],
-                "day_name": [3],
-                "day": [2],
-                "month": [8],
-                "month_name": [5],
-                "year": [2018],
-                "dayofweek": [6],
-                "week": [23],
-            }
-        )
+        new_data = pd.DataFrame({
+            'gender': [1],
+            'age': [45],
+            'day_name': [3],
+            'day': [2],
+            'month': [8],
+            'month_name': [5],
+            'year': [2018],
+            'dayofweek': [6],
+            'week': [23]
+        })
 
         predicted_hour = loaded_model.predict(new_data)
-        print(f"Predicted screentime hour: {predicted_hour[0]}")
+        print(f'Predicted screentime hour: {predicted_hour[0]}')
         assert np.isfinite(predicted_hour).all()
 
         preds = result[3].syft_action_data

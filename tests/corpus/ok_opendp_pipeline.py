@@ -9,6 +9,9 @@ def age_sum(df):
     dp.enable_features("contrib")
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance()
     pipeline = (
-        space >> dp.t.then_clamp((18.0, 90.0)) >> dp.t.then_sum() >> dp.m.then_laplace(scale=180.0)
+        space
+        >> dp.t.then_clamp((18.0, 90.0))
+        >> dp.t.then_sum()
+        >> dp.m.then_laplace(scale=180.0)
     )
     return pipeline(df["age"].astype(float).tolist())
