@@ -96,30 +96,23 @@ class Recorder:
             frame = frame.f_back
         return None
 
-    def _call_site(self) -> tuple[int | None, bool]:
-        """(line in the entry function, whether pandas/NumPy called us element-wise)."""
+    def _call_site(self) -> tuple[int | None, bool, str | None]:
+        """Where the entry function released: (its line, whether pandas/NumPy called us
+        element-wise, the kit helper it went through).
+
+        The kit builds its measurements internally, so the name the researcher called
+        and declared is the outermost ``researcher_kit.dp`` frame below the entry
+        function: ``researcher_kit.dp.<helper>``.
+        """
         frame = sys._getframe(2)
-        through_library = False
-        while frame is not None:
-            if frame.f_code is self.entry_code:
-                return frame.f_lineno, through_library
+        through_library, helper = False, None
+        while frame is not None and frame.f_code is not self.entry_code:
             if any(m in frame.f_code.co_filename for m in _LIB_MARKERS):
                 through_library = True
-            frame = frame.f_back
-        return None, through_library
-
-    def _kit_helper(self) -> str | None:
-        """``researcher_kit.dp.<helper>`` when the release happens inside a kit helper.
-
-        The kit builds its measurements internally, so the name the researcher called and
-        declared is the outermost kit frame below the entry function.
-        """
-        frame, helper = sys._getframe(2), None
-        while frame is not None and frame.f_code is not self.entry_code:
             if frame.f_globals.get("__name__", "").startswith("researcher_kit.dp"):
-                helper = frame.f_code.co_name
+                helper = f"researcher_kit.dp.{frame.f_code.co_name}"
             frame = frame.f_back
-        return f"researcher_kit.dp.{helper}" if helper else None
+        return (frame.f_lineno if frame is not None else None), through_library, helper
 
     # -- the patched entry points ------------------------------------------------------
 
@@ -127,8 +120,8 @@ class Recorder:
         if self.depth:
             return original(meas, arg)
         name, construct_line = getattr(meas, "_checker_tag", ("Measurement", None))
-        name = self._kit_helper() or name
-        line, rowwise = self._call_site()
+        line, rowwise, helper = self._call_site()
+        name = helper or name
         key = (name, construct_line, line, rowwise)
         group = self.groups.get(key)
         if group is None:

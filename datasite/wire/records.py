@@ -38,6 +38,8 @@ class Named(Generic[Item]):
     >>> items = Named([NS(name="a"), NS(name="b")], "asset")
     >>> items["b"].name, items[0].name, len(items)
     ('b', 'a', 2)
+    >>> Named([NS(name="a")], "asset")
+    [namespace(name='a')]
     """
 
     def __init__(self, items: Sequence[Item], kind: str) -> None:
@@ -58,6 +60,9 @@ class Named(Generic[Item]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
 
 
 class Record:
