@@ -2,9 +2,8 @@
 
 A run is claimed in a committed transaction (state ``running``, one run counted; the
 first run in the approval's own transaction), handed to the sandbox executor, and
-finished from the executor's callback. Results are
-written under ``results/<run id>/``; stdout, stderr and tracebacks stay with the owner
-unless the owner releases them.
+finished from the executor's callback. Results are written under ``results/<run id>/``;
+stdout, stderr and tracebacks stay with the owner unless the owner releases them.
 """
 
 from __future__ import annotations
