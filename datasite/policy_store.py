@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from datasite.db.models import PolicySetting, utcnow
@@ -28,15 +28,19 @@ def dataset_policy(db: Session, dataset_id: int) -> Policy:
     return Policy.model_validate(setting.document) if setting else DEFAULT_POLICY
 
 
-def override_of(db: Session, dataset_id: int, user_id: int) -> dict[str, Any]:
-    setting = _setting(db, dataset_id, user_id)
-    return dict(setting.document) if setting else {}
-
-
 def effective_policy(db: Session, dataset_id: int, user_id: int) -> Policy:
     """The dataset's policy with the researcher's overrides applied (validated again)."""
-    base = dataset_policy(db, dataset_id)
-    override = override_of(db, dataset_id, user_id)
+    documents = {  # both in one query: approval reads this inside its transaction
+        setting.user_id: setting.document
+        for setting in db.scalars(
+            select(PolicySetting).where(
+                PolicySetting.dataset_id == dataset_id,
+                or_(PolicySetting.user_id.is_(None), PolicySetting.user_id == user_id),
+            )
+        )
+    }
+    base = Policy.model_validate(documents[None]) if None in documents else DEFAULT_POLICY
+    override = documents.get(user_id)
     if not override:
         return base
     return Policy.model_validate({**base.model_dump(mode="json"), **override})

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from datasite import audit, ledger
-from datasite.db.models import Asset, CodeRequest, Dataset, Project, User, utcnow
+from datasite.db.models import (
+    REQUEST_VIEW,
+    Asset,
+    CodeRequest,
+    Dataset,
+    Project,
+    User,
+    utcnow,
+)
 from datasite.lifecycle import PENDING, State, TransitionError, check_transition
 from datasite.policy_store import effective_policy
 
@@ -217,15 +226,27 @@ class Reviewer:
     # -- decisions ---------------------------------------------------------------------
 
     def approve(
-        self, request_id: int, actor: User, justification: str | None, address: str = ""
-    ) -> None:
+        self,
+        request_id: int,
+        actor: User,
+        justification: str | None,
+        address: str = "",
+        db: Session | None = None,
+    ) -> CodeRequest:
         """Approve, reserve the budget and claim the first run in one transaction, then
-        hand the run to the executor."""
-        with self.site.sessions() as db:
-            run_id, spec = self._approve(db, request_id, actor, justification, address)
-            db.commit()
+        hand the run to the executor; returns the request as approved, with everything a
+        request view reads already loaded.
+
+        ``db`` is a session to approve in (the API's, which has just read the actor's
+        token: one transaction instead of two); this commits it. A new one by default.
+        """
+        with nullcontext(db) if db is not None else self.site.sessions() as session:
+            run_id, spec = self._approve(session, request_id, actor, justification, address)
+            session.commit()
+            approved = session.get_one(CodeRequest, request_id)  # in the session: no query
         self.site.watch.changed(request_id)
         self.site.runner.launch(run_id, spec)
+        return approved
 
     def _auto_approve(self, db: Session, request_id: int) -> tuple[int, JobSpec] | None:
         """Approve a request the policy lets through, inside the check's own transaction,
@@ -246,7 +267,7 @@ class Reviewer:
         address: str,
     ) -> tuple[int, JobSpec]:
         target = State.APPROVED if actor is not None else State.AUTO_APPROVED
-        request = db.get(CodeRequest, request_id)
+        request = db.get(CodeRequest, request_id, options=REQUEST_VIEW)
         if request is None:
             raise LookupError(f"There is no code request {request_id}.")
         if actor is not None:

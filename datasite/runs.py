@@ -96,7 +96,8 @@ class Runner:
                 f"This request has used all {request.runs_allowed} of its runs, "
                 "or another run is in flight."
             )
-        run = RequestRun(request_id=request_id, state="running")
+        # Through the relationship: a request loaded for a view lists its new run.
+        run = RequestRun(request=request, state="running")
         db.add(run)
         db.flush()
         audit.record(

@@ -70,6 +70,10 @@ class Site:
         with self._sessionmaker() as db:
             yield db
 
+    def new_session(self) -> Session:
+        """A session the caller closes (for code that cannot use ``with``)."""
+        return self._sessionmaker()
+
     @property
     def executor(self):  # type: ignore[no-untyped-def]
         """The sandbox executor, started on first use so a bare API start stays light."""

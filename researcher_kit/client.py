@@ -121,6 +121,8 @@ class Request(RequestRecord):
 
         deadline = time.monotonic() + timeout
         self.refresh()
+        if self.state in until:
+            return self
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         with Progress(*columns, transient=True, disable=not progress_shown()) as shown:
             task = shown.add_task(f"Request {self.id}: {self.state}")
@@ -138,17 +140,26 @@ class Request(RequestRecord):
         return self
 
     def result(self, timeout: float = 600.0) -> Any:
-        """The outputs of the latest run on the private data, waiting for it if needed."""
-        # One round trip when the run is already over: approved requests move on by
-        # themselves, a checked one waits for a person.
-        self.wait(timeout, until=FINAL_STATES + ("checked",))
-        if self.state == "checked":
+        """The outputs of the latest run on the private data, waiting for it if needed.
+
+        A finished run costs one small round trip (``/requests/{id}/result``: the state
+        and the latest run); an unfinished one waits with :meth:`wait` first. Approved
+        requests move on by themselves; a ``checked`` one waits for a person, so that
+        raises at once.
+        """
+        deadline = time.monotonic() + timeout
+        ready = FINAL_STATES + ("checked",)
+        latest = self._session.get(f"/requests/{self.id}/result")
+        while latest["state"] not in ready:
+            self.wait(max(deadline - time.monotonic(), 0.0), until=ready)
+            latest = self._session.get(f"/requests/{self.id}/result")
+        if latest["state"] == "checked":
             raise PermissionError(
                 f"Request {self.id} is waiting for a reviewer's decision; try again later."
             )
-        if self.state == "denied":
-            raise PermissionError(f"Request {self.id} was denied: {self.deny_reason}")
-        run = self.runs[-1]
+        if latest["state"] == "denied":
+            raise PermissionError(f"Request {self.id} was denied: {latest['deny_reason']}")
+        run = latest["run"]
         if run["state"] == "failed":
             raise RuntimeError(f"The run failed: {run['error_type']}: {run['error_message']}")
         return fetch_result(self._session, self.id, run)

@@ -36,15 +36,17 @@ def submit_context(researcher, epsilon: float) -> int:  # type: ignore[no-untype
 
 
 def states_seen(researcher, request_id: int) -> list[str]:  # type: ignore[no-untyped-def]
-    """Follow the request with long polls until it ends or waits for a person."""
+    """Follow the request with long polls until it ends or waits for a person
+    (``checked``: an auto-approved request never rests there)."""
     seen = [researcher.request(request_id).state]
-    while seen[-1] not in ("released", "failed", "denied"):
-        answer = researcher.session.get(
-            f"/requests/{request_id}/next", params={"state": seen[-1], "timeout": 5}
-        )
-        if answer["state"] == seen[-1]:  # nothing moved for 5 s: it waits for a person
+    for _ in range(10):  # bounded: a stuck request fails the test instead of hanging it
+        if seen[-1] in ("released", "failed", "denied", "checked"):
             break
-        seen.append(answer["state"])
+        answer = researcher.session.get(
+            f"/requests/{request_id}/next", params={"state": seen[-1], "timeout": 60}
+        )
+        if answer["state"] != seen[-1]:
+            seen.append(answer["state"])
     return seen
 
 

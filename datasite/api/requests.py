@@ -7,34 +7,63 @@ on private data unless the owner released them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import Row, func, select
+from sqlalchemy.orm import Session
 
 from datasite import audit
-from datasite.api.deps import client_address, current_user, db_session, require, site, staff
-from datasite.db.models import CodeRequest, Dataset, RequestRun, User
+from datasite.api.deps import (
+    STAFF,
+    Caller,
+    caller,
+    client_address,
+    current_user,
+    db_session,
+    require,
+    site,
+    staff,
+)
+from datasite.db.models import REQUEST_VIEW, CodeRequest, Dataset, RequestRun, User
 from datasite.lifecycle import State
 from datasite.review import GateError
 from datasite.site import Site
-from datasite.wire.schemas import ApproveIn, CodeRequestIn, CodeRequestOut, DenyIn, RunOut
+from datasite.wire.schemas import (
+    ApproveIn,
+    CodeRequestIn,
+    CodeRequestOut,
+    DenyIn,
+    ResultOut,
+    RunOut,
+)
 
 router = APIRouter(prefix="/requests", tags=["requests"])
+T = TypeVar("T")
 
 
-#: Everything ``request_out`` reads, loaded with the request instead of one query each.
-REQUEST_VIEW = (
-    joinedload(CodeRequest.project),
-    joinedload(CodeRequest.author),
-    joinedload(CodeRequest.dataset).selectinload(Dataset.assets),
-    selectinload(CodeRequest.runs),
+#: The run columns ``run_out`` reads.
+RUN_FIELDS = (
+    "id",
+    "state",
+    "started_at",
+    "finished_at",
+    "error_type",
+    "error_message",
+    "error_detail",
+    "stdout",
+    "stderr",
+    "manifest",
+    "duration_seconds",
+    "detail_released",
 )
 
 
-def run_out(run: RequestRun, viewer: User) -> RunOut:
+def run_out(run: RequestRun | Row[Any], viewer: User) -> RunOut:
+    """A run as ``viewer`` may see it (a model or a row of :data:`RUN_FIELDS`)."""
     private_ok = viewer.role in ("owner", "reviewer") or run.detail_released
     return RunOut(
         id=run.id,
@@ -81,10 +110,19 @@ def request_out(request: CodeRequest, viewer: User) -> CodeRequestOut:
     )
 
 
+def _hidden(author_id: int | None, user: User) -> bool:
+    """A researcher sees only their own requests; staff see all."""
+    return author_id is None or (user.role == "researcher" and author_id != user.id)
+
+
+def _not_found(request_id: int) -> HTTPException:
+    return HTTPException(404, f"There is no code request {request_id} you can see.")
+
+
 def visible_request(db: Session, request_id: int, user: User) -> CodeRequest:
     request = db.get(CodeRequest, request_id, options=REQUEST_VIEW)
-    if request is None or (user.role == "researcher" and request.author_id != user.id):
-        raise HTTPException(404, f"There is no code request {request_id} you can see.")
+    if request is None or _hidden(request.author_id, user):
+        raise _not_found(request_id)
     return request
 
 
@@ -159,9 +197,44 @@ async def next_state(
         await the_site.watch.wait(ticket, remaining)
 
 
-def _decide(action, request_id: int) -> None:  # type: ignore[no-untyped-def]
+@router.get("/{request_id}/result", response_model=ResultOut)
+async def latest_result(request_id: int, who: Caller = Depends(caller)) -> ResultOut:
+    """The request's state and its latest run: all a notebook needs to fetch a result,
+    in one small read instead of the whole request."""
+
+    latest_run = (
+        select(func.max(RequestRun.id)).where(RequestRun.request_id == request_id)
+    ).scalar_subquery()
+    # One row of plain columns (no ORM objects): the request's and its latest run's.
+    query = (
+        select(
+            CodeRequest.author_id,
+            CodeRequest.state.label("request_state"),
+            CodeRequest.deny_reason,
+            *(RequestRun.__table__.c[name] for name in RUN_FIELDS),
+        )
+        .outerjoin(RequestRun, RequestRun.id == latest_run)
+        .where(CodeRequest.id == request_id)
+    )
+
+    def read(db: Session, user: User) -> ResultOut:
+        row = db.execute(query).first()
+        if row is None or _hidden(row.author_id, user):
+            raise _not_found(request_id)
+        return ResultOut(
+            request_id=request_id,
+            state=row.request_state,
+            deny_reason=row.deny_reason,
+            run=run_out(row, user) if row.id is not None else None,
+        )
+
+    return await who.run(read)
+
+
+def _decide(action: Callable[[], T]) -> T:
+    """``action()``, with the reviewer's refusals turned into HTTP answers."""
     try:
-        action()
+        return action()
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
     except GateError as exc:
@@ -169,21 +242,20 @@ def _decide(action, request_id: int) -> None:  # type: ignore[no-untyped-def]
 
 
 @router.post("/{request_id}/approve", response_model=CodeRequestOut)
-def approve(
-    request_id: int,
-    body: ApproveIn,
-    request: Request,
-    user: User = Depends(staff),
-    the_site: Site = Depends(site),
-    db: Session = Depends(db_session),
+async def approve(
+    request_id: int, body: ApproveIn, request: Request, who: Caller = Depends(caller)
 ) -> CodeRequestOut:
-    _decide(
-        lambda: the_site.reviewer.approve(
-            request_id, user, body.justification, client_address(request)
-        ),
-        request_id,
-    )
-    return request_out(visible_request(db, request_id, user), user)
+    """Approve: reserve the budget and start the first run; answers with the request as
+    the approval left it (``running``)."""
+    address = client_address(request)
+
+    def decide(db: Session, user: User) -> CodeRequestOut:
+        approved = _decide(
+            lambda: who.site.reviewer.approve(request_id, user, body.justification, address, db)
+        )
+        return request_out(approved, user)
+
+    return await who.run(decide, STAFF)
 
 
 @router.post("/{request_id}/deny", response_model=CodeRequestOut)
@@ -195,10 +267,7 @@ def deny(
     the_site: Site = Depends(site),
     db: Session = Depends(db_session),
 ) -> CodeRequestOut:
-    _decide(
-        lambda: the_site.reviewer.deny(request_id, user, body.reason, client_address(request)),
-        request_id,
-    )
+    _decide(lambda: the_site.reviewer.deny(request_id, user, body.reason, client_address(request)))
     return request_out(visible_request(db, request_id, user), user)
 
 
@@ -213,7 +282,7 @@ def run_again(
     """Start the next run of a request approved for several runs."""
     visible_request(db, request_id, user)
     db.commit()  # release SQLite's write lock before the runner opens its own session
-    _decide(lambda: the_site.runner.start(request_id, user, client_address(request)), request_id)
+    _decide(lambda: the_site.runner.start(request_id, user, client_address(request)))
     db.expire_all()
     return request_out(visible_request(db, request_id, user), user)
 

@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from datasite.db.models import SessionToken, User
 
@@ -26,19 +26,22 @@ def issue_token(db: Session, user: User, ttl_seconds: int) -> tuple[str, datetim
 
 def user_for_token(db: Session, token: str) -> tuple[User | None, str]:
     """The live, enabled user behind ``token``, or None with the reason."""
-    row = db.scalar(
-        select(SessionToken)
-        .options(joinedload(SessionToken.user))  # one query: every API call runs this
+    # One plain join, not the token entity with its user eager-loaded: every API call
+    # runs this, and ORM loading of a second entity costs more than the query itself.
+    row = db.execute(
+        select(User, SessionToken.expires_at, SessionToken.revoked)
+        .join(SessionToken, SessionToken.user_id == User.id)
         .where(SessionToken.token_hash == _digest(token))
-    )
+    ).first()
     if row is None or row.revoked:
         return None, "Your session token is not valid. Log in again."
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+    user, expires = row.User, row.expires_at
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
     if expires <= datetime.now(UTC):
         return None, "Your session has expired. Log in again."
-    if row.user.disabled:
+    if user.disabled:
         return None, "This account is disabled. Ask the data owner."
-    return row.user, ""
+    return user, ""
 
 
 def revoke_token(db: Session, token: str) -> None:

@@ -22,7 +22,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    joinedload,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 
 def utcnow() -> datetime:
@@ -229,3 +236,13 @@ class AuditEvent(Base):
     target_id: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     address: Mapped[str] = mapped_column(String(64), default="")
+
+
+#: Loader options for everything a whole request view reads (its project, author,
+#: dataset with assets, and runs), loaded with the request instead of one query each.
+REQUEST_VIEW = (
+    joinedload(CodeRequest.project),
+    joinedload(CodeRequest.author),
+    joinedload(CodeRequest.dataset).selectinload(Dataset.assets),
+    selectinload(CodeRequest.runs),
+)

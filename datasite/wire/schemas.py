@@ -179,6 +179,15 @@ class RunOut(BaseModel):
     duration_seconds: float = 0.0
 
 
+class ResultOut(BaseModel):
+    """A request's state and its latest run, if any: what fetching a result needs."""
+
+    request_id: int
+    state: str
+    deny_reason: str | None = None
+    run: RunOut | None = None
+
+
 class CodeRequestOut(BaseModel):
     id: int
     project: str

@@ -1,0 +1,116 @@
+"""``GET /requests/{id}/result`` and the one-hop approval: what a notebook fetches and
+what a reviewer's click returns, with the refusals a user can cause."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+import researcher_kit as rk
+from datasite.wire.http import DatasiteError
+from tests.conftest import REVIEWER_EMAIL, REVIEWER_PASSWORD
+from tests.flows import NOISY_COUNT, submit_source
+
+pytestmark = pytest.mark.integration
+
+PRINTS_AND_COUNTS = "def loud_count(df):\n    print('secret row', df.iloc[0].tolist())\n" + (
+    NOISY_COUNT.replace("def noisy_count(df):\n", "")
+)
+
+
+def _spent(researcher) -> float:  # type: ignore[no-untyped-def]
+    return next(b["spent_epsilon"] for b in researcher.budgets() if b["dataset"] == "Pings")
+
+
+def test_a_result_is_one_small_read_once_the_run_is_over(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
+    researcher.request(request_id).wait(until=("checked",))
+
+    waiting = researcher.session.get(f"/requests/{request_id}/result")
+    assert waiting == {"request_id": request_id, "state": "checked", "deny_reason": None,
+                       "run": None}  # fmt: skip
+    with pytest.raises(PermissionError, match="waiting for a reviewer's decision"):
+        researcher.request(request_id).result()
+
+    approved = owner.session.post(f"/requests/{request_id}/approve", json={})
+    # The approval answers with the request as it left it: its first run claimed.
+    assert approved["state"] == "running" and approved["runs_used"] == 1
+    assert [run["state"] for run in approved["runs"]] == ["running"]
+
+    value = researcher.request(request_id).result()
+    assert isinstance(value, float) and value != 2000.0  # noised
+    done = researcher.session.get(f"/requests/{request_id}/result")
+    assert done["state"] == "released"
+    assert done["run"]["id"] == approved["runs"][0]["id"]
+    assert done["run"]["manifest"] is not None
+
+
+def test_run_output_stays_with_the_owner(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, PRINTS_AND_COUNTS, "loud_count", epsilon=0.1)
+    researcher.request(request_id).wait(until=("checked",))
+    owner.session.post(
+        f"/requests/{request_id}/approve", json={"justification": "prints a row, reviewed"}
+    )
+    researcher.request(request_id).result()
+    seen_by_researcher = researcher.session.get(f"/requests/{request_id}/result")["run"]
+    seen_by_owner = owner.session.get(f"/requests/{request_id}/result")["run"]
+    assert seen_by_researcher["stdout"] is None
+    assert "secret row" in seen_by_owner["stdout"]
+
+
+def test_refused_reads_and_approvals_say_why_and_change_nothing(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
+    researcher.request(request_id).wait(until=("checked",))
+    spent = _spent(researcher)
+    url = f"{researcher.session.url}/api/v1/requests/{request_id}"
+
+    anonymous = httpx.get(f"{url}/result")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"] == "Log in first: this route needs a bearer token."
+    forged = httpx.get(f"{url}/result", headers={"Authorization": "Bearer not-a-token"})
+    assert forged.status_code == 401
+    assert forged.json()["detail"] == "Your session token is not valid. Log in again."
+    with pytest.raises(DatasiteError, match="no code request 999999 you can see"):
+        researcher.session.get("/requests/999999/result")
+
+    # Another researcher cannot see it, nor can a researcher approve anything.
+    owner.users.create(
+        email="eve@uni.example", name="Eve", role="researcher", password="eve-password-1"
+    )
+    eve = rk.login(researcher.session.url, "eve@uni.example", "eve-password-1")
+    with pytest.raises(DatasiteError, match=f"no code request {request_id} you can see"):
+        eve.session.get(f"/requests/{request_id}/result")
+    with pytest.raises(DatasiteError) as refused:
+        researcher.session.post(f"/requests/{request_id}/approve", json={})
+    assert refused.value.status == 403
+    assert str(refused.value).endswith(
+        "Only owner or reviewer accounts may do this; you are a researcher."
+    )
+    with pytest.raises(DatasiteError, match="no code request 999999"):
+        owner.session.post("/requests/999999/approve", json={})
+
+    # None of it moved the request or the budget.
+    assert researcher.session.get(f"/requests/{request_id}/result")["state"] == "checked"
+    assert _spent(researcher) == spent
+
+    # A reviewer approves it, once; a second approval is refused and charges nothing.
+    reviewer = rk.login(researcher.session.url, REVIEWER_EMAIL, REVIEWER_PASSWORD)
+    reviewer.session.post(f"/requests/{request_id}/approve", json={})
+    with pytest.raises(DatasiteError) as again:
+        owner.session.post(f"/requests/{request_id}/approve", json={})
+    assert again.value.status == 409
+    assert researcher.request(request_id).result() != 2000.0
+    assert _spent(researcher) == pytest.approx(spent + 0.1)
+
+
+def test_a_denied_request_reports_the_reason(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
+    researcher.request(request_id).wait(until=("checked",))
+    owner.session.post(f"/requests/{request_id}/deny", json={"reason": "Too broad."})
+    with pytest.raises(PermissionError, match="was denied: Too broad."):
+        researcher.request(request_id).result()
+    assert researcher.session.get(f"/requests/{request_id}/result")["deny_reason"] == "Too broad."
