@@ -211,7 +211,16 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345): #-> tuple[float, f
 @pytest.fixture
 def orchestra_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("DATASITE_ORCHESTRA_HOME", str(tmp_path))
+    # The tutorial samples its real and mock ids with NumPy's global generator, unseeded.
+    # On about one mock in 25, changing the mock's first row shifts the rows of the
+    # tutorial's grouped frame; the checker compares row-wise releases by position, so
+    # it then measures epsilon in the thousands and the submission is refused (over the
+    # cap of 100). That checker limit is reported on issue 3; seeding keeps the tutorial
+    # on a mock where the measurement is the one the tutorial's code states (1.8).
+    state = np.random.get_state()
+    np.random.seed(0)
     yield tmp_path
+    np.random.set_state(state)
 
 
 def test_the_pysyft_dp_tutorial_runs_unchanged(orchestra_home: Path) -> None:
