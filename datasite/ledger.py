@@ -8,7 +8,7 @@ SQLite: the total spent can never exceed the grant.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,10 @@ from datasite.db.models import AuditEvent, BudgetGrant, CodeRequest, Dataset, Le
 
 # Float sums of declared epsilons (0.1 + 0.2) must not fail a grant they exactly fill.
 _TOLERANCE = 1e-9
+#: Built once: approval reads it inside its transaction, where every statement counts.
+_GRANT = select(BudgetGrant).where(
+    BudgetGrant.user_id == bindparam("user_id"), BudgetGrant.dataset_id == bindparam("dataset_id")
+)
 
 
 class BudgetError(ValueError):
@@ -26,11 +30,8 @@ def ensure_grant(
     db: Session, user_id: int, dataset_id: int, epsilon: float, delta: float
 ) -> BudgetGrant:
     """The grant for (user, dataset), created with the given default when missing."""
-    found = db.scalar(
-        select(BudgetGrant).where(
-            BudgetGrant.user_id == user_id, BudgetGrant.dataset_id == dataset_id
-        )
-    )
+    key = {"user_id": user_id, "dataset_id": dataset_id}
+    found = db.scalar(_GRANT, key)
     if found is not None:
         return found
     try:
@@ -41,11 +42,7 @@ def ensure_grant(
             db.add(grant)
         return grant
     except IntegrityError:  # created concurrently
-        return db.scalars(
-            select(BudgetGrant).where(
-                BudgetGrant.user_id == user_id, BudgetGrant.dataset_id == dataset_id
-            )
-        ).one()
+        return db.scalars(_GRANT, key).one()
 
 
 def set_grant(

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from datasite.db.models import PolicySetting, utcnow
 from policies.schema import DEFAULT_POLICY, Policy
+
+#: The dataset's policy and one researcher's override, in one query built once: approval
+#: reads them inside its transaction, where every statement counts.
+_POLICY_AND_OVERRIDE = select(PolicySetting.user_id, PolicySetting.document).where(
+    PolicySetting.dataset_id == bindparam("dataset"),
+    or_(PolicySetting.user_id.is_(None), PolicySetting.user_id == bindparam("user")),
+)
 
 
 def _setting(db: Session, dataset_id: int, user_id: int | None) -> PolicySetting | None:
@@ -30,15 +37,9 @@ def dataset_policy(db: Session, dataset_id: int) -> Policy:
 
 def effective_policy(db: Session, dataset_id: int, user_id: int) -> Policy:
     """The dataset's policy with the researcher's overrides applied (validated again)."""
-    documents = {  # both in one query: approval reads this inside its transaction
-        setting.user_id: setting.document
-        for setting in db.scalars(
-            select(PolicySetting).where(
-                PolicySetting.dataset_id == dataset_id,
-                or_(PolicySetting.user_id.is_(None), PolicySetting.user_id == user_id),
-            )
-        )
-    }
+    documents = dict(
+        db.execute(_POLICY_AND_OVERRIDE, {"dataset": dataset_id, "user": user_id}).tuples().all()
+    )
     base = Policy.model_validate(documents[None]) if None in documents else DEFAULT_POLICY
     override = documents.get(user_id)
     if not override:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from datasite import audit
@@ -197,28 +197,34 @@ async def next_state(
         await the_site.watch.wait(ticket, remaining)
 
 
+#: A request's state and its latest run's columns in one row, built once: a notebook
+#: fetching results calls this in a loop, and building a statement costs more than
+#: running it.
+_LATEST_RESULT = (
+    select(
+        CodeRequest.author_id,
+        CodeRequest.state.label("request_state"),
+        CodeRequest.deny_reason,
+        *(RequestRun.__table__.c[name] for name in RUN_FIELDS),
+    )
+    .outerjoin(
+        RequestRun,
+        RequestRun.id
+        == select(func.max(RequestRun.id))
+        .where(RequestRun.request_id == bindparam("request_id"))
+        .scalar_subquery(),
+    )
+    .where(CodeRequest.id == bindparam("request_id"))
+)
+
+
 @router.get("/{request_id}/result", response_model=ResultOut)
 async def latest_result(request_id: int, who: Caller = Depends(caller)) -> ResultOut:
     """The request's state and its latest run: all a notebook needs to fetch a result,
     in one small read instead of the whole request."""
 
-    latest_run = (
-        select(func.max(RequestRun.id)).where(RequestRun.request_id == request_id)
-    ).scalar_subquery()
-    # One row of plain columns (no ORM objects): the request's and its latest run's.
-    query = (
-        select(
-            CodeRequest.author_id,
-            CodeRequest.state.label("request_state"),
-            CodeRequest.deny_reason,
-            *(RequestRun.__table__.c[name] for name in RUN_FIELDS),
-        )
-        .outerjoin(RequestRun, RequestRun.id == latest_run)
-        .where(CodeRequest.id == request_id)
-    )
-
     def read(db: Session, user: User) -> ResultOut:
-        row = db.execute(query).first()
+        row = db.execute(_LATEST_RESULT, {"request_id": request_id}).first()
         if row is None or _hidden(row.author_id, user):
             raise _not_found(request_id)
         return ResultOut(

@@ -6,10 +6,18 @@ import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from datasite.db.models import SessionToken, User
+
+#: Every API call runs this, so it is built once (building a statement costs more than
+#: running it) and joins plainly instead of loading the token entity with its user.
+_USER_FOR_TOKEN = (
+    select(User, SessionToken.expires_at, SessionToken.revoked)
+    .join(SessionToken, SessionToken.user_id == User.id)
+    .where(SessionToken.token_hash == bindparam("token_hash"))
+)
 
 
 def _digest(token: str) -> str:
@@ -26,13 +34,7 @@ def issue_token(db: Session, user: User, ttl_seconds: int) -> tuple[str, datetim
 
 def user_for_token(db: Session, token: str) -> tuple[User | None, str]:
     """The live, enabled user behind ``token``, or None with the reason."""
-    # One plain join, not the token entity with its user eager-loaded: every API call
-    # runs this, and ORM loading of a second entity costs more than the query itself.
-    row = db.execute(
-        select(User, SessionToken.expires_at, SessionToken.revoked)
-        .join(SessionToken, SessionToken.user_id == User.id)
-        .where(SessionToken.token_hash == _digest(token))
-    ).first()
+    row = db.execute(_USER_FOR_TOKEN, {"token_hash": _digest(token)}).first()
     if row is None or row.revoked:
         return None, "Your session token is not valid. Log in again."
     user, expires = row.User, row.expires_at
