@@ -30,9 +30,14 @@ def _setting(db: Session, dataset_id: int, user_id: int | None) -> PolicySetting
     )
 
 
+def _policy(document: dict[str, Any] | None) -> Policy:
+    """A stored dataset policy, or the default policy when the owner set none."""
+    return Policy.model_validate(document) if document is not None else DEFAULT_POLICY
+
+
 def dataset_policy(db: Session, dataset_id: int) -> Policy:
     setting = _setting(db, dataset_id, None)
-    return Policy.model_validate(setting.document) if setting else DEFAULT_POLICY
+    return _policy(setting.document if setting else None)
 
 
 def effective_policy(db: Session, dataset_id: int, user_id: int) -> Policy:
@@ -40,7 +45,7 @@ def effective_policy(db: Session, dataset_id: int, user_id: int) -> Policy:
     documents = dict(
         db.execute(_POLICY_AND_OVERRIDE, {"dataset": dataset_id, "user": user_id}).tuples().all()
     )
-    base = Policy.model_validate(documents[None]) if None in documents else DEFAULT_POLICY
+    base = _policy(documents.get(None))
     override = documents.get(user_id)
     if not override:
         return base

@@ -149,10 +149,8 @@ class Request(RequestRecord):
         """
         deadline = time.monotonic() + timeout
         ready = FINAL_STATES + ("checked",)
-        latest = self._session.get(f"/requests/{self.id}/result")
-        while latest["state"] not in ready:
+        while (latest := self._session.get(f"/requests/{self.id}/result"))["state"] not in ready:
             self.wait(max(deadline - time.monotonic(), 0.0), until=ready)
-            latest = self._session.get(f"/requests/{self.id}/result")
         if latest["state"] == "checked":
             raise PermissionError(
                 f"Request {self.id} is waiting for a reviewer's decision; try again later."

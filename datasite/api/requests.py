@@ -64,7 +64,7 @@ RUN_FIELDS = (
 
 def run_out(run: RequestRun | Row[Any], viewer: User) -> RunOut:
     """A run as ``viewer`` may see it (a model or a row of :data:`RUN_FIELDS`)."""
-    private_ok = viewer.role in ("owner", "reviewer") or run.detail_released
+    private_ok = viewer.role in STAFF or run.detail_released
     return RunOut(
         id=run.id,
         state=run.state,
@@ -110,9 +110,9 @@ def request_out(request: CodeRequest, viewer: User) -> CodeRequestOut:
     )
 
 
-def _hidden(author_id: int | None, user: User) -> bool:
+def _hidden(author_id: int, user: User) -> bool:
     """A researcher sees only their own requests; staff see all."""
-    return author_id is None or (user.role == "researcher" and author_id != user.id)
+    return user.role == "researcher" and author_id != user.id
 
 
 def _not_found(request_id: int) -> HTTPException:
