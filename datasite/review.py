@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from datasite.db.models import (
     Dataset,
     Project,
     User,
+    show_written,
     utcnow,
 )
 from datasite.lifecycle import PENDING, State, TransitionError, check_transition
@@ -38,6 +40,12 @@ log = logging.getLogger("datasite.review")
 #: The request to approve, with what its view reads, in a statement built once.
 _REQUEST_WITH_VIEW = (
     select(CodeRequest).options(*REQUEST_VIEW).where(CodeRequest.id == bindparam("id"))
+)
+#: The decision, a plain table UPDATE (see ``datasite.ledger``); only a ``checked``
+#: request can be decided, so of two concurrent decisions one finds nothing to update.
+_DECIDE = update(CodeRequest.__table__).where(
+    CodeRequest.__table__.c.id == bindparam("request_id"),
+    CodeRequest.__table__.c.state == State.CHECKED.value,
 )
 
 
@@ -236,6 +244,7 @@ class Reviewer:
         justification: str | None,
         address: str = "",
         db: Session | None = None,
+        defer: Callable[[Callable[[], None]], None] | None = None,
     ) -> CodeRequest:
         """Approve, reserve the budget and claim the first run in one transaction, then
         hand the run to the executor; returns the request as approved, with everything a
@@ -243,13 +252,26 @@ class Reviewer:
 
         ``db`` is a session to approve in (the API's, which has just read the actor's
         token: one transaction instead of two); this commits it. A new one by default.
+
+        ``defer`` is given what is left once the approval has committed (waking whoever
+        waits on the request and starting the run), for a caller that answers first: the
+        API sends its reply before the run's start competes with it for the CPU. It
+        happens at once by default.
         """
         with nullcontext(db) if db is not None else self.site.sessions() as session:
-            run_id, spec = self._approve(session, request_id, actor, justification, address)
+            approved, (run_id, spec) = self._approve(
+                session, request_id, actor, justification, address
+            )
             session.commit()
-            approved = session.get_one(CodeRequest, request_id)  # in the session: no query
-        self.site.watch.changed(request_id)
-        self.site.runner.launch(run_id, spec)
+
+        def start() -> None:
+            self.site.watch.changed(request_id)
+            self.site.runner.launch(run_id, spec)
+
+        if defer is None:
+            start()
+        else:
+            defer(start)
         return approved
 
     def _auto_approve(self, db: Session, request_id: int) -> tuple[int, JobSpec] | None:
@@ -257,7 +279,7 @@ class Reviewer:
         so nobody ever sees it ``checked`` and waiting; None leaves it for a human."""
         try:
             with db.begin_nested():
-                return self._approve(db, request_id, None, None, "")
+                return self._approve(db, request_id, None, None, "")[1]
         except (ledger.BudgetError, TransitionError) as exc:
             log.info("request %s left for a human: %s", request_id, exc)
             return None
@@ -269,7 +291,9 @@ class Reviewer:
         actor: User | None,
         justification: str | None,
         address: str,
-    ) -> tuple[int, JobSpec]:
+    ) -> tuple[CodeRequest, tuple[int, JobSpec]]:
+        """The approval's transaction, uncommitted: the request as approved (its view
+        loaded, for the answer) and the claimed first run."""
         target = State.APPROVED if actor is not None else State.AUTO_APPROVED
         request = db.scalar(_REQUEST_WITH_VIEW, {"id": request_id})
         if request is None:
@@ -288,7 +312,7 @@ class Reviewer:
         overridden = bool(
             request.policy_report and request.policy_report.get("verdict") == "blocked"
         )
-        event = audit.record(
+        event_id = audit.record(
             db,
             "request_auto_approved" if actor is None else "request_approved",
             actor=actor,
@@ -299,20 +323,17 @@ class Reviewer:
             override=overridden,
             justification=justification if overridden else None,
         )
-        moved = db.execute(
-            update(CodeRequest)
-            .where(CodeRequest.id == request_id, CodeRequest.state == State.CHECKED.value)
-            .values(
-                state=target.value,
-                decided_by=actor.id if actor else None,
-                override_justification=justification if overridden else None,
-                updated_at=utcnow(),
-            )
-        )
-        if moved.rowcount != 1:
+        decided = {
+            "state": target.value,
+            "decided_by": actor.id if actor else None,
+            "override_justification": justification if overridden else None,
+            "updated_at": utcnow(),
+        }
+        if db.execute(_DECIDE, {"request_id": request_id, **decided}).rowcount != 1:
             raise TransitionError("This request was decided by someone else just now.")
-        ledger.reserve(db, request, grant, event)
-        return self.site.runner.claim(db, request_id, actor, address)
+        show_written(request, **decided)
+        ledger.reserve(db, request, grant, event_id)
+        return request, self.site.runner.claim(db, request_id, actor, address)
 
     @staticmethod
     def _gate(request: CodeRequest, actor: User, justification: str | None) -> None:

@@ -13,10 +13,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from datasite import audit, ledger
-from datasite.db.models import Asset, CodeRequest, RequestRun, utcnow
+from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
 from datasite.execution.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.lifecycle import State, TransitionError
 
@@ -29,6 +29,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("datasite.runs")
 RUNNABLE = (State.APPROVED, State.AUTO_APPROVED, State.RELEASED)
+_REQUESTS = CodeRequest.__table__.c
+#: The claim of one run, built once and as a plain table statement: the approval makes
+#: it inside its own transaction (see ``datasite.ledger`` on why that matters).
+_CLAIM = (
+    update(CodeRequest.__table__)
+    .where(
+        _REQUESTS.id == bindparam("request_id"),
+        _REQUESTS.state.in_([s.value for s in RUNNABLE]),
+        _REQUESTS.runs_used < _REQUESTS.runs_allowed,
+    )
+    .values(
+        state=State.RUNNING.value, runs_used=_REQUESTS.runs_used + 1, updated_at=bindparam("now")
+    )
+    .returning(_REQUESTS.runs_used)
+)
+_NEW_RUN = insert(RequestRun.__table__)
+#: Every column a new run starts with, so the run the approval answers with is the row.
+_NEW_RUN_DEFAULTS = {
+    "state": "running",
+    "touched_data": False,
+    "stdout": "",
+    "stderr": "",
+    "detail_released": False,
+    "duration_seconds": 0.0,
+}
 INTERRUPTED = "The datasite stopped while this run was in flight; the run did not finish."
 
 
@@ -76,30 +101,25 @@ class Runner:
         request = db.get(CodeRequest, request_id)
         if request is None:
             raise LookupError(f"There is no code request {request_id}.")
-        claimed = db.execute(
-            update(CodeRequest)
-            .where(
-                CodeRequest.id == request_id,
-                CodeRequest.state.in_([s.value for s in RUNNABLE]),
-                CodeRequest.runs_used < CodeRequest.runs_allowed,
-            )
-            .values(
-                state=State.RUNNING.value,
-                runs_used=CodeRequest.runs_used + 1,
-                updated_at=utcnow(),
-            )
-        )
-        if claimed.rowcount != 1:
+        now = utcnow()
+        claimed = db.execute(_CLAIM, {"request_id": request_id, "now": now}).first()
+        if claimed is None:
             if request.state not in RUNNABLE:
                 raise TransitionError(f"This request is {request.state}; it cannot run.")
             raise TransitionError(
                 f"This request has used all {request.runs_allowed} of its runs, "
                 "or another run is in flight."
             )
-        # Through the relationship: a request loaded for a view lists its new run.
-        run = RequestRun(request=request, state="running")
-        db.add(run)
-        db.flush()
+        started = {"request_id": request_id, "started_at": now, **_NEW_RUN_DEFAULTS}
+        run = RequestRun(id=db.execute(_NEW_RUN, started).inserted_primary_key[0], **started)
+        # A request loaded for a view lists its new run and its new state.
+        show_written(
+            request,
+            state=State.RUNNING.value,
+            runs_used=claimed.runs_used,
+            updated_at=now,
+            runs=[*request.runs, run],
+        )
         audit.record(
             db,
             "run_started",
@@ -165,7 +185,7 @@ class Runner:
             run.duration_seconds = result.duration_seconds
             request.state = State.RELEASED.value if result.ok else State.FAILED.value
             request.updated_at = utcnow()
-            event = audit.record(
+            event_id = audit.record(
                 db,
                 "run_released" if result.ok else "run_failed",
                 actor=None,
@@ -176,20 +196,20 @@ class Runner:
                 touched_data=result.touched_data,
             )
             if not result.ok:
-                self._refund_unused(db, request, event, ran=result.touched_data)
+                self._refund_unused(db, request, event_id, ran=result.touched_data)
             db.commit()
             request_id = request.id
         self.site.watch.changed(request_id)
 
     @staticmethod
-    def _refund_unused(db, request: CodeRequest, event, ran: bool) -> None:  # type: ignore[no-untyped-def]
+    def _refund_unused(db: Session, request: CodeRequest, event_id: int, ran: bool) -> None:
         """A failed request runs no more: refund the runs it will never make.
 
         The failed run itself is refunded only when it never read the private data.
         """
         unused = request.runs_allowed - request.runs_used + (0 if ran else 1)
         if unused > 0:
-            ledger.refund(db, request, event, runs=unused)
+            ledger.refund(db, request, event_id, runs=unused)
 
     def fail_interrupted_runs(self) -> None:
         """After a restart, no run can still be in flight: mark them failed, keep the charge."""
@@ -200,7 +220,7 @@ class Runner:
                 run.touched_data = True  # we cannot know it did not: keep the charge
                 request = run.request
                 request.state = State.FAILED.value
-                event = audit.record(
+                event_id = audit.record(
                     db,
                     "run_failed",
                     actor=None,
@@ -209,7 +229,7 @@ class Runner:
                     run=run.id,
                     error_type="Interrupted",
                 )
-                self._refund_unused(db, request, event, ran=True)
+                self._refund_unused(db, request, event_id, ran=True)
             db.commit()
 
     def blob_path(self, run: RequestRun, name: str) -> Path:

@@ -6,6 +6,7 @@ on private data unless the owner released them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -251,17 +252,28 @@ def _decide(action: Callable[[], T]) -> T:
 async def approve(
     request_id: int, body: ApproveIn, request: Request, who: Caller = Depends(caller)
 ) -> CodeRequestOut:
-    """Approve: reserve the budget and start the first run; answers with the request as
-    the approval left it (``running``)."""
+    """Approve: reserve the budget and claim the first run; answers with the request as
+    the approval left it (``running``). The run starts once the answer is out: on a
+    small machine, starting it first made the reviewer wait for the sandbox's fork."""
     address = client_address(request)
+    started: list[Callable[[], None]] = []
 
     def decide(db: Session, user: User) -> CodeRequestOut:
         approved = _decide(
-            lambda: who.site.reviewer.approve(request_id, user, body.justification, address, db)
+            lambda: who.site.reviewer.approve(
+                request_id, user, body.justification, address, db, defer=started.append
+            )
         )
         return request_out(approved, user)
 
-    return await who.run(decide, STAFF)
+    try:
+        return await who.run(decide, STAFF)
+    finally:
+        # On the event loop, after this call's answer is written (the loop runs it once
+        # this task stops); also when building the answer failed after the commit.
+        loop = asyncio.get_running_loop()
+        for start in started:
+            loop.call_soon(start)
 
 
 @router.post("/{request_id}/deny", response_model=CodeRequestOut)
