@@ -15,11 +15,10 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from datasite import audit, ledger
 from datasite.db.models import (
-    REQUEST_VIEW,
     Asset,
     CodeRequest,
     Dataset,
@@ -37,9 +36,18 @@ if TYPE_CHECKING:
     from datasite.wire.schemas import CodeRequestIn
 
 log = logging.getLogger("datasite.review")
-#: The request to approve, with what its view reads, in a statement built once.
+#: The request to approve, with what its view reads, in one statement built once. Unlike
+#: ``REQUEST_VIEW`` it joins the runs too: a request being decided has none yet, so the
+#: join adds no rows, and each extra statement costs more than the query itself.
 _REQUEST_WITH_VIEW = (
-    select(CodeRequest).options(*REQUEST_VIEW).where(CodeRequest.id == bindparam("id"))
+    select(CodeRequest)
+    .options(
+        joinedload(CodeRequest.project),
+        joinedload(CodeRequest.author),
+        joinedload(CodeRequest.dataset).joinedload(Dataset.assets),
+        joinedload(CodeRequest.runs),
+    )
+    .where(CodeRequest.id == bindparam("id"))
 )
 #: The decision, a plain table UPDATE (see ``datasite.ledger``); only a ``checked``
 #: request can be decided, so of two concurrent decisions one finds nothing to update.
@@ -295,7 +303,7 @@ class Reviewer:
         """The approval's transaction, uncommitted: the request as approved (its view
         loaded, for the answer) and the claimed first run."""
         target = State.APPROVED if actor is not None else State.AUTO_APPROVED
-        request = db.scalar(_REQUEST_WITH_VIEW, {"id": request_id})
+        request = db.execute(_REQUEST_WITH_VIEW, {"id": request_id}).unique().scalar_one_or_none()
         if request is None:
             raise LookupError(f"There is no code request {request_id}.")
         if actor is not None:

@@ -142,14 +142,16 @@ class Request(RequestRecord):
     def result(self, timeout: float = 600.0) -> Any:
         """The outputs of the latest run on the private data, waiting for it if needed.
 
-        A finished run costs one small round trip (``/requests/{id}/result``: the state
-        and the latest run); an unfinished one waits with :meth:`wait` first. Approved
-        requests move on by themselves; a ``checked`` one waits for a person, so that
-        raises at once.
+        A request that is over (released with no runs left, failed or denied) cannot
+        change, so what this handle holds is final: after :meth:`wait`, whose last answer
+        carried the run, the outputs come without asking the site again. Otherwise one
+        small round trip (``/requests/{id}/result``: the state and the latest run) reads
+        them, and an unfinished run is waited for first. Approved requests move on by
+        themselves; a ``checked`` one waits for a person, so that raises at once.
         """
         deadline = time.monotonic() + timeout
         ready = FINAL_STATES + ("checked",)
-        while (latest := self._session.get(f"/requests/{self.id}/result"))["state"] not in ready:
+        while (latest := self._latest())["state"] not in ready:
             self.wait(max(deadline - time.monotonic(), 0.0), until=ready)
         if latest["state"] == "checked":
             raise PermissionError(
@@ -161,6 +163,19 @@ class Request(RequestRecord):
         if run["state"] == "failed":
             raise RuntimeError(f"The run failed: {run['error_type']}: {run['error_message']}")
         return fetch_result(self._session, self.id, run)
+
+    def _latest(self) -> dict[str, Any]:
+        """The state, deny reason and latest run: from this handle when the request is
+        over, else from the site."""
+        data = self.data
+        state = data.get("state")
+        over = state in ("failed", "denied") or (
+            state == "released" and data.get("runs_used") == data.get("runs_allowed")
+        )
+        if not over:
+            return self._session.get(f"/requests/{self.id}/result")
+        runs = data.get("runs") or [None]
+        return {"state": state, "deny_reason": data.get("deny_reason"), "run": runs[-1]}
 
     def run(self) -> Request:
         """Start the next run of a request approved for several runs."""
