@@ -24,8 +24,18 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 MICRO = ("bench_execution.py", "bench_checker.py", "bench_dp.py")
-#: Steps both systems time the same way (our "check" and PySyft's "login" have no twin).
-SHARED_STEPS = ("upload", "submit", "approve", "run", "fetch", "cycle")
+#: Steps both systems time the same way (our "check" and PySyft's "login" have no twin);
+#: approve is the reviewer's whole step, finding the pending request and approving it.
+SHARED_STEPS = (
+    "upload",
+    "submit",
+    "approve",
+    "approve_find",
+    "approve_call",
+    "run",
+    "fetch",
+    "cycle",
+)
 #: Our ``fetch`` is ``result()`` after ``wait()``, whose last answer already carried the
 #: run, so it makes no round trip; this is the fetch of a handle that knows only the id
 #: (one round trip), compared with PySyft's fetch as well.
@@ -39,6 +49,9 @@ def run(command: list[str]) -> None:
 
 
 STEP_LABELS = {
+    "approve": "approve (find + approve)",
+    "approve_find": "- find the pending request",
+    "approve_call": "- approve it",
     "fetch": "fetch (after wait: no round trip)",
     FETCH_ROUND_TRIP: "fetch, new handle (one round trip)",
 }

@@ -7,6 +7,7 @@ on private data unless the owner released them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from datasite import audit
@@ -144,21 +145,36 @@ def submit(
     return request_out(created, user)
 
 
+@functools.cache
+def _listing(by_state: bool, by_dataset: bool, own: bool) -> Select[tuple[CodeRequest]]:
+    """The listing's statement for one combination of filters, built once (building a
+    statement costs more than running it; a reviewer's queue is listed again and again)."""
+    query = select(CodeRequest).options(*REQUEST_VIEW).order_by(CodeRequest.id)
+    if by_state:
+        query = query.where(CodeRequest.state == bindparam("state"))
+    if by_dataset:
+        query = query.join(Dataset).where(Dataset.name == bindparam("dataset"))
+    if own:
+        query = query.where(CodeRequest.author_id == bindparam("author"))
+    return query
+
+
 @router.get("", response_model=list[CodeRequestOut])
-def list_requests(
+async def list_requests(
     state: str | None = Query(default=None, max_length=20),
     dataset: str | None = Query(default=None, max_length=200),
-    user: User = Depends(current_user),
-    db: Session = Depends(db_session),
+    who: Caller = Depends(caller),
 ) -> list[CodeRequestOut]:
-    query = select(CodeRequest).options(*REQUEST_VIEW).order_by(CodeRequest.id)
-    if user.role == "researcher":
-        query = query.where(CodeRequest.author_id == user.id)
-    if state:
-        query = query.where(CodeRequest.state == state)
-    if dataset:
-        query = query.join(Dataset).where(Dataset.name == dataset)
-    return [request_out(r, user) for r in db.scalars(query)]
+    """Requests, oldest first: a researcher's own, or all for staff (a reviewer's queue is
+    ``state=checked``)."""
+
+    def read(db: Session, user: User) -> list[CodeRequestOut]:
+        own = user.role == "researcher"
+        query = _listing(bool(state), bool(dataset), own)
+        found = db.scalars(query, {"state": state, "dataset": dataset, "author": user.id})
+        return [request_out(r, user) for r in found]
+
+    return await who.run(read)
 
 
 @router.get("/{request_id}", response_model=CodeRequestOut)
