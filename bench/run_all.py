@@ -23,7 +23,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
-MICRO = ("bench_execution.py", "bench_checker.py", "bench_dp.py")
+MICRO = ("bench_execution.py", "bench_checker.py", "bench_dp.py", "bench_http_floor.py")
 #: Steps both systems time the same way (our "check" and PySyft's "login" have no twin);
 #: approve is the reviewer's whole step, finding the pending request and approving it.
 SHARED_STEPS = (
