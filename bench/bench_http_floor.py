@@ -54,7 +54,7 @@ def serve_bare(port: int) -> subprocess.Popen[bytes]:
             "-c",
             f"import uvicorn; uvicorn.run('bench_http_floor:bare', "
             f"port={port}, log_level='warning')",
-        ],  # fmt: skip
+        ],
         cwd=Path(__file__).parent,
     )
     deadline = time.monotonic() + 30
