@@ -120,7 +120,10 @@ class Request(RequestRecord):
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         deadline = time.monotonic() + timeout
-        self.refresh()
+        if self.data.get("state") in (None, *until):
+            self.refresh()  # it may be there already: read it now
+        # Otherwise the first long poll is the read: it answers at once if the state
+        # this handle knows is out of date.
         if self.state in until:
             return self
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())

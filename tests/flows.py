@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import researcher_kit.client as rkc
@@ -56,3 +58,15 @@ def approve_as_owner(owner_session: ApiSession, request_id: int) -> dict[str, An
         f"/requests/{request_id}/approve",
         json={"justification": "test: approved to exercise the sandbox"},
     )
+
+
+@contextmanager
+def counting_calls(session: ApiSession) -> Iterator[list[str]]:
+    """The paths ``session`` asks the site for inside the block."""
+    calls: list[str] = []
+    hooks = session.http.event_hooks["request"]
+    hooks.append(lambda sent: calls.append(sent.url.path))
+    try:
+        yield calls
+    finally:
+        hooks.pop()

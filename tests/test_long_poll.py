@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+import researcher_kit.client as rkc
 from datasite.wire.http import DatasiteError
-from tests.flows import NOISY_COUNT, submit_source
+from tests.flows import NOISY_COUNT, counting_calls, submit_source
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,23 @@ def test_bad_long_polls_get_clear_errors(study_clients) -> None:
         researcher.session.get("/requests/999999/next", params={"state": "submitted"})
     # the request is unharmed by the refused calls
     assert researcher.request(request_id).state in ("submitted", "checked")
+
+
+def test_a_handle_that_knows_its_state_waits_with_long_polls_only(study_clients) -> None:
+    owner, researcher = study_clients
+    request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
+    submitted = rkc.Request(researcher.session, {"id": request_id, "state": "submitted"})
+    with counting_calls(researcher.session) as calls:
+        assert submitted.wait(until=("checked",)).state == "checked"
+    assert set(calls) == {f"/api/v1/requests/{request_id}/next"}
+
+    # A handle whose state is out of date still hears the truth on its first call.
+    owner.requests.get(request_id).deny(reason="Not needed.")
+    stale = rkc.Request(researcher.session, {"id": request_id, "state": "submitted"})
+    with counting_calls(researcher.session) as calls:
+        assert stale.wait().state == "denied"
+    assert calls == [f"/api/v1/requests/{request_id}/next"]
+    # One whose state is already among those waited for is read again, not trusted.
+    assert stale.wait(until=("denied",)).deny_reason == "Not needed."
+    checked = rkc.Request(researcher.session, {"id": request_id, "state": "checked"})
+    assert checked.wait(until=("checked", "denied")).state == "denied"

@@ -3,16 +3,13 @@ what a reviewer's click returns, with the refusals a user can cause."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import httpx
 import pytest
 
 import researcher_kit as rk
 from datasite.wire.http import DatasiteError
 from tests.conftest import REVIEWER_EMAIL, REVIEWER_PASSWORD
-from tests.flows import NOISY_COUNT, submit_source
+from tests.flows import NOISY_COUNT, counting_calls, submit_source
 
 pytestmark = pytest.mark.integration
 
@@ -119,18 +116,6 @@ def test_a_denied_request_reports_the_reason(study_clients) -> None:
     assert researcher.session.get(f"/requests/{request_id}/result")["deny_reason"] == "Too broad."
 
 
-@contextmanager
-def _counting_calls(session) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
-    """The paths ``session`` asks the site for inside the block."""
-    calls: list[str] = []
-    hooks = session.http.event_hooks["request"]
-    hooks.append(lambda sent: calls.append(sent.url.path))
-    try:
-        yield calls
-    finally:
-        hooks.pop()
-
-
 def test_a_result_the_wait_brought_is_read_without_asking_again(study_clients) -> None:
     owner, researcher = study_clients
     request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
@@ -139,7 +124,7 @@ def test_a_result_the_wait_brought_is_read_without_asking_again(study_clients) -
     finished = researcher.request(request_id).wait()
     assert finished.state == "released"
 
-    with _counting_calls(researcher.session) as calls:
+    with counting_calls(researcher.session) as calls:
         value = finished.result()
         assert calls == []  # released with no runs left: the wait's last answer is final
         # ... and it is the value the site gives a handle that knows nothing yet.
@@ -158,6 +143,6 @@ def test_a_request_with_runs_left_asks_the_site_for_its_latest_run(study_clients
     # The second run replaces what ``first`` saw: its result comes from the site.
     researcher.request(request_id).run()
     second_value = researcher.request(request_id).result()
-    with _counting_calls(researcher.session) as calls:
+    with counting_calls(researcher.session) as calls:
         assert first.result() == second_value != first_value
     assert f"/api/v1/requests/{request_id}/result" in calls

@@ -47,6 +47,11 @@ def show_written(instance: Base, **values: Any) -> None:
 
     The approval writes with plain statements (an ORM flush costs several times the
     statement) and answers with the request it loaded; this keeps that answer true.
+
+    >>> run = RequestRun(state="running")
+    >>> show_written(run, state="released", duration_seconds=0.25)
+    >>> run.state, run.duration_seconds
+    ('released', 0.25)
     """
     for key, value in values.items():
         set_committed_value(instance, key, value)
