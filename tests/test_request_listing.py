@@ -1,7 +1,9 @@
-"""``GET /requests``: the reviewer's queue and a researcher's own list, with its filters."""
+"""``GET /requests`` and ``GET /requests/{id}``: the reviewer's queue, a researcher's own list
+with its filters, and who may read one request."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 import researcher_kit as rk
@@ -55,3 +57,21 @@ def test_a_listing_filter_that_is_too_long_is_refused(study_clients) -> None:
         owner.session.get("/requests", params={"state": "x" * 21})
     assert refused.value.status == 422
     assert "at most 20 characters" in str(refused.value)
+
+
+def test_one_request_is_read_only_by_its_author_and_staff(study_clients) -> None:
+    owner, bob = study_clients
+    request_id = submit_source(bob.session, NOISY_COUNT, "noisy_count", epsilon=0.1)
+    assert bob.request(request_id).data["author"] == "bob@uni.example"
+    assert owner.requests.get(request_id).id == request_id
+    owner.users.create(
+        email="dave@uni.example", name="Dave", role="researcher", password="dave-password-1"
+    )
+    dave = rk.login(bob.session.url, "dave@uni.example", "dave-password-1")
+    with pytest.raises(DatasiteError) as hidden:
+        dave.request(request_id)
+    assert hidden.value.status == 404
+    assert str(hidden.value) == f"There is no code request {request_id} you can see."
+    anonymous = httpx.get(f"{bob.session.url}/api/v1/requests/{request_id}")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"] == "Log in first: this route needs a bearer token."

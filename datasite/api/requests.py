@@ -178,10 +178,9 @@ async def list_requests(
 
 
 @router.get("/{request_id}", response_model=CodeRequestOut)
-def get_request(
-    request_id: int, user: User = Depends(current_user), db: Session = Depends(db_session)
-) -> CodeRequestOut:
-    return request_out(visible_request(db, request_id, user), user)
+async def get_request(request_id: int, who: Caller = Depends(caller)) -> CodeRequestOut:
+    """One request as the caller may see it (every ``wait()`` and ``refresh()`` reads it)."""
+    return await who.run(lambda db, user: request_out(visible_request(db, request_id, user), user))
 
 
 @router.get("/{request_id}/next", response_model=CodeRequestOut)
