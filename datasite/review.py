@@ -339,8 +339,8 @@ class Reviewer:
         }
         if db.execute(_DECIDE, {"request_id": request_id, **decided}).rowcount != 1:
             raise TransitionError("This request was decided by someone else just now.")
-        show_written(request, **decided)
         ledger.reserve(db, request, grant, event_id)
+        show_written(request, **decided)  # only once the budget is reserved too
         return request, self.site.runner.claim(db, request_id, actor, address)
 
     @staticmethod

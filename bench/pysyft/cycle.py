@@ -169,7 +169,9 @@ def one_cycle(server: Any, owner: Any, real: Any, mock: Any, index: int) -> dict
     value = timed(times, "fetch", pointer.get)
     if not isinstance(value, float):
         raise RuntimeError(f"the DP mean came back as {value!r}")
-    times["cycle"] = sum(times[s] for s in ("upload", "submit", "approve", "run", "fetch"))
+    from table import CYCLE_STEPS
+
+    times["cycle"] = sum(times[s] for s in CYCLE_STEPS)
     times["value"] = value
     return times
 

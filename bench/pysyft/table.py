@@ -15,6 +15,9 @@ import statistics
 import numpy as np
 import pandas as pd
 
+#: The steps both sides add up to "the cycle" (our policy check and PySyft's login are
+#: reported beside it, having no twin).
+CYCLE_STEPS = ("upload", "submit", "approve", "run", "fetch")
 REAL_SEED = 0
 MOCK_SEED = 99
 MOCK_ROWS = 1_000
