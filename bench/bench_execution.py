@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasite.execution import JobSpec, Limits, LocalExecutor, decode_result
+from datasite.contract.job import JobSpec, Limits
+from datasite.contract.results import decode_result
+from datasite.execution.executor import LocalExecutor
 from datasite.execution.worker import STACK
 
 RESULTS = Path(__file__).parent / "results" / "execution.json"

@@ -33,7 +33,7 @@ import httpx
 from fastapi import FastAPI
 
 from datasite import admin
-from datasite.embedded import EmbeddedSite, free_port
+from datasite.client.embedded import EmbeddedSite, free_port
 
 RESULTS = Path(__file__).parent / "results" / "http_floor.json"
 OWNER, OWNER_PW = "owner@bench.example", "bench-owner-password"

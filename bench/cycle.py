@@ -23,7 +23,7 @@ import psutil
 
 import researcher_kit.client as rkc
 from datasite import admin
-from datasite.embedded import EmbeddedSite
+from datasite.client.embedded import EmbeddedSite
 
 sys.path.insert(0, str(Path(__file__).with_name("pysyft")))
 # shared with the PySyft side, which cannot import the project

@@ -104,7 +104,7 @@ def _owner(url: str, email: str, password: str):  # type: ignore[no-untyped-def]
 def _reported() -> Iterator[None]:
     """What the site refuses (or a file that cannot be read) becomes one red line and
     exit status 1, never a traceback."""
-    from datasite.wire.http import DatasiteError
+    from datasite.client.http import DatasiteError
 
     try:
         yield

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from datasite.execution.job import Limits
+from datasite.contract.job import Limits
 
 DEV_OWNER_EMAIL = "info@openmined.org"
 DEV_OWNER_PASSWORD = "changethis"

@@ -19,7 +19,7 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 
 from datasite import admin
-from datasite.embedded import EmbeddedSite
+from datasite.client.embedded import EmbeddedSite
 
 console = Console()
 OWNER, OWNER_PW = "steward@hospital.example", "demo-owner-password-7Qx"

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from datasite import audit, ledger
+from datasite.contract.lifecycle import PENDING, State, TransitionError, check_transition
 from datasite.db.models import (
     Asset,
     CodeRequest,
@@ -27,13 +28,12 @@ from datasite.db.models import (
     show_written,
     utcnow,
 )
-from datasite.lifecycle import PENDING, State, TransitionError, check_transition
 from datasite.policy_store import effective_policy
 
 if TYPE_CHECKING:
-    from datasite.execution.job import JobSpec
+    from datasite.contract.job import JobSpec
+    from datasite.contract.schemas import CodeRequestIn
     from datasite.site import Site
-    from datasite.wire.schemas import CodeRequestIn
 
 log = logging.getLogger("datasite.review")
 #: The request to approve, with what its view reads, in one statement built once. Unlike

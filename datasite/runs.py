@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, insert, select, update
 
 from datasite import audit, ledger
+from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
+from datasite.contract.lifecycle import State, TransitionError
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
-from datasite.execution.job import ContextOptions, JobResult, JobSpec, RequestKind
-from datasite.lifecycle import State, TransitionError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -21,7 +21,6 @@ audit's lower bounds are evidence for a human, not a proof.
 
 from __future__ import annotations
 
-import atexit
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from datasite.execution.job import ContextOptions, JobResult, JobSpec, Limits, RequestKind
+from datasite.contract.job import ContextOptions, JobResult, JobSpec, Limits, RequestKind
 from policies import audit
 from policies.report import Budget, PolicyReport
 from policies.schema import Policy
@@ -79,9 +78,9 @@ def check_request(
     """Check one code request against ``policy`` on the mock data.
 
     ``mock_inputs`` maps the function's arguments to mock Parquet paths. ``executor`` runs
-    sandbox jobs (``submit(spec)`` returning a future, or ``run(spec)``); without one, the
-    site's local executor is started when available, otherwise only static analysis runs
-    and the report says so.
+    sandbox jobs (``submit(spec)`` returning a future, or ``run(spec)``); the caller owns
+    it (the site passes its own). Without one only static analysis runs, and the report
+    says so.
     """
     decl = _declaration(declaration)
     report = PolicyReport(kind=decl.kind.value, entry=entry, policy_version=policy.version)
@@ -148,7 +147,7 @@ class _Runner:
     """Submits checker jobs to whatever executor the caller has."""
 
     def __init__(self, executor: Any) -> None:
-        self.executor = executor if executor is not None else _default_executor()
+        self.executor = executor
 
     def run(self, spec: JobSpec) -> JobResult:
         if hasattr(self.executor, "run"):
@@ -159,29 +158,11 @@ class _Runner:
         return outcome
 
 
-_DEFAULT: list[Any] = []
-
-
-def _default_executor() -> Any:
-    """One local sandbox executor per process, started on first use, closed at exit."""
-    if _DEFAULT:
-        return _DEFAULT[0]
-    try:
-        from datasite.execution.executor import make_executor
-
-        executor = make_executor("local", 1)
-    except Exception:  # noqa: BLE001 - no sandbox here: static analysis only
-        return None
-    atexit.register(executor.close)
-    _DEFAULT.append(executor)
-    return executor
-
-
 def payload_of(result: JobResult) -> dict[str, Any]:
     """The harness's answer: its returned dict (decoded) with its harness report over it."""
     payload: dict[str, Any] = {}
     if result.manifest:
-        from datasite.execution.results import decode_result
+        from datasite.contract.results import decode_result
 
         value = decode_result(result.manifest, result.blobs)
         if isinstance(value, dict):

@@ -503,7 +503,7 @@ def _load(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def _arguments(inputs: dict[str, Any], spec: Any) -> dict[str, Any]:
     """The function's arguments as the site builds them (tables, or a Context)."""
-    from datasite.execution.harness import function_arguments
+    from datasite.contract.harness import function_arguments
 
     return function_arguments(_load(inputs), spec)
 
@@ -515,7 +515,7 @@ def instrumented_call(fn: Any, inputs: dict[str, Any], spec: Any) -> dict[str, A
     the outputs' values) is both returned and put in the harness report, which reaches
     the checker even when the request raises.
     """
-    from datasite.execution.harness import current_report
+    from datasite.contract.harness import current_report
 
     options = dict(spec.harness_options or {})
     options.setdefault("delta", spec.delta)

@@ -10,7 +10,7 @@
 >>> req.result()  # doctest: +SKIP
 """
 
-from datasite.wire.http import DatasiteError
+from datasite.client.http import DatasiteError
 from researcher_kit import dp
 from researcher_kit.client import Request, Site, login
 from researcher_kit.request import DPRequest, dp_request

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasite.wire.http import ApiSession, DatasiteError, progress_shown
-from datasite.wire.records import Named, Record, RequestRecord, html_table
+from datasite.client.http import ApiSession, DatasiteError, progress_shown
+from datasite.client.records import Named, Record, RequestRecord, html_table
 
 if TYPE_CHECKING:
     from researcher_kit.request import DPRequest
@@ -188,7 +188,7 @@ class Request(RequestRecord):
 
 def fetch_result(session: ApiSession, request_id: int, run: dict[str, Any]) -> Any:
     """Download a released run's blobs and turn the manifest back into Python values."""
-    from datasite.execution.results import blob_names, decode_result
+    from datasite.contract.results import blob_names, decode_result
 
     manifest = run["manifest"]
     blobs = {
@@ -226,7 +226,7 @@ class Site:
 
     def precheck(self, request: DPRequest) -> Any:
         """The site's policy report for ``request``, from a dry-run on the mock."""
-        from datasite.wire.records import report_object
+        from datasite.client.records import report_object
 
         return report_object(self.session.post("/precheck", json=request.payload(project="-")))
 

@@ -178,7 +178,7 @@ class DPRequest:
         report = None
         if check:
             session = next(iter(self.bindings.values()))._session
-            from datasite.wire.records import report_object
+            from datasite.client.records import report_object
 
             report = report_object(session.post("/precheck", json=self.payload(project="-")))
         return MockRun(outputs=outputs, spend=spend, report=report)

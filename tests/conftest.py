@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasite.embedded import EmbeddedSite
+from datasite.client.embedded import EmbeddedSite
 from tests.server import (
     OWNER_EMAIL,
     OWNER_PASSWORD,
@@ -82,7 +82,7 @@ def setup_site(url: str, dataset: str = "Pings"):  # type: ignore[no-untyped-def
     """Owner uploads a dataset and creates a researcher and a reviewer; returns the clients."""
     import researcher_kit as rk
     from datasite import admin
-    from datasite.wire.http import DatasiteError
+    from datasite.client.http import DatasiteError
 
     owner = admin.connect(url, OWNER_EMAIL, OWNER_PASSWORD)
     real, mock = pings_tables()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import researcher_kit.client as rkc
-from datasite.wire.http import ApiSession
+from datasite.client.http import ApiSession
 
 #: A correct mechanism request: one Laplace release of the row count (scale 10).
 NOISY_COUNT = (

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import researcher_kit as rk
-from datasite.embedded import EmbeddedSite
+from datasite.client.embedded import EmbeddedSite
 from tests.conftest import pings_tables
 from tests.flows import submit_source, wait_state
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD

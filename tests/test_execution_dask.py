@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasite.execution import DaskExecutor, JobSpec, Limits, decode_result, make_executor
+from datasite.contract.job import JobSpec, Limits
+from datasite.contract.results import decode_result
+from datasite.execution.executor import DaskExecutor, make_executor
 from tests.test_execution_sandbox import DP_MEAN, leftover_sandbox_processes
 
 pytestmark = pytest.mark.slow

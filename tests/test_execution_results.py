@@ -12,8 +12,9 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.preprocessing import FunctionTransformer
 from skops.io import dumps
 
-from datasite.execution.harness import resolve_harness, rows_bound
-from datasite.execution.results import (
+from datasite.contract.framing import WireError, pack, unpack_all
+from datasite.contract.harness import rows_bound
+from datasite.contract.results import (
     OutputTooLarge,
     UnsupportedResult,
     UntrustedModelError,
@@ -22,7 +23,7 @@ from datasite.execution.results import (
     encode_result,
     load_model,
 )
-from datasite.execution.wire import WireError, pack, unpack_all
+from datasite.execution.harness import resolve_harness
 
 
 def round_trip(value: object, max_bytes: int = 64 * 1024**2) -> object:

@@ -20,8 +20,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from datasite.execution import JobResult, JobSpec, Limits, LocalExecutor, RequestKind
-from datasite.execution.results import decode_result, load_model
+from datasite.contract.job import JobResult, JobSpec, Limits, RequestKind
+from datasite.contract.results import decode_result, load_model
+from datasite.execution.executor import LocalExecutor
 from datasite.execution.sandbox import SANDBOX_UID
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import pytest
 
 import researcher_kit as rk
 from datasite import admin
-from datasite.embedded import EmbeddedSite
-from datasite.wire.http import ApiSession, DatasiteError
+from datasite.client.embedded import EmbeddedSite
+from datasite.client.http import ApiSession, DatasiteError
 from tests.conftest import RESEARCHER_EMAIL, pings_tables, setup_site
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from datasite.wire.http import DatasiteError
+from datasite.client.http import DatasiteError
 from tests.conftest import RESEARCHER_EMAIL, setup_site
 from tests.flows import submit_source, wait_state
 

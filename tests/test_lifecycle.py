@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from datasite.lifecycle import ALLOWED, State, TransitionError, check_transition
+from datasite.contract.lifecycle import ALLOWED, State, TransitionError, check_transition
 
 EXPECTED = {
     ("submitted", "checked"),

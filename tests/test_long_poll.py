@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import researcher_kit.client as rkc
-from datasite.wire.http import DatasiteError
+from datasite.client.http import DatasiteError
 from tests.flows import NOISY_COUNT, counting_calls, submit_source
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasite.execution.harness import load_table, resolve_harness, start_report
-from datasite.execution.job import JobResult, JobSpec
-from datasite.execution.results import encode_result
+from datasite.contract.harness import start_report
+from datasite.contract.job import JobResult, JobSpec
+from datasite.contract.results import encode_result
+from datasite.execution.harness import load_table, resolve_harness
 from policies.checker import check_request
 from policies.schema import AuditSettings, Policy
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from datasite.execution.job import JobSpec
+from datasite.contract.job import JobSpec
 from policies import audit, neighbours
 from policies.instrument import instrumented_call
 from policies.report import PolicyReport

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from datasite.embedded import EmbeddedSite
+from datasite.client.embedded import EmbeddedSite
 from tests.conftest import pings_tables
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD
 

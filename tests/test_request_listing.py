@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 import researcher_kit as rk
-from datasite.wire.http import DatasiteError
+from datasite.client.http import DatasiteError
 from tests.conftest import pings_tables
 from tests.flows import NOISY_COUNT, submit_source
 

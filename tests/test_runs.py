@@ -18,7 +18,7 @@ import pytest
 
 import researcher_kit.client as rkc
 from datasite import admin
-from datasite.embedded import EmbeddedSite
+from datasite.client.embedded import EmbeddedSite
 from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD, setup_site
 from tests.flows import NOISY_COUNT, approve_as_owner, submit_source, wait_state
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD, create_pg_database, use_postgres
@@ -127,7 +127,7 @@ def test_tutorial_style_request_returns_noised_number_and_working_model(site) ->
     assert noisy != true_mean  # noise was added ...
     assert abs(noisy - true_mean) < 40  # ... at scale 2, not an unrelated number
     assert isinstance(model_bytes, bytes)
-    from datasite.execution.results import load_model
+    from datasite.contract.results import load_model
 
     for estimator in (load_model(model_bytes), model):
         prediction = estimator.predict(np.array([[40.0], [70.0]]))

@@ -33,7 +33,7 @@ def load_model(blob: bytes):  # type: ignore[no-untyped-def]
     try:
         from researcher_kit.dp import load_model as kit_loader
     except ImportError:
-        from datasite.execution.results import load_model as kit_loader
+        from datasite.contract.results import load_model as kit_loader
     return kit_loader(blob)
 
 

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasite.api.deps import db_session, owner_only
+from datasite.contract.schemas import AuditOut
 from datasite.db.models import AuditEvent, User
-from datasite.wire.schemas import AuditOut
 
 router = APIRouter(tags=["audit"])
 

@@ -13,9 +13,9 @@ from datasite import audit
 from datasite.api.deps import _bearer, client_address, current_user, db_session, site
 from datasite.auth.passwords import verify_password
 from datasite.auth.tokens import issue_token, revoke_token
+from datasite.contract.schemas import LoginIn, LoginOut, UserOut
 from datasite.db.models import User
 from datasite.site import DEV_PASSWORD_WARNING, Site
-from datasite.wire.schemas import LoginIn, LoginOut, UserOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 log = logging.getLogger("datasite")

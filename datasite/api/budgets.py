@@ -10,8 +10,8 @@ from datasite import audit, ledger
 from datasite.api.datasets import find_dataset
 from datasite.api.deps import client_address, current_user, db_session, owner_only
 from datasite.api.users import find_user
+from datasite.contract.schemas import GrantIn, GrantOut, LedgerEntryOut
 from datasite.db.models import BudgetGrant, LedgerEntry, User
-from datasite.wire.schemas import GrantIn, GrantOut, LedgerEntryOut
 
 router = APIRouter(tags=["budgets"])
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from datasite import audit
 from datasite.api.deps import client_address, current_user, db_session, owner_only, site
+from datasite.contract.schemas import AssetOut, DatasetIn, DatasetOut, UploadOut
 from datasite.db.models import Asset, Dataset, User
 from datasite.site import Site
 from datasite.store.assets import (
@@ -21,7 +22,6 @@ from datasite.store.assets import (
     store_asset_file,
     upload_path,
 )
-from datasite.wire.schemas import AssetOut, DatasetIn, DatasetOut, UploadOut
 
 router = APIRouter(tags=["datasets"])
 

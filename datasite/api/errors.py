@@ -7,8 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
+from datasite.contract.lifecycle import TransitionError
 from datasite.ledger import BudgetError
-from datasite.lifecycle import TransitionError
 from datasite.store.assets import UploadError
 
 

@@ -13,9 +13,9 @@ from datasite.api.datasets import find_dataset
 from datasite.api.deps import client_address, current_user, db_session, owner_only, require, site
 from datasite.api.errors import describe_validation
 from datasite.api.users import find_user
+from datasite.contract.schemas import CodeRequestIn
 from datasite.db.models import User
 from datasite.site import Site
-from datasite.wire.schemas import CodeRequestIn
 from policies.schema import Policy
 
 router = APIRouter(tags=["policies"])

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session
 
 from datasite import audit
 from datasite.api.deps import client_address, current_user, db_session, require
+from datasite.contract.schemas import ProjectIn, ProjectOut
 from datasite.db.models import Project, User
-from datasite.wire.schemas import ProjectIn, ProjectOut
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 

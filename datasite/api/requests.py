@@ -30,11 +30,8 @@ from datasite.api.deps import (
     site,
     staff,
 )
-from datasite.db.models import REQUEST_VIEW, CodeRequest, Dataset, RequestRun, User
-from datasite.lifecycle import State
-from datasite.review import GateError
-from datasite.site import Site
-from datasite.wire.schemas import (
+from datasite.contract.lifecycle import State
+from datasite.contract.schemas import (
     ApproveIn,
     CodeRequestIn,
     CodeRequestOut,
@@ -42,6 +39,9 @@ from datasite.wire.schemas import (
     ResultOut,
     RunOut,
 )
+from datasite.db.models import REQUEST_VIEW, CodeRequest, Dataset, RequestRun, User
+from datasite.review import GateError
+from datasite.site import Site
 
 router = APIRouter(prefix="/requests", tags=["requests"])
 T = TypeVar("T")

@@ -10,8 +10,8 @@ from datasite import audit
 from datasite.api.auth import user_out
 from datasite.api.deps import client_address, db_session, owner_only
 from datasite.auth.passwords import generate_password, hash_password
+from datasite.contract.schemas import UserCreate, UserCreated, UserOut, UserUpdate
 from datasite.db.models import User
-from datasite.wire.schemas import UserCreate, UserCreated, UserOut, UserUpdate
 
 router = APIRouter(prefix="/users", tags=["users"])
 

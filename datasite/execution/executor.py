@@ -4,7 +4,8 @@ Both hand back a ``concurrent.futures.Future[JobResult]`` and never raise for a 
 run: every failure (exception, timeout, memory, crash, a dead worker) is a
 ``JobResult(ok=False)``.
 
->>> from datasite.execution import JobSpec, LocalExecutor
+>>> from datasite.contract.job import JobSpec
+>>> from datasite.execution.executor import LocalExecutor
 >>> with LocalExecutor(concurrency=1) as executor:  # doctest: +SKIP
 ...     spec = JobSpec(job_id="1", source="def f(df): return len(df)", entry="f",
 ...                    inputs={"df": "/data/pings.parquet"}, epsilon=0.0)
@@ -27,9 +28,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from datasite.execution.job import JobResult, JobSpec
-from datasite.execution.sandbox import OPT_OUT_ENV
-from datasite.execution.wire import (
+from datasite.contract.framing import (
     pack,
     read_message,
     result_from_message,
@@ -37,6 +36,8 @@ from datasite.execution.wire import (
     unpack_all,
     write_message,
 )
+from datasite.contract.job import JobResult, JobSpec
+from datasite.execution.sandbox import OPT_OUT_ENV
 
 log = logging.getLogger("datasite.execution")
 WORKER_MODULE = "datasite.execution.worker"

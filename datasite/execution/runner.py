@@ -23,11 +23,12 @@ import traceback
 import types
 from typing import Any, NoReturn
 
+from datasite.contract.framing import pack
+from datasite.contract.harness import start_report
+from datasite.contract.job import JobSpec
+from datasite.contract.results import ResultError, encode_result
 from datasite.execution import sandbox
-from datasite.execution.harness import load_table, resolve_harness, start_report
-from datasite.execution.job import JobSpec
-from datasite.execution.results import ResultError, encode_result
-from datasite.execution.wire import pack
+from datasite.execution.harness import load_table, resolve_harness
 
 SOURCE_NAME = "<submitted>"
 MODULE_NAME = "datasite_job"

@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasite.execution.job import Limits
+from datasite.contract.job import Limits
 
 log = logging.getLogger("datasite.execution.sandbox")
 

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from datasite.contract.framing import WireError, pack, unpack_all
+from datasite.contract.job import JobResult, JobSpec
 from datasite.execution import sandbox
-from datasite.execution.job import JobResult, JobSpec
 from datasite.execution.verdict import Outcome, verdict
-from datasite.execution.wire import WireError, pack, unpack_all
 
 log = logging.getLogger("datasite.execution")
 LOG_CAP = 1024**2

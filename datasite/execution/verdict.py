@@ -12,9 +12,9 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from datasite.execution.job import JobResult, JobSpec
-from datasite.execution.results import blob_names
-from datasite.execution.wire import WireError, unpack_all
+from datasite.contract.framing import WireError, unpack_all
+from datasite.contract.job import JobResult, JobSpec
+from datasite.contract.results import blob_names
 
 MAX_TYPE_NAME = 100
 

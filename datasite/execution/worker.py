@@ -27,10 +27,10 @@ import sys
 import tempfile
 from typing import IO
 
-from datasite.execution.job import JobResult, JobSpec
+from datasite.contract.framing import read_message, result_message, write_message
+from datasite.contract.job import JobResult, JobSpec
 from datasite.execution.sandbox import SandboxConfig, opt_out_from_env
 from datasite.execution.supervise import run_job
-from datasite.execution.wire import read_message, result_message, write_message
 
 log = logging.getLogger("datasite.execution.worker")
 

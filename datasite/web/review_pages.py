@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from datasite.api.deps import client_address, db_session
+from datasite.contract.lifecycle import PENDING, State, TransitionError
 from datasite.db.models import AuditEvent, BudgetGrant, CodeRequest, Dataset
 from datasite.ledger import BudgetError
-from datasite.lifecycle import PENDING, State, TransitionError
 from datasite.review import GateError
 from datasite.web.access import PageError, WebSession, staff_page, staff_post
 from datasite.web.highlight import highlighted_lines, place_findings

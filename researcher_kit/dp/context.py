@@ -47,7 +47,7 @@ def local_context(
     is ``epsilon`` (pure DP) or ``(epsilon, delta)`` when ``delta > 0``, split evenly
     over ``queries`` releases. ``max_length`` is the public bound on the row count that
     OpenDP's sums and means need; by default it is the site's own rule
-    (``datasite.execution.harness.rows_bound``: the count rounded up to one significant
+    (``datasite.contract.harness.rows_bound``: the count rounded up to one significant
     digit), so noise scales on the mock match what the site will use on its data.
 
     >>> import pandas as pd
@@ -74,7 +74,7 @@ def local_context(
         raise TypeError(f"expected a pandas or Polars frame, not {type(data).__name__}")
     rows = frame.select(pl.len()).collect().item()
     if max_length is None:
-        from datasite.execution.harness import rows_bound
+        from datasite.contract.harness import rows_bound
 
         max_length = rows_bound(rows)
     elif rows > max_length:

@@ -7,7 +7,7 @@ The budget diffprivlib's accountant measured during the fit is recorded in the s
 log. Privacy unit: diffprivlib's, adding or removing one training row.
 
 Models cross the trust boundary as skops bytes, never pickle. ``load_model`` is the
-site's own loader (``datasite.execution.results.load_model``): it trusts only classes
+site's own loader (``datasite.contract.results.load_model``): it trusts only classes
 under sklearn., diffprivlib., numpy. and builtins, never ``trusted=True``.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 # One loader for the site and the researcher: allowlisted skops classes only.
-from datasite.execution.results import UntrustedModelError, load_model
+from datasite.contract.results import UntrustedModelError, load_model
 from researcher_kit.dp.budget import Budget, plan
 from researcher_kit.dp.spend import SpendEntry, record
 

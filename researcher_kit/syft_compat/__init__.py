@@ -22,7 +22,7 @@ approve, approval waits for that check, and results come back only as DP-safe fo
 
 import warnings
 
-from datasite.wire.http import DatasiteError, DevPasswordWarning
+from datasite.client.http import DatasiteError, DevPasswordWarning
 from researcher_kit.syft_compat import orchestra
 from researcher_kit.syft_compat.builders import Asset, Dataset
 from researcher_kit.syft_compat.clients import OwnerClient, ResearcherClient, login

@@ -1,7 +1,7 @@
 """The owner's local description of a dataset before upload: ``sy.Asset``, ``sy.Dataset``.
 
 These hold the real and mock tables in the owner's process; ``upload_dataset`` sends
-them to the site through ``datasite.admin``.
+them to the site through ``datasite.client.admin``.
 
 >>> import pandas as pd
 >>> real, mock = pd.DataFrame({"age": [31, 45]}), pd.DataFrame({"age": [50]})
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from datasite.wire.records import html_table
+from datasite.client.records import html_table
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Owners and reviewers get an ``OwnerClient`` (upload datasets, create users, decide on
 requests); researchers get a ``ResearcherClient`` (datasets, projects, code, results).
-Both wrap the foundation clients (``datasite.admin``, ``researcher_kit.client``) over one
+Both wrap the foundation clients (``datasite.client.admin``, ``researcher_kit.client``) over one
 ``ApiSession``; anything not wrapped here is reached through them
 (``owner.budgets.grant(...)``, ``client.budgets()``).
 
@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import researcher_kit.client as rkc
-from datasite import admin
-from datasite.wire.http import ApiSession, DatasiteError
+from datasite.client import admin
+from datasite.client.http import ApiSession, DatasiteError
 from researcher_kit.syft_compat.builders import Dataset
 from researcher_kit.syft_compat.code import CodeNamespace
 from researcher_kit.syft_compat.projects import Project

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import researcher_kit.client as rkc
-from datasite.lifecycle import PENDING
-from datasite.wire.records import html_table
+from datasite.client.records import html_table
+from datasite.contract.lifecycle import PENDING
 from researcher_kit.syft_compat.results import ActionObject
 from researcher_kit.syft_compat.views import unwrap_asset
 

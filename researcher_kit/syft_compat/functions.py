@@ -97,7 +97,7 @@ class SyftFunction(DPRequest):
 
     def _measure_on_site(self) -> None:
         """Adopt the epsilon the site's instrumented dry-run measures on the mock."""
-        from datasite.wire.records import report_object
+        from datasite.client.records import report_object
 
         session = next(iter(self.bindings.values()))._session
         provisional = replace(self, epsilon=PROVISIONAL_EPSILON)

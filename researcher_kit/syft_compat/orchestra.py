@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from datasite.embedded import EmbeddedSite
-from datasite.wire.http import ApiSession
+from datasite.client.embedded import EmbeddedSite
+from datasite.client.http import ApiSession
 from researcher_kit.syft_compat.clients import OwnerClient, ResearcherClient, client_for
 
 _LAUNCHED: dict[Path, SiteHandle] = {}

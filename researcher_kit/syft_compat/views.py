@@ -1,6 +1,6 @@
 """What a logged-in client shows: datasets, assets, requests and users, PySyft style.
 
-These wrap the foundation clients' views (``researcher_kit.client``, ``datasite.admin``)
+These wrap the foundation clients' views (``researcher_kit.client``, ``datasite.client.admin``)
 and add what PySyft users expect: ``asset.data`` that refuses clearly instead of holding
 metadata, positional and named indexing, and notebook HTML reprs.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 import researcher_kit.client as rkc
-from datasite import admin
-from datasite.lifecycle import State
-from datasite.wire.records import Named, html_table
+from datasite.client import admin
+from datasite.client.records import Named, html_table
+from datasite.contract.lifecycle import State
 
 
 def delegate(obj: object, holder: str, name: str) -> Any:

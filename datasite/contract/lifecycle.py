@@ -47,7 +47,7 @@ def check_transition(current: str, target: State) -> None:
     >>> check_transition("denied", State.APPROVED)
     Traceback (most recent call last):
     ...
-    datasite.lifecycle.TransitionError: This request is denied; it cannot become approved.
+    datasite.contract.lifecycle.TransitionError: This request is denied; it cannot become approved.
     """
     if target not in ALLOWED[State(current)]:
         raise TransitionError(f"This request is {current}; it cannot become {target.value}.")

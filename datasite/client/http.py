@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasite.wire.tables import write_parquet
+from datasite.contract.tables import write_parquet
 
 
 class DatasiteError(RuntimeError):

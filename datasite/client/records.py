@@ -10,7 +10,7 @@ import html
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from datasite.wire.http import ApiSession
+from datasite.client.http import ApiSession
 
 STATE_COLOURS = {
     "submitted": "#6b7280",

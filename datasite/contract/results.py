@@ -29,7 +29,7 @@ import json
 import math
 from typing import Any
 
-from datasite.execution.wire import check_blob_name
+from datasite.contract.framing import check_blob_name
 
 FORMAT = "datasite-result/1"
 DEFAULT_MAX_BYTES = 64 * 1024**2
@@ -138,7 +138,7 @@ class _Encoder:
     def _array(self, array: Any) -> dict[str, Any]:
         import pyarrow as pa
 
-        from datasite.wire.tables import write_parquet
+        from datasite.contract.tables import write_parquet
 
         if array.dtype.kind not in ARRAY_KINDS:
             raise UnsupportedResult(
@@ -176,7 +176,7 @@ class _Encoder:
 def _parquet(frame: Any) -> bytes:
     import pyarrow as pa
 
-    from datasite.wire.tables import write_parquet
+    from datasite.contract.tables import write_parquet
 
     sink = io.BytesIO()
     try:

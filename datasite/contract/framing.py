@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from typing import IO, Any
 
-from datasite.execution.job import JobResult
+from datasite.contract.job import JobResult
 
 _LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 16 * 1024**2

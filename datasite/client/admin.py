@@ -1,0 +1,210 @@
+"""The data owner's admin client.
+
+>>> from datasite import admin
+>>> owner = admin.connect("http://127.0.0.1:8080", email="steward@hospital.example",
+...                       password="...")  # doctest: +SKIP
+>>> owner.datasets.upload(name="Pings", assets={"pings": (real_df, mock_df)})  # doctest: +SKIP
+>>> owner.users.create(email="bob@uni.example", name="Dr. Bob")  # doctest: +SKIP
+>>> owner.budgets.grant("bob@uni.example", "Pings", epsilon=3.0)  # doctest: +SKIP
+>>> for req in owner.requests.pending():  # doctest: +SKIP
+...     print(req.policy_report.verdict); req.approve()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from datasite.client.http import ApiSession, DatasiteError
+from datasite.client.records import RequestRecord, html_table
+
+__all__ = ["OwnerClient", "connect", "DatasiteError"]
+
+
+class OwnerRequest(RequestRecord):
+    """A request as the owner or a reviewer sees it: with decisions and run details."""
+
+    def approve(self, justification: str | None = None) -> OwnerRequest:
+        """Approve; a request the checker blocked needs an owner's written justification."""
+        self.data = self._session.post(
+            f"/requests/{self.id}/approve", json={"justification": justification}
+        )
+        return self
+
+    def deny(self, reason: str) -> OwnerRequest:
+        self.data = self._session.post(f"/requests/{self.id}/deny", json={"reason": reason})
+        return self
+
+    def release_detail(self, run_id: int | None = None) -> dict[str, Any]:
+        """Let the researcher see a run's stdout, stderr and traceback (they may hold data)."""
+        run_id = run_id or self.runs[-1]["id"]
+        return self._session.post(f"/requests/{self.id}/runs/{run_id}/release-detail")
+
+
+class _Section:
+    def __init__(self, session: ApiSession) -> None:
+        self._session = session
+
+
+class Datasets(_Section):
+    def upload(
+        self,
+        name: str,
+        assets: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+        description: str = "",
+        summary: str = "",
+        citation: str = "",
+        contributors: list[str] | None = None,
+        asset_descriptions: dict[str, str] | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Upload a dataset whose assets are ``{name: (real_df, mock_df)}``.
+
+        Each table streams to the site as Parquet; the dataset appears only once every
+        asset has arrived and its mock matches its real table column for column.
+        """
+        described = []
+        for asset, (real, mock) in assets.items():
+            real_up = self._session.upload_table(real, f"{asset} (real)", progress)
+            mock_up = self._session.upload_table(mock, f"{asset} (mock)", progress)
+            described.append(
+                {
+                    "name": asset,
+                    "real_upload": real_up["upload_id"],
+                    "mock_upload": mock_up["upload_id"],
+                    "description": (asset_descriptions or {}).get(asset, ""),
+                }
+            )
+        return self._session.post(
+            "/datasets",
+            json={
+                "name": name,
+                "description": description,
+                "summary": summary,
+                "citation": citation,
+                "contributors": contributors or [],
+                "assets": described,
+            },
+        )
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._session.get("/datasets")
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self._session.get(f"/datasets/{name}")
+
+    def mock(self, dataset: str, asset: str) -> pd.DataFrame:
+        return self._session.get_table(f"/datasets/{dataset}/assets/{asset}/mock")
+
+
+class Users(_Section):
+    def create(
+        self,
+        email: str,
+        name: str,
+        role: str = "researcher",
+        password: str | None = None,
+        institution: str = "",
+        website: str = "",
+    ) -> dict[str, Any]:
+        """Create an account; without ``password`` the site generates one and returns it once."""
+        return self._session.post(
+            "/users",
+            json={
+                "email": email,
+                "name": name,
+                "role": role,
+                "password": password,
+                "institution": institution,
+                "website": website,
+            },
+        )
+
+    def disable(self, email: str) -> dict[str, Any]:
+        return self._session.patch(f"/users/{email}", json={"disabled": True})
+
+    def enable(self, email: str) -> dict[str, Any]:
+        return self._session.patch(f"/users/{email}", json={"disabled": False})
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._session.get("/users")
+
+
+class Budgets(_Section):
+    def grant(self, email: str, dataset: str, epsilon: float, delta: float = 0.0) -> dict:
+        """Set the total privacy loss ``email`` may spend on ``dataset``."""
+        return self._session.put(
+            "/budgets",
+            json={"email": email, "dataset": dataset, "epsilon": epsilon, "delta": delta},
+        )
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._session.get("/budgets")
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return self._session.get("/ledger")
+
+
+class Policies(_Section):
+    def get(self, dataset: str) -> dict[str, Any]:
+        return self._session.get(f"/datasets/{dataset}/policy")
+
+    def set(self, dataset: str, **fields: Any) -> dict[str, Any]:
+        """Change the named fields of the dataset's policy; the rest stay as they are."""
+        current = self.get(dataset)
+        current.pop("version", None)
+        return self._session.put(f"/datasets/{dataset}/policy", json={**current, **fields})
+
+    def override(self, dataset: str, email: str, **fields: Any) -> dict[str, Any]:
+        """Per-researcher overrides laid over the dataset's policy."""
+        return self._session.put(f"/datasets/{dataset}/policy/overrides/{email}", json=fields)
+
+
+class Requests(_Section):
+    def all(self, state: str | None = None, dataset: str | None = None) -> list[OwnerRequest]:
+        params = {k: v for k, v in (("state", state), ("dataset", dataset)) if v}
+        return [
+            OwnerRequest(self._session, d) for d in self._session.get("/requests", params=params)
+        ]
+
+    def pending(self) -> list[OwnerRequest]:
+        """Requests waiting for a decision (checked, not yet approved or denied)."""
+        return self.all(state="checked")
+
+    def get(self, request_id: int) -> OwnerRequest:
+        return OwnerRequest(self._session, self._session.get(f"/requests/{request_id}"))
+
+    def __getitem__(self, index: int) -> OwnerRequest:
+        return self.all()[index]
+
+    def __len__(self) -> int:
+        return len(self.all())
+
+
+class OwnerClient:
+    """An owner's (or reviewer's) session with a datasite."""
+
+    def __init__(self, session: ApiSession) -> None:
+        self.session = session
+        self.datasets = Datasets(session)
+        self.users = Users(session)
+        self.budgets = Budgets(session)
+        self.policies = Policies(session)
+        self.requests = Requests(session)
+
+    def audit(self, **filters: Any) -> list[dict[str, Any]]:
+        """The audit log, newest first; filter by action, actor, target_type, target_id."""
+        return self.session.get("/audit", params=filters)
+
+    def _repr_html_(self) -> str:
+        rows = [
+            {"dataset": d["name"], "assets": ", ".join(a["name"] for a in d["assets"])}
+            for d in self.datasets.list()
+        ]
+        return f"<h4>Datasite {self.session.url}</h4>" + html_table(rows, ["dataset", "assets"])
+
+
+def connect(url: str, email: str, password: str) -> OwnerClient:
+    """Log in as the owner or a reviewer."""
+    return OwnerClient(ApiSession.login(url, email, password))
