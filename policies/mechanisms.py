@@ -3,6 +3,11 @@
 A call is a mechanism when it resolves (through the imports) to an OpenDP measurement
 constructor (``make_laplace``, ``then_gaussian``, ...), OpenDP's ``Context.compositor``,
 a diffprivlib model/tool/mechanism, or a ``researcher_kit.dp`` helper given ``epsilon=``.
+Noise the code draws itself is a mechanism too (family ``handwritten``): NumPy's
+``numpy.random`` functions and ``Generator`` / ``RandomState`` methods (Laplace, normal,
+exponential, geometric, Gumbel), ``scipy.stats`` samplers (``laplace.rvs``, ...) and the
+``random`` module's (``gauss``, ``expovariate``, ...). They are floating-point samplers,
+attackable through the bits of their output (Mironov, CCS 2012), so they are never proof.
 
 The implied epsilon of a Laplace-family call is ``sensitivity / scale``. The sensitivity
 is the left side of ``scale=sensitivity / epsilon`` when that is a constant, else a
@@ -56,6 +61,31 @@ OPENDP_MEASUREMENTS = frozenset(
 )
 _LAPLACE_LIKE = {"laplace", "geometric", "laplace_threshold"}
 _GAUSSIAN_LIKE = {"gaussian", "gaussian_threshold"}
+#: Hand-written noise: sampler -> distribution (laplace | gaussian | exponential | geometric).
+HANDWRITTEN_SAMPLERS = {
+    "laplace": "laplace",
+    "normal": "gaussian",
+    "standard_normal": "gaussian",
+    "exponential": "exponential",
+    "standard_exponential": "exponential",
+    "geometric": "geometric",
+    "gumbel": "exponential",
+}
+_SCIPY_SAMPLERS = {
+    "laplace": "laplace",
+    "norm": "gaussian",
+    "expon": "exponential",
+    "geom": "geometric",
+    "gumbel_r": "exponential",
+    "dlaplace": "geometric",
+}
+_RANDOM_SAMPLERS = {
+    "gauss": "gaussian",
+    "normalvariate": "gaussian",
+    "expovariate": "exponential",
+}
+#: What a Generator is called once ``rng = np.random.default_rng()`` is resolved.
+GENERATOR = "numpy.random.Generator"
 _DIFFPRIVLIB_DP = ("diffprivlib.models.", "diffprivlib.tools.", "diffprivlib.mechanisms.")
 _DIFFPRIVLIB_SHORT = ("diffprivlib.",)
 
@@ -65,7 +95,7 @@ class MechanismCall:
     """A mechanism call site found statically."""
 
     name: str  # short for OpenDP (make_laplace), dotted for diffprivlib / the kit
-    family: str  # opendp | context | diffprivlib | kit
+    family: str  # opendp | context | diffprivlib | kit | handwritten
     line: int
     epsilon: float | None = None  # implied per invocation, None when not constant
     delta: float = 0.0
@@ -107,7 +137,33 @@ def classify(qualname: str | None) -> tuple[str, str] | None:
         return "diffprivlib", qualname
     if qualname.startswith("researcher_kit.dp."):
         return "kit", qualname
+    if handwritten_distribution(qualname) is not None:
+        return "handwritten", qualname
     return None
+
+
+def handwritten_distribution(qualname: str | None) -> str | None:
+    """The distribution a hand-written noise call draws from, or None.
+
+    >>> handwritten_distribution("numpy.random.laplace"), handwritten_distribution("random.gauss")
+    ('laplace', 'gaussian')
+    >>> handwritten_distribution("scipy.stats.norm.rvs"), handwritten_distribution("numpy.sum")
+    ('gaussian', None)
+    """
+    if not qualname:
+        return None
+    parts = qualname.split(".")
+    if parts[:2] == ["numpy", "random"] and len(parts) >= 3:
+        return HANDWRITTEN_SAMPLERS.get(parts[-1])
+    if parts[:2] == ["scipy", "stats"] and len(parts) == 4 and parts[3] == "rvs":
+        return _SCIPY_SAMPLERS.get(parts[2])
+    if parts[0] == "random" and len(parts) == 2:
+        return _RANDOM_SAMPLERS.get(parts[1])
+    return None
+
+
+def is_handwritten(use: MechanismCall) -> bool:
+    return use.family == "handwritten"
 
 
 def is_diffprivlib_model(qualname: str | None) -> bool:
@@ -182,6 +238,8 @@ def mechanism_call(
         # diffprivlib's models and tools default to epsilon=1.0 when none is given
         use.epsilon = 1.0 if eps_node is None else _float(fold(eps_node, env))
         use.delta = _float(fold(_arg(call, "delta", None), env)) or 0.0
+    elif family == "handwritten":
+        _handwritten(call, qualname or name, use, env, delta)
     else:  # the kit: a mechanism only when it is given a budget
         eps_node = _arg(call, "epsilon", None)
         if eps_node is None:
@@ -189,6 +247,55 @@ def mechanism_call(
         use.epsilon = _float(fold(eps_node, env))
         use.delta = _float(fold(_arg(call, "delta", None), env)) or 0.0
     return use
+
+
+def _handwritten(
+    call: ast.Call, qualname: str, use: MechanismCall, env: dict[str, Any], delta: float
+) -> None:
+    """Implied epsilon of a hand-written sampler whose scale is a constant.
+
+    Laplace and exponential noise of scale ``b`` give ``sensitivity / b`` (exponential
+    noise, as in report-noisy-max, at most that); a geometric with success probability
+    ``p`` gives ``-sensitivity * log(1 - p)``; Gaussian noise of standard deviation
+    ``sigma`` gives ``rho = sensitivity**2 / (2 sigma**2)``, converted at the declared
+    delta (infinite when delta is 0: Gaussian noise is never pure epsilon-DP).
+    """
+    dist = handwritten_distribution(qualname)
+    last = qualname.rsplit(".", 1)[-1]
+    if last.startswith("standard_"):
+        return  # unit scale, multiplied afterwards: not readable here
+    if qualname.startswith("scipy.stats."):
+        node = _arg(call, "scale", 1)
+    elif qualname.startswith("random."):
+        node = _arg(call, "sigma", 1) if dist == "gaussian" else None
+        if dist == "exponential" and call.args:  # expovariate(lambd): scale = 1 / lambd
+            lambd = fold(call.args[0], env)
+            if isinstance(lambd, int | float) and lambd > 0:
+                use.scale = 1 / float(lambd)
+                use.sensitivity, use.sensitivity_source = _sensitivity(call.args[0], env)
+                use.epsilon = use.sensitivity / use.scale
+            return
+    elif dist == "geometric":
+        node = _arg(call, "p", 0)
+    elif dist == "exponential" or last == "gumbel":
+        node = _arg(call, "scale", 0 if last == "exponential" else 1)
+    else:
+        node = _arg(call, "scale", 1)
+    value = fold(node, env)
+    if node is None or not isinstance(value, int | float) or value <= 0:
+        return
+    use.sensitivity, use.sensitivity_source = _sensitivity(node, env)
+    if dist == "geometric":
+        if value >= 1:
+            return
+        use.epsilon = -use.sensitivity * math.log(1 - float(value))
+        return
+    use.scale = float(value)
+    if dist == "gaussian":
+        rho = use.sensitivity**2 / (2 * use.scale**2)
+        use.epsilon, use.delta = zcdp_to_epsilon(rho, delta), delta
+    else:
+        use.epsilon = use.sensitivity / use.scale
 
 
 def _float(value: Any) -> float | None:

@@ -16,6 +16,9 @@ Rules (each finding carries the line in the submitted source):
 - ``raw_output`` / ``raw_rows_returned`` / ``non_dp_model``: returned values taken
   straight from the data (see :mod:`policies.taint`).
 - ``possible_non_termination``: ``while True`` without ``break``.
+- ``hand_written_noise``: noise drawn with NumPy, SciPy or ``random`` (a mechanism, but a
+  floating-point one: see :func:`_hand_written`); ``hand_noised_output``: a returned value
+  from the data with such noise added, which only the audit and a reviewer can judge.
 
 >>> from policies.schema import DEFAULT_POLICY
 >>> r = analyse("import os\\ndef f(df):\\n    return 1\\n", "f", {"epsilon": 1.0}, DEFAULT_POLICY)
@@ -29,7 +32,13 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.mechanisms import MechanismCall, mechanism_call, same_mechanism
+from policies.mechanisms import (
+    GENERATOR,
+    MechanismCall,
+    is_handwritten,
+    mechanism_call,
+    same_mechanism,
+)
 from policies.names import dotted_name, import_aliases, scope_constants
 from policies.report import Finding, OutputInfo, Severity
 from policies.schema import Policy
@@ -229,7 +238,7 @@ def analyse(source: str, entry: str, declaration: dict[str, Any], policy: Policy
     except SyntaxError as exc:
         result.add("syntax_error", "blocking", f"The code does not parse: {exc.msg}.", exc.lineno)
         return result
-    aliases = import_aliases(tree)
+    aliases = _with_generators(tree, import_aliases(tree))
     _imports(tree, policy, result)
     _names(tree, aliases, result)
     _loops(tree, result)
@@ -249,6 +258,29 @@ def analyse(source: str, entry: str, declaration: dict[str, Any], policy: Policy
     _mechanisms(tree, fn, aliases, declaration, policy, result)
     _taint(fn, aliases, kind, policy, result)
     return result
+
+
+def _with_generators(tree: ast.Module, aliases: dict[str, str]) -> dict[str, str]:
+    """The aliases plus names bound to NumPy random generators (``rng = default_rng()``).
+
+    >>> src = "import numpy as np\\nrng = np.random.default_rng(1)\\n"
+    >>> _with_generators(ast.parse(src), {"np": "numpy"})["rng"]
+    'numpy.random.Generator'
+    """
+    out = dict(aliases)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        qualname = dotted_name(node.value.func, aliases) or ""
+        if qualname in (
+            "numpy.random.default_rng",
+            "numpy.random.Generator",
+            "numpy.random.RandomState",
+        ):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    out[target.id] = GENERATOR
+    return out
 
 
 def _imports(tree: ast.Module, policy: Policy, result: StaticResult) -> None:
@@ -441,7 +473,9 @@ def _mechanisms(
         if use is None:
             continue
         result.mechanisms.append(use)
-        if not policy.allows_mechanism(use.name):
+        if is_handwritten(use):
+            _hand_written(use, result)
+        elif not policy.allows_mechanism(use.name):
             result.add(
                 "mechanism_not_allowed",
                 "blocking",
@@ -492,6 +526,30 @@ def _mechanisms(
         )
 
 
+def _hand_written(use: MechanismCall, result: StaticResult) -> None:
+    """Hand-written noise is a mechanism, but not one the site can vouch for."""
+    implied = ""
+    if use.epsilon is not None:
+        implied = f" Its constants imply epsilon {use.epsilon:.4g} per call"
+        if use.sensitivity is not None:
+            implied += f" (sensitivity {use.sensitivity:g}, {use.sensitivity_source})"
+        implied += "."
+    replacement = (
+        "`researcher_kit.dp` helpers or `opendp.measurements.make_gaussian`"
+        if "norm" in use.name or "gauss" in use.name
+        else "`researcher_kit.dp` helpers or `opendp.measurements.make_laplace`"
+    )
+    result.add(
+        "hand_written_noise",
+        "warning",
+        f"Adds noise by hand with `{use.name}`: a floating-point sampler, which an attacker "
+        f"can invert through the low bits of its output (Mironov, CCS 2012); the site "
+        f"cannot prove the sensitivity it is scaled to. Use {replacement}, which sample "
+        f"exactly and account for the budget.{implied}",
+        use.line,
+    )
+
+
 def _taint(
     fn: ast.FunctionDef | ast.AsyncFunctionDef,
     aliases: dict[str, str],
@@ -515,8 +573,22 @@ def _taint(
         if kind == "context":
             classes[r.name] = ("dp", "a Context release (DP by construction)", "")
             continue
+        hand = any(is_handwritten(m) for m in result.mechanisms)
         if t.raw and t.model:
             rule, why = "non_dp_model", "a model fitted on the data without DP"
+        elif t.raw and t.dp and hand:
+            # Noise the code draws itself: enough of it or not, only the audit and a
+            # reviewer can tell, so this is for review, not a block.
+            classes[r.name] = ("unknown", "data with noise the code draws itself", "")
+            finding = result.add(
+                "hand_noised_output",
+                "warning",
+                f"Returns `{r.text}` (output `{r.name}`): a value from the data with noise "
+                "the code draws itself; see the audit for whether it is enough.",
+                r.line,
+            )
+            result.output_findings.setdefault(r.name, []).append(finding)
+            continue
         elif t.raw and t.rows:
             rule, why = "raw_rows_returned", "rows or row-level values of the data"
         elif t.raw:
