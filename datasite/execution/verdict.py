@@ -3,7 +3,11 @@
 The job process is untrusted: its messages are parsed defensively (size caps, blob
 names, manifest references), and when it never sent a result the worker's own
 observations (timeout, oversized output, exit status) decide the error. Messages for
-the researcher are generic; details for the owner go to ``error_detail``.
+the researcher are generic and error names come from a fixed list
+(``SHOWN_ERROR_TYPES``); details for the owner, the real error name included, go to
+``error_detail``. ``touched_data`` is set once the researcher's code may have run with
+the inputs open (the ``jailed`` event: the module runs next), so only a run that failed
+before any researcher code ran is refunded.
 """
 
 from __future__ import annotations
@@ -17,6 +21,95 @@ from datasite.contract.job import JobResult, JobSpec
 from datasite.contract.results import blob_names
 
 MAX_TYPE_NAME = 100
+#: The error names a researcher may see: built-in exceptions (whose names are fixed by
+#: Python, so they carry nothing the code chose) and the site's own names. Any other name
+#: (a class the researcher defined, whose name can spell a private value) is shown as
+#: ``GENERIC_ERROR``; the owner still finds the real one in ``error_detail``.
+SHOWN_ERROR_TYPES = frozenset(
+    {
+        # built-in exceptions
+        "ArithmeticError",
+        "AssertionError",
+        "AttributeError",
+        "BufferError",
+        "EOFError",
+        "Exception",
+        "FileExistsError",
+        "FileNotFoundError",
+        "FloatingPointError",
+        "ImportError",
+        "IndentationError",
+        "IndexError",
+        "IsADirectoryError",
+        "KeyError",
+        "KeyboardInterrupt",
+        "LookupError",
+        "MemoryError",
+        "ModuleNotFoundError",
+        "NameError",
+        "NotADirectoryError",
+        "NotImplementedError",
+        "OSError",
+        "OverflowError",
+        "PermissionError",
+        "RecursionError",
+        "ReferenceError",
+        "RuntimeError",
+        "StopIteration",
+        "SyntaxError",
+        "SystemExit",
+        "TabError",
+        "TimeoutError",
+        "TypeError",
+        "UnboundLocalError",
+        "UnicodeDecodeError",
+        "UnicodeEncodeError",
+        "UnicodeError",
+        "ValueError",
+        "ZeroDivisionError",
+        "BaseException",
+        "BlockingIOError",
+        "BrokenPipeError",
+        "ChildProcessError",
+        "ConnectionError",
+        "ExceptionGroup",
+        "BaseExceptionGroup",
+        "GeneratorExit",
+        "InterruptedError",
+        "ProcessLookupError",
+        "StopAsyncIteration",
+        "SystemError",
+        "UnicodeTranslateError",
+        # the site's own
+        "BudgetExceeded",
+        "CpuTimeExceeded",
+        "Crashed",
+        "Interrupted",
+        "Killed",
+        "OutputTooLarge",
+        "ProtocolError",
+        "ResultWithheld",
+        "SandboxError",
+        "SandboxUnavailable",
+        "ScratchFileTooLarge",
+        "UnsupportedResult",
+        "UntrustedModelError",
+        "WorkerCrashed",
+    }
+)
+GENERIC_ERROR = "Error"
+
+
+def shown_error_type(name: str | None) -> str | None:
+    """The error name a researcher may see for ``name``: itself if on the fixed list,
+    else ``GENERIC_ERROR``.
+
+    >>> shown_error_type("ZeroDivisionError"), shown_error_type("Err_987-65-4321")
+    ('ZeroDivisionError', 'Error')
+    """
+    if name is None:
+        return None
+    return name if name in SHOWN_ERROR_TYPES else GENERIC_ERROR
 
 
 @dataclass(frozen=True)
@@ -29,10 +122,13 @@ class Outcome:
 
 
 def _failure(spec: JobSpec, error_type: str, message: str, detail: str = "") -> dict[str, Any]:
+    shown = shown_error_type(error_type)
+    if shown != error_type:  # the owner keeps the real name
+        detail = f"error type: {error_type}\n{detail}"
     return {
         "job_id": spec.job_id,
         "ok": False,
-        "error_type": error_type,
+        "error_type": shown,
         "error_message": message,
         "error_detail": detail or None,
     }
@@ -89,6 +185,9 @@ def _from_messages(spec: JobSpec, data: bytes) -> tuple[dict[str, Any], dict[str
             event = header.get("event")
             if event == "jailed":
                 fields["isolation"] = [str(x) for x in header.get("isolation", [])]
+                # The researcher's module runs next, with the input files already open:
+                # from here on a failure may carry what it read, so the charge stays.
+                fields["touched_data"] = True
             elif event == "loaded":
                 fields["touched_data"] = True
             elif event == "result":
@@ -161,10 +260,10 @@ def verdict(
         return JobResult(
             job_id=spec.job_id, ok=True, manifest=manifest, blobs=blobs, **base, **extras
         )
-    failure = _failure(
-        spec,
-        str(final.get("error_type") or "Error")[:MAX_TYPE_NAME],
-        str(final.get("error_message") or "The run failed.")[:1000],
-        str(final.get("error_detail") or ""),
-    )
+    error_type = str(final.get("error_type") or GENERIC_ERROR)[:MAX_TYPE_NAME]
+    message = str(final.get("error_message") or "The run failed.")[:1000]
+    if shown_error_type(error_type) != error_type:  # the message names the type too
+        where = "while loading your code" if final.get("phase") == "module" else "in your function"
+        message = f"An exception raised {where}; the owner can release the details."
+    failure = _failure(spec, error_type, message, str(final.get("error_detail") or ""))
     return JobResult(**failure, **base, **extras)
