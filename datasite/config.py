@@ -41,6 +41,8 @@ class Settings(BaseModel):
     run_cpu_seconds: int = 300
     run_wall_seconds: float = 600.0
     run_memory_bytes: int = 4 * 1024**3
+    #: all stored outputs of one request, over all its runs (blobs and manifests)
+    max_request_output_bytes: int = 256 * 1024**2
     site_name: str = "datasite"
     secret_key: str | None = Field(default=None, repr=False)
 
@@ -90,6 +92,7 @@ class Settings(BaseModel):
             "run_cpu_seconds": os.environ.get("DATASITE_RUN_CPU_SECONDS"),
             "run_wall_seconds": os.environ.get("DATASITE_RUN_WALL_SECONDS"),
             "run_memory_bytes": os.environ.get("DATASITE_RUN_MEMORY_BYTES"),
+            "max_request_output_bytes": os.environ.get("DATASITE_MAX_REQUEST_OUTPUT_BYTES"),
         }
         values = {k: v for k, v in env.items() if v not in (None, "")}
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -8,6 +8,7 @@ stdout, stderr and tracebacks stay with the owner unless the owner releases them
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import Future
 from pathlib import Path
@@ -19,6 +20,7 @@ from datasite import audit, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.contract.lifecycle import State, TransitionError
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
+from datasite.execution.verdict import shown_error_type
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -166,8 +168,56 @@ class Runner:
             )
         self._finish(run_id, result)
 
+    def _stored_bytes(self, run_id: int) -> tuple[int, int]:
+        """What the other runs of ``run_id``'s request keep (blobs and manifests), and
+        the cap on all of them together."""
+        with self.site.sessions() as db:
+            request_id = db.scalar(select(RequestRun.request_id).where(RequestRun.id == run_id))
+            others = db.execute(
+                select(RequestRun.id, RequestRun.manifest).where(
+                    RequestRun.request_id == request_id, RequestRun.id != run_id
+                )
+            ).all()
+            db.rollback()
+        used = 0
+        for other_id, manifest in others:
+            used += len(json.dumps(manifest)) if manifest else 0
+            folder = self.site.settings.results_dir / str(other_id)
+            if folder.is_dir():
+                used += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        return used, self.site.settings.max_request_output_bytes
+
+    def _within_request_cap(self, run_id: int, result: JobResult) -> JobResult:
+        """``result``, or an ``OutputTooLarge`` failure (charge kept) when keeping it
+        would take the request's stored output over its cap."""
+        if not result.ok:
+            return result
+        used, cap = self._stored_bytes(run_id)
+        size = len(json.dumps(result.manifest)) + sum(len(b) for b in result.blobs.values())
+        if used + size <= cap:
+            return result
+        return result.model_copy(
+            update={
+                "ok": False,
+                "manifest": None,
+                "blobs": {},
+                "error_type": "OutputTooLarge",
+                "error_message": (
+                    f"This request's outputs together would exceed the {cap}-byte limit "
+                    "for one request; this run's output was not kept."
+                ),
+                "error_detail": f"stored by earlier runs: {used} bytes; this run: {size}",
+                "touched_data": True,
+            }
+        )
+
     def _finish(self, run_id: int, result: JobResult) -> None:
         folder = self.site.settings.results_dir / str(run_id)
+        result = self._within_request_cap(run_id, result)
+        shown = shown_error_type(result.error_type)
+        if shown != result.error_type:  # the researcher sees a fixed name, the owner all
+            detail = f"error type: {result.error_type}\n{result.error_detail or ''}"
+            result = result.model_copy(update={"error_type": shown, "error_detail": detail})
         if result.ok:
             folder.mkdir(parents=True, exist_ok=True)
             for name, data in result.blobs.items():
@@ -205,7 +255,10 @@ class Runner:
     def _refund_unused(db: Session, request: CodeRequest, event_id: int, ran: bool) -> None:
         """A failed request runs no more: refund the runs it will never make.
 
-        The failed run itself is refunded only when it never read the private data.
+        The failed run itself is refunded only when no researcher code ran with the
+        private data in reach (``touched_data`` is set as soon as the researcher's module
+        starts with the inputs open, see ``datasite.execution.verdict``): a compile error
+        or a sandbox that could not start. Anything later keeps its charge.
         """
         unused = request.runs_allowed - request.runs_used + (0 if ran else 1)
         if unused > 0:
