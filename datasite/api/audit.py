@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite.api.deps import db_session, owner_only
+from datasite.api.deps import MAX_ID, db_session, owner_only
 from datasite.contract.schemas import AuditOut
 from datasite.db.models import AuditEvent, User
 
@@ -20,7 +20,7 @@ def list_audit(
     target_type: str | None = Query(default=None, max_length=32),
     target_id: str | None = Query(default=None, max_length=64),
     limit: int = Query(default=200, ge=1, le=5000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
     _: User = Depends(owner_only),
     db: Session = Depends(db_session),
 ) -> list[AuditOut]:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasite import audit, ledger
-from datasite.api.datasets import find_dataset
+from datasite.api.datasets import find_dataset, refuse_if_archived
 from datasite.api.deps import client_address, current_user, db_session, owner_only
 from datasite.api.users import find_user
 from datasite.contract.schemas import GrantIn, GrantOut, LedgerEntryOut
@@ -48,6 +48,7 @@ def set_budget(
     if researcher.role != "researcher":
         raise HTTPException(422, f"{researcher.email} is a {researcher.role}, not a researcher.")
     dataset = find_dataset(db, body.dataset)
+    refuse_if_archived(dataset)
     grant = ledger.set_grant(db, researcher, dataset, body.epsilon, body.delta)
     audit.record(
         db,

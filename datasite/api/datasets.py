@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from datasite import audit
 from datasite.api.deps import client_address, current_user, db_session, owner_only, site
-from datasite.contract.schemas import AssetOut, DatasetIn, DatasetOut, UploadOut
-from datasite.db.models import Asset, Dataset, User
+from datasite.contract.schemas import (
+    AssetOut,
+    DatasetIn,
+    DatasetOut,
+    DatasetRemovedOut,
+    UploadOut,
+)
+from datasite.db.models import (
+    Asset,
+    BudgetGrant,
+    CodeRequest,
+    Dataset,
+    PolicySetting,
+    User,
+    utcnow,
+)
 from datasite.site import Site
 from datasite.store.assets import (
     UploadError,
@@ -24,14 +39,29 @@ from datasite.store.assets import (
 )
 
 router = APIRouter(tags=["datasets"])
+log = logging.getLogger("datasite")
 
 
-def find_dataset(db: Session, name: str) -> Dataset:
+def find_dataset(db: Session, name: str, viewer: User | None = None) -> Dataset:
+    """The dataset named ``name``; a researcher ``viewer`` never finds an archived one."""
+    hide_archived = viewer is not None and viewer.role == "researcher"
     dataset = db.scalar(select(Dataset).where(Dataset.name == name))
-    if dataset is None:
-        known = ", ".join(db.scalars(select(Dataset.name).order_by(Dataset.name))) or "none yet"
+    if dataset is None or (hide_archived and dataset.archived_at is not None):
+        names = select(Dataset.name).order_by(Dataset.name)
+        if hide_archived:
+            names = names.where(Dataset.archived_at.is_(None))
+        known = ", ".join(db.scalars(names)) or "none yet"
         raise HTTPException(404, f"There is no dataset {name!r}. Datasets: {known}.")
     return dataset
+
+
+def refuse_if_archived(dataset: Dataset) -> None:
+    if dataset.archived_at is not None:
+        raise HTTPException(
+            409,
+            f"Dataset {dataset.name!r} is archived: it takes no new requests or budgets. "
+            "The owner can restore it.",
+        )
 
 
 def find_asset(dataset: Dataset, name: str) -> Asset:
@@ -50,6 +80,7 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
         citation=dataset.citation,
         contributors=dataset.contributors,
         created_at=dataset.created_at,
+        archived=dataset.archived_at is not None,
         assets=[
             AssetOut(
                 name=a.name,
@@ -167,27 +198,133 @@ def create_dataset(
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
-def list_datasets(_: User = Depends(current_user), db: Session = Depends(db_session)) -> list:
-    return [dataset_out(d) for d in db.scalars(select(Dataset).order_by(Dataset.id))]
+def list_datasets(user: User = Depends(current_user), db: Session = Depends(db_session)) -> list:
+    """Datasets, oldest first; researchers do not see archived ones."""
+    query = select(Dataset).order_by(Dataset.id)
+    if user.role == "researcher":
+        query = query.where(Dataset.archived_at.is_(None))
+    return [dataset_out(d) for d in db.scalars(query)]
 
 
 @router.get("/datasets/{name}", response_model=DatasetOut)
 def get_dataset(
-    name: str, _: User = Depends(current_user), db: Session = Depends(db_session)
+    name: str, user: User = Depends(current_user), db: Session = Depends(db_session)
 ) -> DatasetOut:
-    return dataset_out(find_dataset(db, name))
+    return dataset_out(find_dataset(db, name, user))
+
+
+def _set_archived(
+    db: Session, request: Request, owner: User, name: str, archived: bool, **detail: object
+) -> Dataset:
+    dataset = find_dataset(db, name)
+    if (dataset.archived_at is not None) != archived:
+        dataset.archived_at = utcnow() if archived else None
+        audit.record(
+            db,
+            "dataset_archived" if archived else "dataset_restored",
+            actor=owner,
+            address=client_address(request),
+            target_type="dataset",
+            target_id=dataset.name,
+            **detail,
+        )
+        db.commit()
+        log.info("dataset %s %s", dataset.id, "archived" if archived else "restored")
+    return dataset
+
+
+# ``{name:path}``: a dataset named with "/" before names were checked can still be archived
+# or deleted. No other POST or DELETE route lives under /datasets/.
+@router.post("/datasets/{name:path}/archive", response_model=DatasetOut)
+def archive_dataset(
+    name: str,
+    request: Request,
+    owner: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+) -> DatasetOut:
+    """Hide a dataset from researchers and refuse new requests on it; its requests,
+    results, budgets and ledger entries stay. ``/restore`` undoes it."""
+    return dataset_out(_set_archived(db, request, owner, name, True))
+
+
+@router.post("/datasets/{name:path}/restore", response_model=DatasetOut)
+def restore_dataset(
+    name: str,
+    request: Request,
+    owner: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+) -> DatasetOut:
+    """Undo an archive: researchers see the dataset again and may submit requests."""
+    return dataset_out(_set_archived(db, request, owner, name, False))
+
+
+@router.delete("/datasets/{name:path}", response_model=DatasetRemovedOut)
+def delete_dataset(
+    name: str,
+    request: Request,
+    owner: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> DatasetRemovedOut:
+    """Delete a dataset nobody has used: its assets, policy and unspent budgets go.
+
+    A dataset that code requests (and so ledger entries) refer to is archived instead:
+    the ledger's history is never lost."""
+    dataset = find_dataset(db, name)
+    requests = db.scalar(
+        select(func.count()).select_from(CodeRequest).where(CodeRequest.dataset_id == dataset.id)
+    )
+    if requests:
+        kept = _set_archived(db, request, owner, name, True, instead_of="delete", requests=requests)
+        return DatasetRemovedOut(
+            name=kept.name,
+            outcome="archived",
+            detail=f"Dataset {kept.name!r} has {requests} code request(s) and their ledger "
+            "entries, which are kept; it is archived instead of deleted (hidden from "
+            "researchers, no new requests).",
+        )
+    files = [
+        the_site.settings.assets_dir / p for a in dataset.assets for p in (a.real_path, a.mock_path)
+    ]
+    grants = db.execute(delete(BudgetGrant).where(BudgetGrant.dataset_id == dataset.id)).rowcount
+    db.execute(delete(PolicySetting).where(PolicySetting.dataset_id == dataset.id))
+    db.delete(dataset)
+    audit.record(
+        db,
+        "dataset_deleted",
+        actor=owner,
+        address=client_address(request),
+        target_type="dataset",
+        target_id=dataset.name,
+        assets=[a.name for a in dataset.assets],
+        budgets_removed=grants,
+    )
+    db.commit()
+    for path in files:
+        path.unlink(missing_ok=True)
+    try:
+        (the_site.settings.assets_dir / str(dataset.id)).rmdir()
+    except OSError:
+        pass
+    log.info("dataset %s deleted", dataset.id)
+    return DatasetRemovedOut(
+        name=dataset.name,
+        outcome="deleted",
+        detail=f"Deleted dataset {dataset.name!r} with its assets, policy and "
+        f"{grants} unspent budget(s).",
+    )
 
 
 @router.get("/datasets/{name}/assets/{asset}/mock", response_class=FileResponse)
 def download_mock(
     name: str,
     asset: str,
-    _: User = Depends(current_user),
+    user: User = Depends(current_user),
     db: Session = Depends(db_session),
     the_site: Site = Depends(site),
 ) -> FileResponse:
     """The mock table as Parquet. There is deliberately no route for the real table."""
-    found = find_asset(find_dataset(db, name), asset)
+    found = find_asset(find_dataset(db, name, user), asset)
     return FileResponse(
         the_site.settings.assets_dir / found.mock_path,
         media_type="application/vnd.apache.parquet",

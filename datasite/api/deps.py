@@ -9,9 +9,9 @@ token) makes a single hop.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -22,6 +22,13 @@ from datasite.site import Site
 
 _bearer = HTTPBearer(auto_error=False)
 T = TypeVar("T")
+
+#: The largest id a database integer column holds (SQLite and PostgreSQL ``BIGINT``).
+MAX_ID = 2**63 - 1
+
+#: Every integer id in a path: a number the database can hold, so a huge one is a clear
+#: 422 ("less than or equal to ...") instead of the driver's overflow (a 500).
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="A positive whole number (an id).")]
 
 
 async def site(request: Request) -> Site:

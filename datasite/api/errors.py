@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 
 from datasite.contract.lifecycle import TransitionError
@@ -48,6 +48,21 @@ def install(app: FastAPI) -> None:
             },
             status_code=409,
         )
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, _exc: OverflowError) -> Response:
+        """A number too large for the database (an id in a page's address): the API's
+        routes refuse those up front (``deps.Id``); this catches any other route."""
+        message = (
+            f"A number in this request is too large: ids are whole numbers from 1 to {2**63 - 1}."
+        )
+        if not request.url.path.startswith("/api/"):
+            from datasite.web.access import PageError
+
+            handler = app.exception_handlers.get(PageError)
+            if handler is not None:
+                return await handler(request, PageError(404, "No such record", message))
+        return JSONResponse({"detail": message}, status_code=422)
 
     @app.exception_handler(UploadError)
     async def _upload(_request: Request, exc: UploadError) -> JSONResponse:

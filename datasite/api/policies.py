@@ -36,7 +36,7 @@ def get_policy(
     name: str, user: User = Depends(current_user), db: Session = Depends(db_session)
 ) -> dict[str, Any]:
     """The policy in force for the caller (a researcher sees their overrides applied)."""
-    dataset = find_dataset(db, name)
+    dataset = find_dataset(db, name, user)
     if user.role == "researcher":
         policy = policy_store.effective_policy(db, dataset.id, user.id)
     else:

@@ -22,6 +22,7 @@ from datasite import audit
 from datasite.api.deps import (
     STAFF,
     Caller,
+    Id,
     caller,
     client_address,
     current_user,
@@ -136,6 +137,9 @@ def submit(
     db: Session = Depends(db_session),
     the_site: Site = Depends(site),
 ) -> CodeRequestOut:
+    archived = db.scalar(select(Dataset.archived_at).where(Dataset.name == body.dataset))
+    if archived is not None:
+        raise HTTPException(409, f"Dataset {body.dataset!r} is archived: it takes no new requests.")
     try:
         created = the_site.reviewer.submit(db, body, user, client_address(request))
     except LookupError as exc:
@@ -178,14 +182,14 @@ async def list_requests(
 
 
 @router.get("/{request_id}", response_model=CodeRequestOut)
-async def get_request(request_id: int, who: Caller = Depends(caller)) -> CodeRequestOut:
+async def get_request(request_id: Id, who: Caller = Depends(caller)) -> CodeRequestOut:
     """One request as the caller may see it (every ``wait()`` and ``refresh()`` reads it)."""
     return await who.run(lambda db, user: request_out(visible_request(db, request_id, user), user))
 
 
 @router.get("/{request_id}/next", response_model=CodeRequestOut)
 async def next_state(
-    request_id: int,
+    request_id: Id,
     state: str = Query(max_length=20, description="the state the caller last saw"),
     timeout: float = Query(default=20.0, gt=0, le=60),
     user: User = Depends(current_user),
@@ -235,7 +239,7 @@ _LATEST_RESULT = (
 
 
 @router.get("/{request_id}/result", response_model=ResultOut)
-async def latest_result(request_id: int, who: Caller = Depends(caller)) -> ResultOut:
+async def latest_result(request_id: Id, who: Caller = Depends(caller)) -> ResultOut:
     """The request's state and its latest run: all a notebook needs to fetch a result,
     in one small read instead of the whole request."""
 
@@ -265,7 +269,7 @@ def _decide(action: Callable[[], T]) -> T:
 
 @router.post("/{request_id}/approve", response_model=CodeRequestOut)
 async def approve(
-    request_id: int, body: ApproveIn, request: Request, who: Caller = Depends(caller)
+    request_id: Id, body: ApproveIn, request: Request, who: Caller = Depends(caller)
 ) -> CodeRequestOut:
     """Approve: reserve the budget and claim the first run; answers with the request as
     the approval left it (``running``). The run starts once the answer is out: on a
@@ -293,7 +297,7 @@ async def approve(
 
 @router.post("/{request_id}/deny", response_model=CodeRequestOut)
 def deny(
-    request_id: int,
+    request_id: Id,
     body: DenyIn,
     request: Request,
     user: User = Depends(staff),
@@ -306,7 +310,7 @@ def deny(
 
 @router.post("/{request_id}/run", response_model=CodeRequestOut)
 def run_again(
-    request_id: int,
+    request_id: Id,
     request: Request,
     user: User = Depends(require("researcher")),
     the_site: Site = Depends(site),
@@ -322,8 +326,8 @@ def run_again(
 
 @router.post("/{request_id}/runs/{run_id}/release-detail", response_model=RunOut)
 def release_detail(
-    request_id: int,
-    run_id: int,
+    request_id: Id,
+    run_id: Id,
     request: Request,
     owner: User = Depends(require("owner")),
     db: Session = Depends(db_session),
@@ -348,8 +352,8 @@ def release_detail(
 
 @router.get("/{request_id}/runs/{run_id}/blobs/{name}", response_class=FileResponse)
 def get_blob(
-    request_id: int,
-    run_id: int,
+    request_id: Id,
+    run_id: Id,
     name: str,
     user: User = Depends(current_user),
     db: Session = Depends(db_session),

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -96,6 +97,23 @@ class Datasets(_Section):
 
     def mock(self, dataset: str, asset: str) -> pd.DataFrame:
         return self._session.get_table(f"/datasets/{dataset}/assets/{asset}/mock")
+
+    def archive(self, name: str) -> dict[str, Any]:
+        """Hide ``name`` from researchers and refuse new requests on it; its requests,
+        results and ledger entries stay. :meth:`restore` undoes it."""
+        return self._session.post(f"/datasets/{quote(name, safe='')}/archive")
+
+    def restore(self, name: str) -> dict[str, Any]:
+        """Undo :meth:`archive`."""
+        return self._session.post(f"/datasets/{quote(name, safe='')}/restore")
+
+    def delete(self, name: str) -> dict[str, Any]:
+        """Delete a dataset no request used (its assets, policy and unspent budgets go).
+
+        One that requests refer to is archived instead, so its ledger history stays: the
+        answer's ``outcome`` is ``"deleted"`` or ``"archived"`` and ``detail`` says why.
+        """
+        return self._session.request("DELETE", f"/datasets/{quote(name, safe='')}")
 
 
 class Users(_Section):

@@ -17,6 +17,36 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+#: The longest dataset name; names appear in addresses, folders and tables.
+DATASET_NAME_MAX = 100
+_DATASET_NAME_EXTRA = frozenset(" -_.")
+
+
+def check_dataset_name(value: str) -> str:
+    """A dataset name that every client can put in an address: letters, digits, spaces,
+    ``-``, ``_`` and ``.``, starting with a letter or digit.
+
+    >>> check_dataset_name("Breast cancer v1.2")
+    'Breast cancer v1.2'
+    >>> check_dataset_name("a/b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: 'a/b' is not a valid dataset name: use letters, digits, spaces, ... (no '/'), ...
+    """
+    ok = (
+        0 < len(value) <= DATASET_NAME_MAX
+        and value[0].isalnum()
+        and not value.endswith(" ")
+        and all(c.isalnum() or c in _DATASET_NAME_EXTRA for c in value)
+    )
+    if not ok:
+        raise ValueError(
+            f"{value!r} is not a valid dataset name: use letters, digits, spaces, '-', '_' "
+            f"and '.' (no '/'), start with a letter or digit, and keep it to "
+            f"{DATASET_NAME_MAX} characters"
+        )
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,12 +120,14 @@ class AssetIn(Strict):
 
 
 class DatasetIn(Strict):
-    name: Name
+    name: str = Field(description="Letters, digits, spaces, '-', '_' and '.'; at most 100.")
     description: str = Field(default="", max_length=100_000)
     summary: str = Field(default="", max_length=20_000)
     citation: str = Field(default="", max_length=20_000)
     contributors: list[str] = Field(default_factory=list, max_length=200)
     assets: list[AssetIn] = Field(min_length=1, max_length=100)
+
+    _name = field_validator("name")(check_dataset_name)
 
 
 class AssetOut(BaseModel):
@@ -114,6 +146,16 @@ class DatasetOut(BaseModel):
     contributors: list[str]
     created_at: datetime
     assets: list[AssetOut]
+    archived: bool = False  # shown to staff only: researchers never see archived datasets
+
+
+class DatasetRemovedOut(BaseModel):
+    """What ``DELETE /datasets/{name}`` did: ``deleted``, or ``archived`` when requests or
+    ledger entries refer to the dataset (they are kept, and so is the dataset)."""
+
+    name: str
+    outcome: Literal["deleted", "archived"]
+    detail: str
 
 
 class ProjectIn(Strict):

@@ -97,6 +97,9 @@ class Dataset(Base):
     contributors: Mapped[list[Any]] = mapped_column(default=list)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when the owner archives it: hidden from researchers, no new requests; its
+    # requests and ledger entries stay.
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="dataset", order_by="Asset.id", cascade="all, delete-orphan"
