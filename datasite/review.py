@@ -193,11 +193,18 @@ class Reviewer:
         return {arg: str(root / asset.mock_path) for arg, asset in bound.items()}
 
     def precheck(self, db: Session, body: CodeRequestIn, author: User) -> dict[str, Any]:
-        """The report the site would give ``body``, checked on the mock; nothing is stored."""
+        """The report the site would give ``body``, checked on the mock; nothing is stored.
+
+        The checker runs the submitted code (a dry-run), which can take as long as its
+        limits allow: ``db``'s transaction ends before it starts, so no lock (on SQLite,
+        the database's single write lock) is held while user code runs.
+        """
         from policies.checker import check_request
 
         dataset, bound = resolve_bindings(db, body.dataset, body.bindings)
         policy = effective_policy(db, dataset.id, author.id)
+        mocks = self._mock_paths(bound)
+        db.rollback()  # read only: end the transaction before any user code runs
         declaration = {
             "kind": body.kind,
             "epsilon": body.epsilon,
@@ -210,7 +217,7 @@ class Reviewer:
             body.entry,
             declaration,
             policy,
-            self._mock_paths(bound),
+            mocks,
             self.site.executor,
         )
         return report.model_dump(mode="json")
