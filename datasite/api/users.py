@@ -10,6 +10,7 @@ from datasite import audit
 from datasite.api.auth import user_out
 from datasite.api.deps import client_address, db_session, owner_only
 from datasite.auth.passwords import generate_password, hash_password
+from datasite.auth.tokens import revoke_all_tokens
 from datasite.contract.schemas import UserCreate, UserCreated, UserOut, UserUpdate
 from datasite.db.models import User
 
@@ -77,6 +78,8 @@ def update_user(
         raise HTTPException(422, "Invalid request: give 'disabled' or 'role' to change.")
     for field, value in changes.items():
         setattr(user, field, value)
+    if changes.get("disabled"):  # re-enabling later must not revive these sessions
+        revoke_all_tokens(db, user.id)
     audit.record(
         db,
         "user_updated",

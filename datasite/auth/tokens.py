@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from datasite.db.models import SessionToken, User
@@ -50,3 +50,17 @@ def revoke_token(db: Session, token: str) -> None:
     row = db.scalar(select(SessionToken).where(SessionToken.token_hash == _digest(token)))
     if row is not None:
         row.revoked = True
+
+
+def revoke_all_tokens(db: Session, user_id: int) -> int:
+    """Revoke every token of a user (API and web sessions); the caller commits.
+
+    Disabling an account does this, so enabling it again never revives a token issued
+    before: whoever held one must log in again. Returns how many were live.
+    """
+    revoked = db.execute(
+        update(SessionToken)
+        .where(SessionToken.user_id == user_id, SessionToken.revoked.is_(False))
+        .values(revoked=True)
+    )
+    return revoked.rowcount
