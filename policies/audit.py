@@ -1,140 +1,208 @@
-"""Stage 3 of the checker: an empirical audit of the privacy loss, StatDP-style.
+"""Stage 3 of the checker: an empirical audit that looks for DP violations, StatDP-style.
 
-:func:`audit_call` (harness ``policies.audit:audit_call``) runs the request again and
-again on the mock ``D`` and on neighbours ``D'`` (one row removed, added or changed to
-the extremes) within a time budget, and returns the numeric outputs it saw. In the
-parent, :func:`analyse` then
+:func:`audit_call` (harness ``policies.audit:audit_call``) runs in the sandbox on the
+mock only, never on private data. It builds neighbouring pairs of made-up tables from
+the mock under the privacy unit (add/remove one row by default; see
+:func:`policies.neighbours.audit_pairs`: rows removed, and rows at the columns' extremes
+added in the adversarial patterns of Ding et al., "Detecting Violations of Differential
+Privacy", CCS 2018), then
 
-- flags outputs that are the same on every run on ``D`` (deterministic) yet differ on a
-  neighbour: a data-dependent output with no noise at all;
-- estimates a lower bound on epsilon (Ding et al., "Detecting Violations of Differential
-  Privacy", CCS 2018): on a first part of the samples, pick the event ``output > t`` or
-  ``output < t`` where the two datasets differ most; on the rest, bound
-  ``P[event | D]`` from below and ``P[event | D']`` from above with Clopper-Pearson
-  intervals; ``log`` of their ratio is an epsilon that the request's true epsilon is at
-  least, with the stated confidence (Bonferroni-corrected over outputs and directions).
+1. *screens*: runs the request a few dozen to a few hundred times on every pair (the
+   base table's runs are shared) and, for each pair, finds the output event that
+   separates the two output distributions best (:func:`policies.audit_events.best_event`);
+2. *tests*: spends the rest of the time budget on fresh runs of the most separated pair.
 
-A correct Laplace count at epsilon 0.1 stays below 0.1; the same count with
-``scale=epsilon`` (far less noise) shows a lower bound of several units.
+In the parent, :func:`analyse` re-selects the event on the screening runs of that pair
+and evaluates it on the fresh runs only: ``log`` of a Clopper-Pearson lower bound on
+``P[E | D]`` over an upper bound on ``P[E | D']`` is an epsilon the request's true
+epsilon is at least, at the policy's confidence. One event, one test: the search over
+pairs and events happened on other samples, so no correction for it is needed.
+
+An output that is identical on every one of dozens of runs on ``D`` and on ``D'`` but
+differs between them carries no noise at all (``deterministic``); an output that varies
+between runs on the same table is randomized, by a library or by the code itself.
+
+>>> import pandas as pd
+>>> df = pd.DataFrame({"x": [0.0, 1.0] * 50})
+>>> def leaky(df):
+...     return float(df["x"].sum()) + float(np.random.laplace(0.0, 0.1))
+>>> found = run_audit(leaky, {"df": df}, time_budget=0.5, seed=1)
+>>> found["epsilon_lower_bound"] > 1.0, found["counterexample"]["pair"].startswith("remove")
+(True, True)
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from policies import neighbours, outputs
+from policies import audit_events, neighbours, outputs
 
-PILOT_RUNS = 5
-MAX_COMPONENTS = 8
-MIN_TEST_SAMPLES = 40
+MAX_COMPONENTS = 16
+MIN_TEST_SAMPLES = 40  # per table; fewer runs than this cannot show a bound
+MIN_SCREEN_ROUNDS = 12
+MIN_DETERMINISTIC_RUNS = 30  # identical on this many runs per table before "no noise"
+PROBE_RUNS = 12  # runs on the base table whose outputs are compared for randomness
+SCREEN_SHARE = 0.45  # of the time budget
 
 
 def _load(inputs: dict[str, Any]) -> dict[str, Any]:
     return {k: pd.read_parquet(v) if isinstance(v, str) else v for k, v in inputs.items()}
 
 
-def _observe(fn: Callable[..., Any], inputs: dict[str, Any]) -> tuple[dict[str, str], Any]:
-    value = fn(**inputs)
-    return {name: outputs.fingerprint(v) for name, v in outputs.split(value)}, value
-
-
 def _components(value: Any) -> dict[str, float]:
-    return dict(outputs.numeric_components(value, limit=MAX_COMPONENTS))
+    found: dict[str, float] = {}
+    for name, part in outputs.split(value):
+        for key, x in outputs.numeric_components(part, limit=MAX_COMPONENTS, prefix=name):
+            found[key] = x
+            if len(found) >= MAX_COMPONENTS:
+                return found
+    return found
+
+
+def _matrix(rows: list[dict[str, float]], names: list[str]) -> np.ndarray:
+    out = np.full((len(rows), len(names)), np.nan)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(names):
+            if name in row:
+                out[i, j] = row[name]
+    return out
+
+
+def _jsonable(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if not math.isfinite(x) else float(x) for x in row] for row in matrix]
+
+
+def _array(rows: list[list[float | None]], width: int) -> np.ndarray:
+    data = [[np.nan if x is None else x for x in row] for row in rows]
+    return np.array(data, dtype=float).reshape(len(data), width)
+
+
+class _Sampler:
+    """Runs the request on a table (the other inputs unchanged) and keeps its outputs."""
+
+    def __init__(self, fn: Callable[..., Any], base: dict[str, Any], key: str) -> None:
+        self.fn, self.base, self.key = fn, base, key
+        self.calls = 0
+
+    def __call__(self, table: pd.DataFrame) -> Any:
+        self.calls += 1
+        return self.fn(**{**self.base, self.key: table})
 
 
 def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dict[str, Any]:
-    """Sandbox harness: sample the request's outputs on the mock and its neighbours.
+    """Sandbox harness: screen the neighbouring pairs, then sample the chosen one afresh.
 
-    Options (``spec.harness_options``): ``time_budget`` seconds, ``max_trials`` runs per
-    dataset. Returns JSON-able samples of numeric outputs (of the mock only).
+    Options (``spec.harness_options``): ``time_budget`` seconds, ``max_trials`` fresh runs
+    per table at most, ``confidence``, ``privacy_unit`` (``add_remove`` | ``change``),
+    ``seed`` (seeds NumPy's and ``random``'s global generators, for reproducible tests).
+    Returns JSON-able samples of numeric outputs of made-up tables only.
     """
     options = dict(spec.harness_options or {})
-    budget = float(options.get("time_budget", 1.0))
-    max_trials = int(options.get("max_trials", 4000))
+    budget = float(options.get("time_budget", 0.5))
+    max_trials = int(options.get("max_trials", 20000))
+    alpha = 1 - float(options.get("confidence", 0.95))
+    unit = str(options.get("privacy_unit", "add_remove"))
+    delta = float(options.get("delta", getattr(spec, "delta", 0.0)) or 0.0)
+    if options.get("seed") is not None:
+        np.random.seed(int(options["seed"]))
+        random.seed(int(options["seed"]))
     started = time.perf_counter()
     base = _load(inputs) if spec.kind == "mechanism" else {}
-    if not any(isinstance(v, pd.DataFrame) and len(v) > 1 for v in base.values()):
+    key = next((k for k, v in base.items() if isinstance(v, pd.DataFrame) and len(v) > 1), None)
+    if key is None:
         return {"skipped": "no table inputs to build neighbours from"}
-    candidates = {
-        name: neighbours.neighbour_inputs(base, make)
-        for name, make in neighbours.NEIGHBOURS.items()
-    }
-    # Pilot: a few runs everywhere, for determinism and to choose the neighbour.
-    pilot: dict[str, list[tuple[dict[str, str], dict[str, float]]]] = {}
-    for name, data in [("base", base), *candidates.items()]:
-        pilot[name] = []
-        for _ in range(PILOT_RUNS):
-            prints, value = _observe(fn, data)
-            pilot[name].append((prints, _components(value)))
-            enough = 2 if name == "base" else 1  # the least the determinism check needs
-            if time.perf_counter() - started > budget / 2 and len(pilot[name]) >= enough:
-                break
-    deterministic = _deterministic(pilot)
-    chosen = _choose(pilot)
-    samples: dict[str, list[list[float]]] = {"base": [], "neighbour": []}
-    keys = sorted({k for _, comps in pilot["base"] for k in comps})[:MAX_COMPONENTS]
-    for label, rows in (("base", pilot["base"]), ("neighbour", pilot[chosen])):
-        samples[label] = [[comps.get(k, math.nan) for k in keys] for _, comps in rows]
-    trials = 0
-    while time.perf_counter() - started < budget and trials < max_trials:
-        for label, data in (("base", base), ("neighbour", candidates[chosen])):
-            comps = _components(fn(**data))
-            samples[label].append([comps.get(k, math.nan) for k in keys])
-        trials += 1
+    pairs = neighbours.audit_pairs(base[key], unit)
+    if not pairs:
+        return {"skipped": "the mock is too small to build neighbours from"}
+    run = _Sampler(fn, base, key)
+    tables: list[pd.DataFrame] = []
+    index: list[tuple[int, int]] = []
+    for _, d, d2 in pairs:  # shared tables (the mock itself) are run once per round
+        slots = []
+        for table in (d, d2):
+            where = next((i for i, t in enumerate(tables) if t is table), None)
+            if where is None:
+                tables.append(table)
+                where = len(tables) - 1
+            slots.append(where)
+        index.append((slots[0], slots[1]))
+    # Screening, round-robin so that every pair has as many runs when time is up.
+    screen: list[list[dict[str, float]]] = [[] for _ in tables]
+    prints: list[dict[str, str]] = []
+    rounds, cap = 0, max(MIN_SCREEN_ROUNDS, max_trials // 4)
+    while rounds < cap:
+        for i, table in enumerate(tables):
+            value = run(table)
+            screen[i].append(_components(value))
+            if i == index[0][0] and len(prints) < PROBE_RUNS:
+                prints.append({n: outputs.fingerprint(v) for n, v in outputs.split(value)})
+        rounds += 1
+        if rounds >= MIN_SCREEN_ROUNDS and time.perf_counter() - started > budget * SCREEN_SHARE:
+            break
+    names: list[str] = []
+    for rows in screen:
+        for row in rows:
+            names += [n for n in row if n not in names]
+    names = names[:MAX_COMPONENTS]
+    matrices = [_matrix(rows, names) for rows in screen]
+    scores, deterministic = [], []
+    for p, (i, j) in enumerate(index):
+        event = audit_events.best_event(matrices[i], matrices[j], alpha, delta)
+        scores.append(event.selection_bound if event else 0.0)
+        deterministic += _deterministic(matrices[i], matrices[j], names, p)
+    chosen = int(np.argmax(scores))
+    i, j = index[chosen]
+    fresh: dict[str, list[dict[str, float]]] = {"base": [], "other": []}
+    while len(fresh["base"]) < max_trials:
+        fresh["base"].append(_components(run(tables[i])))
+        fresh["other"].append(_components(run(tables[j])))
+        done = len(fresh["base"])
+        if done >= MIN_TEST_SAMPLES and time.perf_counter() - started > budget:
+            break
+    randomized = sorted(
+        name for name in (prints[0] if prints else {}) if len({p.get(name) for p in prints}) > 1
+    )
     return {
-        "neighbour": chosen,
-        "components": keys,
-        "samples": {k: _matrix(v, len(keys)) for k, v in samples.items()},
+        "unit": unit,
+        "delta": delta,
+        "pairs": [name for name, _, _ in pairs],
+        "selection_scores": scores,
+        "chosen": chosen,
+        "components": names,
+        "screen_base": _jsonable(matrices[i]),
+        "screen_other": _jsonable(matrices[j]),
+        "test_base": _jsonable(_matrix(fresh["base"], names)),
+        "test_other": _jsonable(_matrix(fresh["other"], names)),
         "deterministic": deterministic,
-        "trials": len(samples["base"]),
+        "randomized_outputs": randomized,
+        "outputs": sorted(prints[0]) if prints else [],
+        "screen_runs": rounds,
+        "runs": run.calls,
         "seconds": time.perf_counter() - started,
     }
 
 
-def _matrix(rows: list[list[float]], width: int) -> np.ndarray:
-    return np.array(rows, dtype=float).reshape(len(rows), width)
-
-
-def _deterministic(pilot: dict[str, list[tuple[dict[str, str], Any]]]) -> list[dict[str, Any]]:
-    """Outputs identical on every base run that differ on some neighbour."""
+def _deterministic(
+    a: np.ndarray, b: np.ndarray, names: list[str], pair: int
+) -> list[dict[str, Any]]:
+    """Components constant over every run on D and on D' (enough runs) yet different."""
+    if min(len(a), len(b)) < MIN_DETERMINISTIC_RUNS:
+        return []
     found = []
-    base = pilot["base"]
-    for output in base[0][0] if base else {}:
-        values = {prints.get(output) for prints, _ in base}
-        if len(values) != 1 or len(base) < 2:
-            continue
-        (value,) = values
-        moved = [
-            name
-            for name, rows in pilot.items()
-            if name != "base" and any(prints.get(output) != value for prints, _ in rows)
-        ]
-        found.append({"output": output, "changes_on": moved})
+    for k, name in enumerate(names):
+        x = np.nan_to_num(a[:, k], nan=audit_events.NAN_KEY)
+        y = np.nan_to_num(b[:, k], nan=audit_events.NAN_KEY)
+        if np.all(x == x[0]) and np.all(y == y[0]) and x[0] != y[0]:
+            found.append({"component": name, "pair": pair, "runs": int(min(len(a), len(b)))})
     return found
-
-
-def _choose(pilot: dict[str, list[tuple[dict[str, str], dict[str, float]]]]) -> str:
-    """The neighbour whose pilot outputs moved furthest from the base's, in noise units."""
-    base = [comps for _, comps in pilot["base"]]
-    best, best_score = "remove_last", -1.0
-    for name, rows in pilot.items():
-        if name == "base":
-            continue
-        score = 0.0
-        for key in base[0] if base else {}:
-            a = np.array([c.get(key, np.nan) for c in base], dtype=float)
-            b = np.array([c.get(key, np.nan) for _, c in rows], dtype=float)
-            spread = np.nanstd(np.concatenate([a, b])) + 1e-12
-            score = max(score, abs(np.nanmean(a) - np.nanmean(b)) / spread)
-        if score > best_score:
-            best, best_score = name, score
-    return best
 
 
 # -- the statistics, in the parent ------------------------------------------------------
@@ -142,71 +210,112 @@ def _choose(pilot: dict[str, list[tuple[dict[str, str], dict[str, float]]]]) -> 
 
 def clopper_pearson(successes: int, trials: int, alpha: float) -> tuple[float, float]:
     """Two one-sided (1 - alpha) bounds on a binomial proportion."""
-    from scipy.stats import beta
-
-    low = 0.0 if successes == 0 else float(beta.ppf(alpha, successes, trials - successes + 1))
-    high = (
-        1.0
-        if successes == trials
-        else float(beta.ppf(1 - alpha, successes + 1, trials - successes))
-    )
-    return low, high
+    low, high = audit_events.clopper_pearson(successes, trials, alpha)
+    return float(low), float(high)
 
 
-def epsilon_lower_bound(
-    a: np.ndarray, b: np.ndarray, alpha: float, select_fraction: float = 0.3
-) -> float:
-    """A (1 - alpha)-confidence lower bound on epsilon from samples on D (a) and D' (b)."""
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    n_sel_a, n_sel_b = int(len(a) * select_fraction), int(len(b) * select_fraction)
-    if min(len(a) - n_sel_a, len(b) - n_sel_b) < MIN_TEST_SAMPLES:
-        return 0.0
-    sel_a, test_a, sel_b, test_b = a[:n_sel_a], a[n_sel_a:], b[:n_sel_b], b[n_sel_b:]
-    pooled = np.concatenate([sel_a, sel_b])
-    best: tuple[float, float, bool, bool] = (0.0, 0.0, True, True)
-    for t in np.unique(np.quantile(pooled, np.linspace(0.02, 0.98, 25))):
-        for above in (True, False):
-            pa = ((sel_a > t) if above else (sel_a < t)).mean()
-            pb = ((sel_b > t) if above else (sel_b < t)).mean()
-            for first_is_a in (True, False):
-                num, den = (pa, pb) if first_is_a else (pb, pa)
-                score = math.log((num + 1 / len(sel_a)) / (den + 1 / len(sel_a)))
-                if score > best[0]:
-                    best = (score, float(t), above, first_is_a)
-    _, t, above, first_is_a = best
-    if best[0] <= 0:
-        return 0.0
-    hits_a = int(((test_a > t) if above else (test_a < t)).sum())
-    hits_b = int(((test_b > t) if above else (test_b < t)).sum())
-    if not first_is_a:
-        hits_a, hits_b, n_num, n_den = hits_b, hits_a, len(test_b), len(test_a)
-    else:
-        n_num, n_den = len(test_a), len(test_b)
-    p_num_low, _ = clopper_pearson(hits_a, n_num, alpha / 2)
-    _, p_den_high = clopper_pearson(hits_b, n_den, alpha / 2)
-    if p_num_low <= 0 or p_den_high <= 0:
-        return 0.0
-    return max(0.0, math.log(p_num_low / p_den_high))
+def output_of(component: str) -> str:
+    """The output a component belongs to: ``return[2]`` -> ``return``, ``a.b`` -> ``a``."""
+    return component.split("[", 1)[0].split(".", 1)[0] or "return"
 
 
 def analyse(payload: dict[str, Any], confidence: float) -> dict[str, Any]:
-    """Epsilon lower bound per numeric output and the outputs with no noise at all."""
+    """The epsilon lower bound, its counterexample, and the outputs with no noise at all."""
     if payload.get("skipped"):
         return {"skipped": payload["skipped"]}
-    keys = payload.get("components", [])
-    base = _matrix(payload["samples"]["base"], len(keys))
-    other = _matrix(payload["samples"]["neighbour"], len(keys))
-    alpha = (1 - confidence) / max(len(keys), 1)
-    bounds = {}
-    for i, key in enumerate(keys):
-        column_a, column_b = base[:, i], other[:, i]
-        bounds[key or "return"] = epsilon_lower_bound(column_a, column_b, alpha)
-    data_dependent = [d for d in payload.get("deterministic", []) if d["changes_on"]]
-    return {
-        "epsilon_lower_bound": max(bounds.values(), default=0.0),
-        "per_output": bounds,
-        "deterministic_data_dependent": data_dependent,
-        "trials": payload.get("trials", 0),
-        "neighbour": payload.get("neighbour"),
+    alpha = 1 - confidence
+    delta = float(payload.get("delta", 0.0))
+    names = list(payload.get("components", []))
+    width = len(names)
+    pairs = payload.get("pairs", [])
+    chosen = int(payload.get("chosen", 0))
+    sel_a = _array(payload.get("screen_base", []), width)
+    sel_b = _array(payload.get("screen_other", []), width)
+    test_a = _array(payload.get("test_base", []), width)
+    test_b = _array(payload.get("test_other", []), width)
+    found: dict[str, Any] = {
+        "epsilon_lower_bound": 0.0,
+        "confidence": confidence,
+        "unit": payload.get("unit", "add_remove"),
+        "trials": len(test_a),
+        "runs": payload.get("runs", 0),
         "seconds": payload.get("seconds", 0.0),
+        "pair": pairs[chosen] if pairs else "",
+        "pairs_tried": len(pairs),
+        "randomized_outputs": payload.get("randomized_outputs", []),
+        "outputs": payload.get("outputs", []),
+        "counterexample": None,
+        "deterministic_data_dependent": [],
     }
+    for item in payload.get("deterministic", []):
+        found["deterministic_data_dependent"].append(
+            {
+                "output": output_of(item["component"]),
+                "component": item["component"],
+                "changes_on": [pairs[item["pair"]]] if item["pair"] < len(pairs) else [],
+                "runs": item["runs"],
+            }
+        )
+    event = audit_events.best_event(sel_a, sel_b, alpha, delta)
+    if event is None or min(len(test_a), len(test_b)) < MIN_TEST_SAMPLES:
+        found["too_few_runs"] = True
+        return found
+    bound, counts = audit_events.evaluate_event(event, test_a, test_b, alpha, delta)
+    found["epsilon_lower_bound"] = bound
+    column = names[event.component] if event.component >= 0 else None
+    found["counterexample"] = {
+        "pair": found["pair"],
+        "event": event.describe(names),
+        "output": output_of(column) if column else "return",
+        "likelier_on": "the first table" if event.first_is_base else "the second table",
+        **counts,
+    }
+    k = event.component if event.component >= 0 else 0
+    if width:
+        found["svg"] = audit_events.svg_histograms(test_a[:, k], test_b[:, k], "D", "D'")
+    return found
+
+
+def run_audit(
+    fn: Callable[..., Any],
+    tables: dict[str, Any],
+    *,
+    time_budget: float = 0.5,
+    max_trials: int = 20000,
+    confidence: float = 0.95,
+    privacy_unit: str = "add_remove",
+    seed: int | None = None,
+    delta: float = 0.0,
+) -> dict[str, Any]:
+    """The whole audit in this process, for trusted code (tests, benchmarks) only."""
+    options = {"time_budget": time_budget, "max_trials": max_trials, "confidence": confidence,
+               "privacy_unit": privacy_unit, "seed": seed, "delta": delta}  # fmt: skip
+    spec = SimpleNamespace(harness_options=options, kind="mechanism")
+    return analyse(audit_call(fn, tables, spec), confidence)
+
+
+def plain_words(found: dict[str, Any], declared: float) -> str:
+    """The audit for a reviewer, in one paragraph."""
+    unit = "differ in one row" if found.get("unit") != "change" else "differ in one row's values"
+    text = (
+        f"We ran the code {found['runs']} times on {found['pairs_tried']} pairs of made-up "
+        f"tables built from the mock that {unit} (never on the private data), then "
+        f"{found['trials']} more times on each table of the pair that looked most different "
+        f"({found['pair']}), in {found['seconds']:.2f} s. "
+    )
+    bound, level = found["epsilon_lower_bound"], f"{found['confidence']:.0%}"
+    ce = found.get("counterexample")
+    if ce and bound > declared:
+        text += (
+            f"The outputs differ more than epsilon {declared:g} allows: the event "
+            f'"{ce["event"]}" happened {ce["hits_base"]} of {ce["runs_base"]} times on one '
+            f"table and {ce['hits_other']} of {ce['runs_other']} on the other, so epsilon is "
+            f"at least {bound:.3g} ({level} confidence)."
+        )
+    else:
+        text += (
+            f"No violation found: epsilon is at least {bound:.3g} ({level} confidence), "
+            f"within the declared {declared:g}. This shows no leak was found, not that "
+            "the code is DP."
+        )
+    return text

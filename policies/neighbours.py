@@ -102,3 +102,111 @@ def neighbour_inputs(
 ) -> dict[str, object]:
     """The inputs with every DataFrame replaced by its neighbour (others unchanged)."""
     return {k: make(v) if isinstance(v, pd.DataFrame) else v for k, v in inputs.items()}
+
+
+# -- adversarial neighbours for the audit (Ding et al., CCS 2018) ------------------------
+
+#: The privacy units the audit knows: add/remove one row (the default), or change one row.
+PRIVACY_UNITS = ("add_remove", "change")
+
+
+def _bounds(df: pd.DataFrame) -> dict[str, tuple[object, object]]:
+    """Each column's low and high end (numeric: min/max of the mock; else two values)."""
+    out: dict[str, tuple[object, object]] = {}
+    for column in df.columns:
+        series = df[column].dropna()
+        if len(series) == 0:
+            continue
+        if pd.api.types.is_bool_dtype(series):
+            out[column] = (False, True)
+        elif pd.api.types.is_numeric_dtype(series):
+            out[column] = (series.min(), series.max())
+        else:
+            common = series.value_counts().index
+            out[column] = (common[0], common[-1])
+    return out
+
+
+def patterns(df: pd.DataFrame, limit: int = 4) -> dict[str, dict[str, object]]:
+    """Rows that push the table's columns the paper's ways, one column per "query".
+
+    If each column (or a threshold on it) feeds one query, a row at the high end of one
+    column and the low end of the rest moves one query up and the rest down ("one above,
+    rest below"); all high / all low move every query one way; half and half, the X shape.
+    """
+    bounds = _bounds(df)
+    columns = list(bounds)
+    if not columns:
+        return {}
+
+    def row(high: set[str]) -> dict[str, object]:
+        return {c: bounds[c][1] if c in high else bounds[c][0] for c in columns}
+
+    half = set(columns[: max(1, len(columns) // 2)])
+    found = {"all_high": row(set(columns)), "all_low": row(set())}
+    if len(columns) > 1:
+        found["half_high"] = row(half)
+        found["half_low"] = row(set(columns) - half)
+        for c in columns[:limit]:
+            found[f"one_high_{c}"] = row({c})
+            found[f"one_low_{c}"] = row(set(columns) - {c})
+    return found
+
+
+def _with_row(df: pd.DataFrame, values: dict[str, object], at: int | None) -> pd.DataFrame:
+    extra = pd.DataFrame([values]).astype(df.dtypes.to_dict(), errors="ignore")
+    if at is None:
+        return pd.concat([df, extra], ignore_index=True)
+    out = df.copy()
+    for column, value in values.items():
+        out.iloc[at, out.columns.get_loc(column)] = value
+    return out
+
+
+def audit_pairs(
+    df: pd.DataFrame, unit: str = "add_remove"
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """Neighbouring pairs ``(description, D, D')`` under ``unit``, built from the mock.
+
+    ``add_remove``: the mock against the mock with one row removed (first, last) or one
+    pattern row added. ``change``: the mock with its first row set to a pattern against
+    the mock with that row set to the opposite pattern.
+
+    >>> df = pd.DataFrame({"a": [0, 1, 1], "b": [0.0, 2.0, 1.0]})
+    >>> [(name, len(d), len(e)) for name, d, e in audit_pairs(df)][1:3]
+    [('remove the last row', 3, 2), ('add the row {a=1, b=2} (all_high)', 3, 4)]
+    """
+    if len(df) < 2:
+        return []
+    if unit == "change":
+        rows = patterns(df)
+        opposite = {"all_high": "all_low", "half_high": "half_low"}
+        pairs = []
+        for name, values in rows.items():
+            other = opposite.get(name) or (
+                name.replace("one_high", "one_low") if name.startswith("one_high") else None
+            )
+            if other and other in rows:
+                pairs.append(
+                    (
+                        f"change the first row to {describe_row(rows[other])} in one and "
+                        f"to {describe_row(values)} in the other",
+                        _with_row(df, rows[other], 0),
+                        _with_row(df, values, 0),
+                    )
+                )
+        return pairs
+    pairs = [
+        ("remove the first row", df, remove_one(df, 0)),
+        ("remove the last row", df, remove_one(df, len(df) - 1)),
+    ]
+    pairs += [
+        (f"add the row {describe_row(v)} ({name})", df, _with_row(df, v, None))
+        for name, v in patterns(df).items()
+    ]
+    return pairs
+
+
+def describe_row(values: dict[str, object], limit: int = 6) -> str:
+    shown = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]
+    return "{" + ", ".join(shown[:limit]) + (", ..." if len(shown) > limit else "") + "}"

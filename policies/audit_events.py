@@ -1,0 +1,217 @@
+"""The audit's statistics: output events that separate two distributions, and their test.
+
+Samples are matrices, one row per run, one column per numeric output component (NaN
+where a run had no such component). An *event* is a set of outputs: ``x_j > t`` or
+``x_j < t`` on one component (DP-Sniper and StatDP search these thresholds), ``x_j == v``
+on a discrete component, or one whole discrete output vector. For an event ``E`` and
+neighbours ``D``, ``D'``, epsilon-DP demands ``P[E | D] <= e^eps P[E | D']``; so a lower
+confidence bound on ``P[E | D]`` over an upper one on ``P[E | D']`` (Clopper-Pearson,
+``alpha / 2`` each) bounds epsilon from below with confidence ``1 - alpha``, as long as
+the event was chosen on other samples than the ones it is tested on.
+
+>>> rng = np.random.default_rng(0)
+>>> a = rng.laplace(0.0, 1.0, (4000, 1)); b = rng.laplace(2.0, 1.0, (4000, 1))
+>>> event = best_event(a[:2000], b[:2000], 0.05)
+>>> 0.5 < evaluate_event(event, a[2000:], b[2000:], 0.05)[0] <= 2.0
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+THRESHOLDS = 40
+MAX_DISCRETE = 24
+NAN_KEY = -1.2345e300
+
+
+@dataclass
+class Event:
+    """``component`` index (-1: the whole vector), ``op`` (gt | lt | eq | vec) and value."""
+
+    component: int
+    op: str
+    value: float | list[float]
+    first_is_base: bool  # the event is likelier on D than on D' (else the reverse)
+    selection_bound: float = 0.0
+
+    def holds(self, x: np.ndarray) -> np.ndarray:
+        if self.op == "vec":
+            key = np.nan_to_num(x, nan=NAN_KEY)
+            return np.all(key == np.asarray(self.value, dtype=float), axis=1)
+        column = x[:, self.component]
+        with np.errstate(invalid="ignore"):
+            if self.op == "gt":
+                return column > self.value
+            if self.op == "lt":
+                return column < self.value
+            return np.nan_to_num(column, nan=NAN_KEY) == self.value
+
+    def describe(self, names: list[str]) -> str:
+        if self.op == "vec":
+            shown = ", ".join("none" if v == NAN_KEY else f"{v:g}" for v in self.value)
+            return f"the outputs are exactly ({shown})"
+        name = names[self.component] if self.component < len(names) else "?"
+        value = "none" if self.value == NAN_KEY else f"{self.value:.4g}"
+        symbol = {"gt": ">", "lt": "<", "eq": "=="}[self.op]
+        return f"output `{name}` {symbol} {value}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clopper_pearson(successes: Any, trials: Any, alpha: float) -> tuple[Any, Any]:
+    """One-sided (1 - alpha) lower and upper bounds on binomial proportions (vectorised)."""
+    from scipy.stats import beta
+
+    k, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = np.where(k <= 0, 0.0, beta.ppf(alpha, k, n - k + 1))
+        high = np.where(k >= n, 1.0, beta.ppf(1 - alpha, k + 1, n - k))
+    return np.nan_to_num(low), np.nan_to_num(high, nan=1.0)
+
+
+def _bounds(
+    hits_num: Any, n_num: int, hits_den: Any, n_den: int, alpha: float, delta: float = 0.0
+) -> np.ndarray:
+    low, _ = clopper_pearson(hits_num, n_num, alpha / 2)
+    low = low - delta  # (epsilon, delta)-DP: P[E | D] <= e^eps P[E | D'] + delta
+    _, high = clopper_pearson(hits_den, n_den, alpha / 2)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.maximum(low, 1e-300) / np.maximum(high, 1e-300))
+    return np.where(low > 0, np.maximum(out, 0.0), 0.0)
+
+
+def _candidates(a: np.ndarray, b: np.ndarray) -> tuple[list[Event], np.ndarray, np.ndarray]:
+    """Every candidate event with its hit counts on ``a`` and on ``b`` (vectorised)."""
+    events: list[Event] = []
+    hits_a: list[np.ndarray] = []
+    hits_b: list[np.ndarray] = []
+    pooled = np.concatenate([a, b])
+    for j in range(pooled.shape[1]):
+        column = pooled[:, j]
+        finite = column[np.isfinite(column)]
+        keys = np.nan_to_num(column, nan=NAN_KEY)
+        values = np.unique(keys)
+        if len(values) <= MAX_DISCRETE:
+            ka, kb = np.nan_to_num(a[:, j], nan=NAN_KEY), np.nan_to_num(b[:, j], nan=NAN_KEY)
+            events += [Event(j, "eq", float(v), True) for v in values]
+            hits_a.append((ka[:, None] == values[None, :]).sum(axis=0))
+            hits_b.append((kb[:, None] == values[None, :]).sum(axis=0))
+        if len(finite) == 0:
+            continue
+        if len(np.unique(finite)) <= MAX_DISCRETE:
+            cuts = np.unique(finite)
+        else:
+            cuts = np.unique(np.quantile(finite, np.linspace(0.005, 0.995, THRESHOLDS)))
+        for x, out in ((a[:, j], hits_a), (b[:, j], hits_b)):
+            ordered = np.sort(x[np.isfinite(x)])
+            above = len(ordered) - np.searchsorted(ordered, cuts, side="right")
+            below = np.searchsorted(ordered, cuts, side="left")
+            out.append(np.concatenate([above, below]))
+        events += [Event(j, "gt", float(t), True) for t in cuts]
+        events += [Event(j, "lt", float(t), True) for t in cuts]
+    keys = np.nan_to_num(pooled, nan=NAN_KEY)
+    rows, counts = np.unique(keys, axis=0, return_counts=True)
+    if pooled.shape[1] > 1 and len(rows) <= len(pooled) // 4:
+        for i in np.argsort(-counts)[:MAX_DISCRETE]:
+            event = Event(-1, "vec", [float(v) for v in rows[i]], True)
+            events.append(event)
+            hits_a.append(np.array([event.holds(a).sum()]))
+            hits_b.append(np.array([event.holds(b).sum()]))
+    if not events:
+        return [], np.zeros(0), np.zeros(0)
+    return events, np.concatenate(hits_a), np.concatenate(hits_b)
+
+
+def best_event(a: np.ndarray, b: np.ndarray, alpha: float, delta: float = 0.0) -> Event | None:
+    """The event (and direction) with the highest bound on these samples (selection)."""
+    if len(a) == 0 or len(b) == 0 or a.shape[1] == 0:
+        return None
+    events, hits_a, hits_b = _candidates(a, b)
+    if not events:
+        return None
+    forward = _bounds(hits_a, len(a), hits_b, len(b), alpha, delta)
+    backward = _bounds(hits_b, len(b), hits_a, len(a), alpha, delta)
+    i_f, i_b = int(np.argmax(forward)), int(np.argmax(backward))
+    if forward[i_f] >= backward[i_b]:
+        event, score = events[i_f], float(forward[i_f])
+    else:
+        event, score = events[i_b], float(backward[i_b])
+        event.first_is_base = False
+    event.selection_bound = score
+    return event
+
+
+def evaluate_event(
+    event: Event, a: np.ndarray, b: np.ndarray, alpha: float, delta: float = 0.0
+) -> tuple[float, dict[str, float]]:
+    """The (1 - alpha) lower bound on epsilon from fresh samples, and the counts behind it."""
+    hits_a, hits_b = int(event.holds(a).sum()), int(event.holds(b).sum())
+    if event.first_is_base:
+        bound = _bounds(hits_a, len(a), hits_b, len(b), alpha, delta)
+    else:
+        bound = _bounds(hits_b, len(b), hits_a, len(a), alpha, delta)
+    counts = {"hits_base": hits_a, "runs_base": len(a), "hits_other": hits_b,
+              "runs_other": len(b)}  # fmt: skip
+    return float(bound), counts
+
+
+def svg_histograms(a: np.ndarray, b: np.ndarray, label_a: str, label_b: str) -> str:
+    """A small inline SVG: the two samples' histograms on shared bins (blue D, red D')."""
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    both = np.concatenate([a, b])
+    if len(both) == 0:
+        return ""
+    low, high = np.quantile(both, [0.005, 0.995])
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    values = np.unique(both)
+    if len(values) <= 20:
+        edges = np.concatenate([values - 0.5, [values[-1] + 0.5]])
+        edges = np.unique(edges)
+    else:
+        edges = np.linspace(low, high, 21)
+    ha = np.histogram(np.clip(a, edges[0], edges[-1]), edges)[0] / max(len(a), 1)
+    hb = np.histogram(np.clip(b, edges[0], edges[-1]), edges)[0] / max(len(b), 1)
+    top = max(ha.max(), hb.max(), 1e-9)
+    width, height, n = 240, 80, len(ha)
+    step = width / n
+    bars = []
+    for i in range(n):
+        for k, (h, colour) in enumerate(((ha[i], "#2563eb"), (hb[i], "#dc2626"))):
+            y = height * (1 - h / top)
+            x = i * step + k * step / 2
+            bars.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{step / 2:.1f}" '
+                f'height="{height - y:.1f}" fill="{colour}"/>'
+            )
+    legend = (
+        f'<text x="2" y="{height + 11}" font-size="9" fill="#2563eb">{label_a}</text>'
+        f'<text x="120" y="{height + 11}" font-size="9" fill="#dc2626">{label_b}</text>'
+        f'<text x="2" y="{height + 22}" font-size="8">{edges[0]:.3g}</text>'
+        f'<text x="200" y="{height + 22}" font-size="8">{edges[-1]:.3g}</text>'
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 24}">'
+        + "".join(bars)
+        + legend
+        + "</svg>"
+    )
+
+
+def data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+
+
+def log_ratio_limit(runs: int, alpha: float) -> float:
+    """The largest bound ``runs`` runs per side can ever show (a perfectly separating event)."""
+    if runs <= 0:
+        return 0.0
+    low = alpha ** (1 / runs) if alpha > 0 else 1.0
+    return max(0.0, math.log(low / max(1 - low, 1e-300)))

@@ -1,0 +1,27 @@
+# Ding et al. (CCS 2018) iSVT1 (Lyu, Su and Li 2017, Alg. 5, after Stoddard et al.): no
+# noise on the queries, only on the threshold. Incorrect.
+# On the patients mock of test_policies_corpus the survey columns are missing: the run
+# fails there and only static analysis applies; tests/test_audit_ding.py audits it on a
+# survey mock.
+# entry: common_conditions
+# epsilon: 0.5
+# expect: needs_review
+# expect-rules: hand_written_noise
+# forbid-rules: no_mechanism, raw_output
+# audit: violation
+import numpy as np
+
+CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
+THRESHOLD = 40
+
+
+def common_conditions(df):
+    epsilon = 0.5
+    rho = np.random.laplace(0.0, 2 / epsilon)
+    out = []
+    for name in CONDITIONS:
+        if df[name].sum() >= THRESHOLD + rho:
+            out.append(True)
+            break
+        out.append(False)
+    return out

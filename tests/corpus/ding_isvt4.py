@@ -1,0 +1,30 @@
+# Ding et al. (CCS 2018) iSVT4 (Lyu, Su and Li 2017, Alg. 3, after Roth's notes): returns
+# the noisy answer instead of True. Incorrect.
+# On the patients mock of test_policies_corpus the survey columns are missing: the run
+# fails there and only static analysis applies; tests/test_audit_ding.py audits it on a
+# survey mock.
+# entry: common_conditions
+# epsilon: 0.5
+# expect: needs_review
+# expect-rules: hand_written_noise
+# forbid-rules: no_mechanism, raw_output
+# audit: violation
+import numpy as np
+
+CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
+THRESHOLD = 40
+
+
+def common_conditions(df):
+    epsilon = 0.5
+    c = 1
+    eps1, eps2 = epsilon / 2, epsilon / 2
+    rho = np.random.laplace(0.0, 1 / eps1)
+    out = []
+    for name in CONDITIONS:
+        noisy = df[name].sum() + np.random.laplace(0.0, 2 * c / eps2)
+        if noisy >= THRESHOLD + rho:
+            out.append(float(noisy))
+            break
+        out.append(False)
+    return out
