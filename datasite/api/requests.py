@@ -10,6 +10,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -68,19 +69,27 @@ RUN_FIELDS = (
 def run_out(run: RequestRun | Row[Any], viewer: User) -> RunOut:
     """A run as ``viewer`` may see it (a model or a row of :data:`RUN_FIELDS`)."""
     private_ok = viewer.role in STAFF or run.detail_released
+    staff_view = viewer.role in STAFF  # how long a run took is a channel: staff only
     return RunOut(
         id=run.id,
         state=run.state,
         started_at=run.started_at,
-        finished_at=run.finished_at,
+        finished_at=run.finished_at if staff_view else None,
         error_type=run.error_type,
         error_message=run.error_message,
         error_detail=run.error_detail if private_ok else None,
         stdout=run.stdout if private_ok else None,
         stderr=run.stderr if private_ok else None,
         manifest=run.manifest,
-        duration_seconds=run.duration_seconds,
+        duration_seconds=run.duration_seconds if staff_view else None,
     )
+
+
+def _updated_at(request: CodeRequest, viewer: User) -> datetime:
+    """When a run ends is a channel too: a researcher sees the last run's start instead."""
+    if viewer.role in STAFF or not request.runs:
+        return request.updated_at
+    return max(run.started_at for run in request.runs)
 
 
 def request_out(request: CodeRequest, viewer: User) -> CodeRequestOut:
@@ -108,7 +117,7 @@ def request_out(request: CodeRequest, viewer: User) -> CodeRequestOut:
         policy_report=request.policy_report,
         policy_version=request.policy_version,
         created_at=request.created_at,
-        updated_at=request.updated_at,
+        updated_at=_updated_at(request, viewer),
         runs=[run_out(r, viewer) for r in request.runs],
     )
 

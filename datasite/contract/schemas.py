@@ -182,7 +182,7 @@ class CodeRequestIn(Strict):
     entry: str = Field(min_length=1, max_length=200)
     source: str = Field(min_length=1, max_length=500_000)
     bindings: dict[str, str] = Field(min_length=1, max_length=20)  # argument -> asset name
-    kind: Literal["mechanism", "context"] = "mechanism"
+    kind: Literal["mechanism", "blind", "context"] = "mechanism"
     epsilon: float = Field(gt=0, le=100)
     delta: float = Field(default=0.0, ge=0, lt=1)
     mechanisms: list[str] = Field(default_factory=list, max_length=100)
@@ -218,7 +218,8 @@ class RunOut(BaseModel):
     stdout: str | None = None
     stderr: str | None = None
     manifest: dict[str, Any] | None = None
-    duration_seconds: float = 0.0
+    # owner and reviewers only (a run's timing is a channel): None for researchers
+    duration_seconds: float | None = None
 
 
 class ResultOut(BaseModel):
