@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from datasite.api import audit, auth, budgets, datasets, errors, policies, projects, requests, users
 from datasite.config import Settings
@@ -32,9 +36,12 @@ def create_app(settings: Settings) -> FastAPI:
         description="Remote execution with code review for differential privacy.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load Swagger UI from a CDN: blank offline
+        redoc_url=None,
     )
     app.state.site = Site(settings)
     errors.install(app)
+    install_docs(app)
 
     @app.get("/api/v1/health", tags=["health"])
     def health() -> dict[str, str]:
@@ -44,3 +51,33 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     pages.install(app)
     return app
+
+
+#: Where the interactive API docs load Swagger UI from: this server, never a CDN.
+DOCS_ASSETS = "/docs-assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI served from the installed ``fastapi-offline`` package, so
+    the page works on a machine without internet access."""
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-assets",
+    )
+    redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            oauth2_redirect_url=redirect,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(redirect, include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
