@@ -10,9 +10,10 @@ fitted estimators, and ``tuple`` / ``list`` / ``dict`` of these (dict keys: scal
 Anything else fails with ``UnsupportedResult`` naming the type; a value whose encoding
 exceeds the size cap fails with ``OutputTooLarge``.
 
-Models decode into the loaded estimator (through ``load_model``: allowlisted skops
-types only, never ``trusted=True``); ``bytes`` decode as bytes, so a function that
-returns ``skops.io.dumps(model)`` itself gets those bytes back to load.
+Models decode into the loaded estimator (through ``load_model``: skops types on a
+reviewed, type-by-type allowlist only, never ``trusted=True``); ``bytes`` decode as
+bytes, so a function that returns ``skops.io.dumps(model)`` itself gets those bytes back
+to load. Decoding reads only from memory: it creates, opens and touches no file.
 
 >>> import numpy as np
 >>> manifest, blobs = encode_result({"mean": 41.5, "hist": np.array([3, 4])})
@@ -23,7 +24,6 @@ returns ``skops.io.dumps(model)`` itself gets those bytes back to load.
 from __future__ import annotations
 
 import builtins
-import importlib
 import io
 import json
 import math
@@ -36,7 +36,6 @@ DEFAULT_MAX_BYTES = 64 * 1024**2
 MAX_DEPTH = 64
 ARRAY_KINDS = "biufU"
 SCALAR_KINDS = "biuf"
-TRUSTED_MODULE_PREFIXES = ("sklearn.", "diffprivlib.", "numpy.")
 
 
 class ResultError(ValueError):
@@ -55,9 +54,34 @@ class UntrustedModelError(ValueError):
     """A skops blob refers to types outside the allowlist; they are listed in the message."""
 
 
+#: Libraries whose class names an error message may show the researcher. A class the
+#: researcher's code defines can spell a private value in its name, so it is never named.
+_NAMED_LIBRARIES = frozenset(
+    {"builtins", "collections", "datetime", "decimal", "fractions", "numpy", "pandas"}
+    | {"pyarrow", "scipy", "sklearn", "diffprivlib", "opendp", "polars"}
+)
+_UNNAMED = "a class defined by the submitted code (its name is not shown)"
+
+
+def _public_name(name: str) -> str:
+    """``name`` if it is a library's class (already imported: nothing is imported to
+    decide), else a fixed phrase."""
+    import sys
+
+    module, _, attr = name.rpartition(".")
+    if module.split(".")[0] not in _NAMED_LIBRARIES or module not in sys.modules:
+        return _UNNAMED
+    found = getattr(sys.modules[module], attr, None)
+    if not isinstance(found, type) or f"{found.__module__}.{found.__qualname__}" != name:
+        return _UNNAMED
+    return name
+
+
 def _type_name(value: object) -> str:
     cls = type(value)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+    if cls.__module__ == "builtins" and getattr(builtins, cls.__name__, None) is cls:
+        return cls.__name__
+    return _public_name(f"{cls.__module__}.{cls.__qualname__}")
 
 
 def _json_float(value: float) -> float | str:
@@ -163,7 +187,7 @@ class _Encoder:
         if refused:
             raise UnsupportedResult(
                 "The returned model contains types outside the allowlist of trusted "
-                f"types: {', '.join(refused)}."
+                f"types: {', '.join(sorted({_public_name(n) for n in refused}))}."
             )
         cls = type(model)
         return {
@@ -311,22 +335,47 @@ def decode_result(manifest: dict[str, Any], blobs: dict[str, bytes]) -> Any:
     return _Decoder(blobs).value(manifest["root"])
 
 
-def is_trusted_type(name: str) -> bool:
-    """True for classes (not functions) under sklearn./diffprivlib./numpy. or builtins.
+#: Every type a released model may contain beyond what skops trusts by itself (plain
+#: Python values, NumPy arrays and dtypes, scikit-learn estimators). Reviewed one by one:
+#: each is a class whose loading (``cls.__new__`` and its attributes) opens, creates and
+#: touches no file and calls no function. The diffprivlib models are the kit's
+#: (``researcher_kit.dp.models.MODELS``) and the rest of ``diffprivlib.models``;
+#: ``sklearn.tree._tree.Tree`` holds the fitted trees of scikit-learn's and diffprivlib's
+#: forests (PySyft's tutorial returns a ``RandomForestRegressor``). Anything else, such as
+#: ``numpy.memmap`` (it maps a file), a ``GzipFile`` re-exported by some module, or any
+#: function, is refused before anything is imported or built.
+TRUSTED_TYPES = frozenset(
+    {
+        "diffprivlib.accountant.BudgetAccountant",
+        "diffprivlib.models.forest.DecisionTreeClassifier",
+        "diffprivlib.models.forest.RandomForestClassifier",
+        "diffprivlib.models.k_means.KMeans",
+        "diffprivlib.models.linear_regression.LinearRegression",
+        "diffprivlib.models.logistic_regression.LogisticRegression",
+        "diffprivlib.models.naive_bayes.GaussianNB",
+        "diffprivlib.models.pca.PCA",
+        "diffprivlib.models.standard_scaler.StandardScaler",
+        "sklearn.tree._tree.Tree",
+    }
+)
+#: Built-in classes skops may report that are plain values (no file, no code).
+_TRUSTED_BUILTINS = frozenset(
+    {"bool", "bytes", "complex", "dict", "float", "frozenset", "int", "list", "set", "slice"}
+    | {"str", "tuple", "range", "bytearray"}
+)
 
-    Only classes qualify, so a skops file cannot name a function such as ``numpy.load``
-    or ``builtins.eval`` for the loader to call.
+
+def is_trusted_type(name: str) -> bool:
+    """True only for a type on the reviewed allowlist (``TRUSTED_TYPES``) or a plain
+    built-in value class. Nothing is imported to decide, and no function qualifies.
+
+    >>> is_trusted_type("sklearn.tree._tree.Tree"), is_trusted_type("numpy.memmap")
+    (True, False)
     """
     module, _, attr = name.rpartition(".")
     if module == "builtins":
-        return isinstance(getattr(builtins, attr, None), type)
-    if not name.startswith(TRUSTED_MODULE_PREFIXES):
-        return False
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError:
-        return False
-    return isinstance(getattr(obj, attr, None), type)
+        return attr in _TRUSTED_BUILTINS
+    return name in TRUSTED_TYPES
 
 
 def _refused_types(names: list[str]) -> list[str]:
@@ -344,11 +393,19 @@ def load_model(data: bytes) -> Any:
     """
     from skops.io import get_untrusted_types, loads
 
-    reported = get_untrusted_types(data=data)
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError("load_model takes the model's bytes, never a path or a file.")
+    data = bytes(data)
+    try:
+        reported = get_untrusted_types(data=data)
+    except Exception as exc:
+        raise UntrustedModelError(f"This is not a readable skops model file ({exc}).") from exc
     refused = _refused_types(reported)
     if refused:
         raise UntrustedModelError(
-            "The model file contains types outside the allowlist of trusted types "
-            f"(sklearn., diffprivlib., numpy. classes and builtins): {', '.join(refused)}."
+            "The model file contains types outside the reviewed allowlist of trusted "
+            f"types, so it was not loaded: {', '.join(refused)}. Only plain values, NumPy "
+            "arrays, scikit-learn estimators and the diffprivlib models load "
+            "(see datasite.contract.results.TRUSTED_TYPES)."
         )
     return loads(data, trusted=reported)
