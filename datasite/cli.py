@@ -2,24 +2,74 @@
 
 Admin commands talk to a running site over HTTP; give ``--url``, ``--email`` and
 ``--password`` or set ``DATASITE_URL``, ``DATASITE_EMAIL`` and ``DATASITE_PASSWORD``.
+
+One login serves a whole shell session: the token is kept, readable only by you, in
+``~/.config/datasite/tokens.json`` (``DATASITE_CONFIG_DIR`` moves it,
+``DATASITE_NO_TOKEN_CACHE=1`` turns it off, ``datasite logout`` ends it), so the audit log
+shows one login, not one per command. The cached token is used only with the password
+that obtained it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from datasite.contract.lifecycle import State
+from datasite.contract.schemas import Role
+
+RoleName = StrEnum("RoleName", {value: value for value in get_args(Role)})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dp-datasite")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"datasite {_version()}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     help="A datasite with code review for differential privacy.", no_args_is_help=True
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """A datasite with code review for differential privacy."""
+
+
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Datasets and their assets.", no_args_is_help=True)
 requests_app = typer.Typer(help="Code requests: read, approve, deny.", no_args_is_help=True)
@@ -35,20 +85,35 @@ for sub, name in (
     app.add_typer(sub, name=name)
 console = Console()
 
-Url = Annotated[str, typer.Option(envvar="DATASITE_URL", help="The site's address.")]
-Email = Annotated[str, typer.Option(envvar="DATASITE_EMAIL", help="Your account.")]
+Url = Annotated[
+    str, typer.Option(envvar="DATASITE_URL", help="The site's address, e.g. http://host:8080.")
+]
+Email = Annotated[str, typer.Option(envvar="DATASITE_EMAIL", help="Your account's email.")]
 Password = Annotated[
     str,
     typer.Option(envvar="DATASITE_PASSWORD", prompt=True, hide_input=True, help="Your password."),
 ]
+RequestId = Annotated[int, typer.Argument(help="The request's number.", min=1, max=2**63 - 1)]
+DatasetName = Annotated[str, typer.Argument(help="The dataset's name.")]
+
+
+class Executor(StrEnum):
+    local = "local"
+    dask = "dask"
 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Default 127.0.0.1 (DATASITE_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="Default 8080 (DATASITE_PORT)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on; default 127.0.0.1 (DATASITE_HOST)")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on; default 8080 (DATASITE_PORT)", min=1, max=65535),
+    ] = None,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Default ./datasite-data (DATASITE_DATA_DIR)")
+        Path | None,
+        typer.Option(help="Folder for the database, tables and results; default ./datasite-data"),
     ] = None,
     database_url: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL; default SQLite in the data dir")
@@ -59,17 +124,22 @@ def serve(
             "--dev", help="Development site with the fixed owner password (DATASITE_DEV_MODE)"
         ),
     ] = False,
-    executor: Annotated[str | None, typer.Option(help="local (default) or dask")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Parallel sandbox runs")] = None,
+    executor: Annotated[
+        Executor | None, typer.Option(help="Where runs execute; default local")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Parallel sandbox runs (local executor)", min=1)
+    ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="tcp://host:port of a Dask scheduler")
     ] = None,
 ) -> None:
-    """Run a datasite. Every option can also come from its DATASITE_* variable."""
-    import uvicorn
+    """Run a datasite. Every option can also come from its DATASITE_* variable.
 
-    from datasite.app import create_app
+    Prints where it listens, its data folder, database and executor, then "ready";
+    refuses to start on a port or data folder another server uses."""
     from datasite.config import Settings
+    from datasite.serve import ServeError, serve
 
     settings = Settings.from_env(
         host=host,
@@ -77,11 +147,15 @@ def serve(
         data_dir=data_dir.resolve() if data_dir else None,
         database_url=database_url,
         dev_mode=dev or None,
-        executor=executor,
+        executor=executor.value if executor else None,
         executor_concurrency=concurrency,
         scheduler_address=scheduler,
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    try:
+        serve(settings, _version())
+    except ServeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -94,10 +168,101 @@ def demo(
     run_demo(keep)
 
 
-def _owner(url: str, email: str, password: str):  # type: ignore[no-untyped-def]
-    from datasite import admin
+def _config_dir() -> Path:
+    if os.environ.get("DATASITE_CONFIG_DIR"):
+        return Path(os.environ["DATASITE_CONFIG_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "datasite"
 
-    return admin.connect(url, email, password)
+
+def _token_file() -> Path:
+    return _config_dir() / "tokens.json"
+
+
+def _cache_key(url: str, email: str) -> str:
+    return f"{url.rstrip('/')} {email.strip().lower()}"
+
+
+def _password_check(password: str, salt: bytes) -> str:
+    """What the cache keeps of the password: a salted, slow hash, so a cached token is
+    only used by someone who knows the password that obtained it."""
+    return base64.b64encode(
+        hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
+    ).decode()
+
+
+def _read_tokens() -> dict:
+    try:
+        return json.loads(_token_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_tokens(tokens: dict) -> None:
+    path = _token_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(tokens, out)
+    os.chmod(path.with_suffix(".tmp"), 0o600)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _cached_session(url: str, email: str, password: str):  # type: ignore[no-untyped-def]
+    """A session from the token cache, if it holds a live token for this url, email and
+    password; otherwise None."""
+    from datasite.client.http import ApiSession, DatasiteError
+
+    entry = _read_tokens().get(_cache_key(url, email))
+    if not entry:
+        return None
+    try:
+        salt = base64.b64decode(entry["salt"])
+        fresh = datetime.fromisoformat(entry["expires_at"]) > datetime.now(UTC)
+        matches = secrets.compare_digest(entry["check"], _password_check(password, salt))
+    except (KeyError, ValueError, TypeError):
+        return None
+    if not (fresh and matches):
+        return None
+    session = ApiSession(url, entry["token"])
+    try:
+        session.user = session.get("/auth/me")  # revoked or expired: log in again
+    except DatasiteError:
+        session.close()
+        return None
+    return session
+
+
+def _owner(url: str, email: str, password: str):  # type: ignore[no-untyped-def]
+    """The owner's client: from the token cache when it can, else by logging in (and
+    keeping the new token for the next command)."""
+    from datasite.client.admin import OwnerClient
+    from datasite.client.http import ApiSession
+
+    url = url.rstrip("/")
+    use_cache = not os.environ.get("DATASITE_NO_TOKEN_CACHE")
+    session = _cached_session(url, email, password) if use_cache else None
+    if session is None:
+        session = ApiSession(url)
+        body = session.post("/auth/login", json={"email": email, "password": password})
+        if body.get("warning"):
+            console.print(f"[yellow]{body['warning']}[/yellow]")
+        session.token, session.user = body["token"], body["user"]
+        session.http.headers["Authorization"] = f"Bearer {session.token}"
+        if use_cache:
+            salt = secrets.token_bytes(16)
+            tokens = _read_tokens()
+            tokens[_cache_key(url, email)] = {
+                "token": session.token,
+                "expires_at": body["expires_at"],
+                "salt": base64.b64encode(salt).decode(),
+                "check": _password_check(password, salt),
+            }
+            try:
+                _write_tokens(tokens)
+            except OSError as exc:
+                console.print(f"[yellow]Could not keep the login token ({exc}).[/yellow]")
+    return OwnerClient(session)
 
 
 @contextmanager
@@ -122,18 +287,18 @@ def _table(rows: list[dict], columns: list[str]) -> None:
 
 @users_app.command("create")
 def users_create(
-    email: str,
-    name: str,
+    email: Annotated[str, typer.Argument(help="The new account's email.")],
+    name: Annotated[str, typer.Argument(help="The person's name.")],
     url: Url,
     login: Email,
     password: Password,
-    role: str = "researcher",
-    institution: str = "",
+    role: Annotated[RoleName, typer.Option(help="What the account may do.")] = RoleName.researcher,
+    institution: Annotated[str, typer.Option(help="Their institution, shown to reviewers.")] = "",
 ) -> None:
     """Create an account; its generated password is printed once."""
     with _reported():
         created = _owner(url, login, password).users.create(
-            email=email, name=name, role=role, institution=institution
+            email=email, name=name, role=role.value, institution=institution
         )
     console.print(
         f"Created {created['role']} {created['email']}; one-time password: "
@@ -142,7 +307,13 @@ def users_create(
 
 
 @users_app.command("disable")
-def users_disable(email: str, url: Url, login: Email, password: Password) -> None:
+def users_disable(
+    email: Annotated[str, typer.Argument(help="The account to disable.")],
+    url: Url,
+    login: Email,
+    password: Password,
+) -> None:
+    """Disable an account: it can no longer log in; its requests and history stay."""
     with _reported():
         _owner(url, login, password).users.disable(email)
     console.print(f"Disabled {email}.")
@@ -150,22 +321,25 @@ def users_disable(email: str, url: Url, login: Email, password: Password) -> Non
 
 @users_app.command("list")
 def users_list(url: Url, login: Email, password: Password) -> None:
+    """All accounts with their roles."""
     with _reported():
         _table(_owner(url, login, password).users.list(), ["email", "name", "role", "disabled"])
 
 
 @datasets_app.command("upload")
 def datasets_upload(
-    name: str,
+    name: Annotated[
+        str, typer.Argument(help="Letters, digits, spaces, '-', '_' and '.'; at most 100.")
+    ],
     real: Annotated[Path, typer.Option(help="The private table (CSV or Parquet).")],
     mock: Annotated[Path, typer.Option(help="The mock table (CSV or Parquet).")],
     url: Url,
     login: Email,
     password: Password,
-    asset: str = "data",
-    description: str = "",
-    summary: str = "",
-    citation: str = "",
+    asset: Annotated[str, typer.Option(help="The asset's name inside the dataset.")] = "data",
+    description: Annotated[str, typer.Option(help="What the data is (Markdown).")] = "",
+    summary: Annotated[str, typer.Option(help="One line shown in listings.")] = "",
+    citation: Annotated[str, typer.Option(help="How to cite the data.")] = "",
 ) -> None:
     """Upload a dataset with one asset from two files."""
     import pandas as pd
@@ -186,11 +360,12 @@ def datasets_upload(
 
 @datasets_app.command("list")
 def datasets_list(url: Url, login: Email, password: Password) -> None:
+    """Datasets with their assets; archived ones are marked."""
     with _reported():
         datasets = _owner(url, login, password).datasets.list()
     rows = [
         {
-            "name": d["name"],
+            "name": d["name"] + (" (archived)" if d.get("archived") else ""),
             "assets": ", ".join(a["name"] for a in d["assets"]),
             "summary": d["summary"],
         }
@@ -199,10 +374,53 @@ def datasets_list(url: Url, login: Email, password: Password) -> None:
     _table(rows, ["name", "assets", "summary"])
 
 
-@requests_app.command("list")
-def requests_list(url: Url, login: Email, password: Password, state: str | None = None) -> None:
+@datasets_app.command("archive")
+def datasets_archive(name: DatasetName, url: Url, login: Email, password: Password) -> None:
+    """Hide a dataset from researchers and refuse new requests on it; its requests,
+    results and ledger entries stay. `datasets restore` undoes it."""
     with _reported():
-        requests = _owner(url, login, password).requests.all(state=state)
+        _owner(url, login, password).datasets.archive(name)
+    console.print(f"Archived {name}: researchers no longer see it; its history is kept.")
+
+
+@datasets_app.command("restore")
+def datasets_restore(name: DatasetName, url: Url, login: Email, password: Password) -> None:
+    """Undo `datasets archive`: researchers see the dataset again."""
+    with _reported():
+        _owner(url, login, password).datasets.restore(name)
+    console.print(f"Restored {name}.")
+
+
+@datasets_app.command("delete")
+def datasets_delete(
+    name: DatasetName,
+    url: Url,
+    login: Email,
+    password: Password,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a dataset no request used, with its files, policy and budgets. One that
+    requests used is archived instead, so the ledger's history is never lost."""
+    if not yes:
+        typer.confirm(f"Delete dataset {name!r}?", abort=True)
+    with _reported():
+        done = _owner(url, login, password).datasets.delete(name)
+    console.print(done["detail"])
+
+
+@requests_app.command("list")
+def requests_list(
+    url: Url,
+    login: Email,
+    password: Password,
+    state: Annotated[State | None, typer.Option(help="Only requests in this state.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only requests on this dataset.")] = None,
+) -> None:
+    """Code requests, oldest first (`--state checked` is the review queue)."""
+    with _reported():
+        requests = _owner(url, login, password).requests.all(
+            state=state.value if state else None, dataset=dataset
+        )
     rows = [
         r.data | {"verdict": (r.data["policy_report"] or {}).get("verdict", "")} for r in requests
     ]
@@ -210,7 +428,7 @@ def requests_list(url: Url, login: Email, password: Password, state: str | None 
 
 
 @requests_app.command("show")
-def requests_show(request_id: int, url: Url, login: Email, password: Password) -> None:
+def requests_show(request_id: RequestId, url: Url, login: Email, password: Password) -> None:
     """The code, the declaration and the policy report of one request."""
     with _reported():
         request = _owner(url, login, password).requests.get(request_id)
@@ -222,15 +440,30 @@ def requests_show(request_id: int, url: Url, login: Email, password: Password) -
 
 @requests_app.command("approve")
 def requests_approve(
-    request_id: int, url: Url, login: Email, password: Password, justification: str | None = None
+    request_id: RequestId,
+    url: Url,
+    login: Email,
+    password: Password,
+    justification: Annotated[
+        str | None,
+        typer.Option(help="Why you approve; required when the checker blocked the request."),
+    ] = None,
 ) -> None:
+    """Approve a request: its budget is reserved and its first run starts."""
     with _reported():
         request = _owner(url, login, password).requests.get(request_id).approve(justification)
     console.print(f"Request {request_id} is {request.state}.")
 
 
 @requests_app.command("deny")
-def requests_deny(request_id: int, reason: str, url: Url, login: Email, password: Password) -> None:
+def requests_deny(
+    request_id: RequestId,
+    reason: Annotated[str, typer.Argument(help="Why, in words the researcher will read.")],
+    url: Url,
+    login: Email,
+    password: Password,
+) -> None:
+    """Deny a request; the researcher sees the reason."""
     with _reported():
         _owner(url, login, password).requests.get(request_id).deny(reason)
     console.print(f"Request {request_id} denied.")
@@ -238,14 +471,15 @@ def requests_deny(request_id: int, reason: str, url: Url, login: Email, password
 
 @budgets_app.command("grant")
 def budgets_grant(
-    email: str,
-    dataset: str,
-    epsilon: float,
+    email: Annotated[str, typer.Argument(help="The researcher's email.")],
+    dataset: DatasetName,
+    epsilon: Annotated[float, typer.Argument(help="The total epsilon they may spend.", min=0)],
     url: Url,
     login: Email,
     password: Password,
-    delta: float = 0.0,
+    delta: Annotated[float, typer.Option(help="The total delta they may spend.", min=0)] = 0.0,
 ) -> None:
+    """Set the total privacy loss a researcher may spend on a dataset."""
     with _reported():
         grant = _owner(url, login, password).budgets.grant(email, dataset, epsilon, delta)
     console.print(
@@ -256,6 +490,7 @@ def budgets_grant(
 
 @budgets_app.command("list")
 def budgets_list(url: Url, login: Email, password: Password) -> None:
+    """Every grant with what is spent and what is left."""
     with _reported():
         grants = _owner(url, login, password).budgets.list()
     _table(grants, ["email", "dataset", "epsilon", "spent_epsilon", "remaining_epsilon"])
@@ -263,7 +498,7 @@ def budgets_list(url: Url, login: Email, password: Password) -> None:
 
 @policies_app.command("set")
 def policies_set(
-    dataset: str,
+    dataset: DatasetName,
     url: Url,
     login: Email,
     password: Password,
@@ -291,17 +526,45 @@ def policies_set(
 
 
 @policies_app.command("show")
-def policies_show(dataset: str, url: Url, login: Email, password: Password) -> None:
+def policies_show(dataset: DatasetName, url: Url, login: Email, password: Password) -> None:
+    """A dataset's policy as JSON."""
     with _reported():
         console.print_json(data=_owner(url, login, password).policies.get(dataset))
 
 
 @app.command()
 def audit(
-    url: Url, login: Email, password: Password, action: str | None = None, limit: int = 50
+    url: Url,
+    login: Email,
+    password: Password,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action, e.g. login or request_approved.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many events.", min=1, max=5000)] = 50,
 ) -> None:
     """The audit log, newest first."""
     filters = {"limit": limit} | ({"action": action} if action else {})
     with _reported():
         events = _owner(url, login, password).audit(**filters)
     _table(events, ["id", "at", "actor", "action", "target_type", "target_id", "address"])
+
+
+@app.command()
+def logout(url: Url, login: Email) -> None:
+    """End the login the CLI keeps for this site and account (revokes its token)."""
+    from datasite.client.http import ApiSession, DatasiteError
+
+    tokens = _read_tokens()
+    entry = tokens.pop(_cache_key(url, login), None)
+    if entry is None:
+        console.print(f"No kept login for {login} at {url}.")
+        return
+    session = ApiSession(url.rstrip("/"), entry.get("token"))
+    try:
+        session.post("/auth/logout")
+    except DatasiteError:
+        pass  # expired or unreachable: forgetting it is what matters here
+    finally:
+        session.close()
+    _write_tokens(tokens)
+    console.print(f"Logged out {login} at {url}.")

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ from tests.server import OWNER_EMAIL, OWNER_PASSWORD
 
 pytestmark = pytest.mark.integration
 
+#: The CLI keeps its login token here, not in the home folder of whoever runs the tests.
+CONFIG_DIR = tempfile.mkdtemp(prefix="datasite-cli-config-")
+
 
 def cli(server: EmbeddedSite, *args: str, password: str = OWNER_PASSWORD) -> tuple[int, str]:
     env = {
@@ -30,6 +34,7 @@ def cli(server: EmbeddedSite, *args: str, password: str = OWNER_PASSWORD) -> tup
         "DATASITE_URL": server.url,
         "DATASITE_EMAIL": OWNER_EMAIL,
         "DATASITE_PASSWORD": password,
+        "DATASITE_CONFIG_DIR": CONFIG_DIR,
         "COLUMNS": "250",
         "NO_COLOR": "1",
     }
