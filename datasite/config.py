@@ -18,6 +18,16 @@ DEV_OWNER_EMAIL = "info@openmined.org"
 DEV_OWNER_PASSWORD = "changethis"
 
 
+#: Where the Dask executor finds its TLS credentials and the insecure opt-out: one list
+#: for ``Settings.from_env`` and for ``datasite.execution.executor.make_executor``.
+DASK_ENV = {
+    "dask_tls_ca_file": "DATASITE_DASK_TLS_CA_FILE",
+    "dask_tls_cert_file": "DATASITE_DASK_TLS_CERT_FILE",
+    "dask_tls_key_file": "DATASITE_DASK_TLS_KEY_FILE",
+    "dask_allow_insecure": "DATASITE_DASK_ALLOW_INSECURE",
+}
+
+
 class Settings(BaseModel):
     """Everything a datasite process needs to start.
 
@@ -38,6 +48,12 @@ class Settings(BaseModel):
     executor: str = "local"
     executor_concurrency: int = 2
     scheduler_address: str | None = None
+    # the Dask scheduler is reached over mutual TLS (tls://) with these (PEM files): the
+    # cluster's CA, and the certificate and key the site presents as a client
+    dask_tls_ca_file: str | None = None
+    dask_tls_cert_file: str | None = None
+    dask_tls_key_file: str | None = None
+    dask_allow_insecure: bool = False  # a plain tcp:// scheduler: anyone who reaches it runs code
     run_cpu_seconds: int = 300
     run_wall_seconds: float = 600.0
     run_memory_bytes: int = 4 * 1024**3
@@ -94,6 +110,7 @@ class Settings(BaseModel):
             "run_memory_bytes": os.environ.get("DATASITE_RUN_MEMORY_BYTES"),
             "max_request_output_bytes": os.environ.get("DATASITE_MAX_REQUEST_OUTPUT_BYTES"),
         }
+        env.update({field: os.environ.get(name) for field, name in DASK_ENV.items()})
         values = {k: v for k, v in env.items() if v not in (None, "")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("data_dir", Path.cwd() / "datasite-data")

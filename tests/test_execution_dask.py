@@ -32,7 +32,8 @@ def test_dp_mean_runs_sandboxed_on_a_dask_worker(tmp_path: Path) -> None:
     with LocalCluster(
         n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None
     ) as cluster:
-        executor = make_executor("dask", 1, cluster.scheduler_address)
+        # a plain-TCP test cluster: the opt-out (TLS is tested in test_sound_dask)
+        executor = make_executor("dask", 1, cluster.scheduler_address, allow_insecure=True)
         assert isinstance(executor, DaskExecutor)
         with executor:
             result = executor.submit(spec("dask-1", DP_MEAN)).result(timeout=180)

@@ -86,7 +86,11 @@ def executor_env(kind: str) -> Iterator[dict[str, str]]:
     with LocalCluster(
         n_workers=1, processes=True, threads_per_worker=2, dashboard_address=None
     ) as cluster:
-        yield {"DATASITE_EXECUTOR": "dask", "DATASITE_SCHEDULER": cluster.scheduler_address}
+        yield {
+            "DATASITE_EXECUTOR": "dask",
+            "DATASITE_SCHEDULER": cluster.scheduler_address,
+            "DATASITE_DASK_ALLOW_INSECURE": "1",  # a plain-TCP test cluster (TLS: test_sound_dask)
+        }
 
 
 @pytest.fixture(scope="module", params=["local", "dask"])

@@ -240,18 +240,86 @@ def run_packed_job(spec_json: str) -> bytes:
     return pack(*result_message(result))
 
 
+class InsecureScheduler(ValueError):
+    """A Dask scheduler the site refuses to talk to: not TLS, or no credentials."""
+
+
+INSECURE_WARNING = (
+    "DASK INSECURE OPT-OUT: the site talks to its Dask scheduler %s over plain TCP without "
+    "credentials. Anyone who can reach the scheduler can run code as the Dask worker "
+    "(root, next to the private data). Never do this outside a test."
+)
+
+
+def dask_security(ca_file: str, cert_file: str, key_file: str) -> Any:
+    """Dask's ``Security`` for mutual TLS: the site proves itself with ``cert_file`` and
+    ``key_file``, and trusts only a scheduler whose certificate ``ca_file`` signed."""
+    from distributed.security import Security
+
+    for what, path in (("CA", ca_file), ("certificate", cert_file), ("key", key_file)):
+        if not os.path.isfile(path):
+            raise InsecureScheduler(f"The Dask TLS {what} file {path!r} does not exist.")
+    return Security(
+        require_encryption=True,
+        tls_ca_file=ca_file,
+        tls_client_cert=cert_file,
+        tls_client_key=key_file,
+    )
+
+
+def _dask_options_from_env() -> dict[str, Any]:
+    from datasite.config import DASK_ENV
+
+    found = {field: os.environ.get(name) or None for field, name in DASK_ENV.items()}
+    allow = str(found.pop("dask_allow_insecure") or "").lower() in ("1", "true", "yes")
+    files = (found["dask_tls_ca_file"], found["dask_tls_cert_file"], found["dask_tls_key_file"])
+    security = dask_security(*files) if all(files) else None
+    if any(files) and not all(files):
+        raise InsecureScheduler(
+            "Give all three of DATASITE_DASK_TLS_CA_FILE, DATASITE_DASK_TLS_CERT_FILE and "
+            "DATASITE_DASK_TLS_KEY_FILE."
+        )
+    return {"security": security, "allow_insecure": allow}
+
+
 class DaskExecutor:
     """Runs jobs on a Dask distributed cluster, sandboxed on the Dask worker.
 
     Only JSON and bytes cross the cluster (``run_packed_job``): Dask moves a string in
     and a bytes object out, so no user value is ever pickled. Input paths in the
     JobSpec must be readable at the same path on every Dask worker.
+
+    The scheduler runs whatever a connected client submits on workers that run as root
+    next to the data, so the site reaches it only over mutual TLS (a ``tls://`` address
+    and a ``security`` from :func:`dask_security`; the scheduler and workers require
+    the same CA). A plain ``tcp://`` scheduler is refused unless ``allow_insecure`` (the
+    ``DATASITE_DASK_ALLOW_INSECURE`` opt-out, for tests), which is logged loudly.
     """
 
-    def __init__(self, scheduler_address: str) -> None:
+    def __init__(
+        self, scheduler_address: str, security: Any = None, allow_insecure: bool = False
+    ) -> None:
         from distributed import Client
 
-        self._client = Client(scheduler_address, set_as_default=False)
+        tls = scheduler_address.startswith("tls://")
+        if tls and security is None:
+            raise InsecureScheduler(
+                f"The Dask scheduler {scheduler_address} needs TLS credentials: set "
+                "DATASITE_DASK_TLS_CA_FILE, DATASITE_DASK_TLS_CERT_FILE and "
+                "DATASITE_DASK_TLS_KEY_FILE."
+            )
+        if not tls:
+            if not allow_insecure:
+                raise InsecureScheduler(
+                    f"Refusing the Dask scheduler {scheduler_address!r}: the site talks to "
+                    "its scheduler only over TLS with credentials (a tls:// address and "
+                    "DATASITE_DASK_TLS_*). Anyone who reaches a plain scheduler runs code "
+                    "on the workers. DATASITE_DASK_ALLOW_INSECURE=1 overrides this (tests "
+                    "only)."
+                )
+            log.warning(INSECURE_WARNING, scheduler_address)
+            security = None
+        self._client = Client(scheduler_address, security=security, set_as_default=False)
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -288,12 +356,27 @@ class DaskExecutor:
         self.close()
 
 
-def make_executor(kind: str, concurrency: int = 2, scheduler: str | None = None) -> Executor:
-    """The executor a site's settings ask for: ``"local"`` or ``"dask"``."""
+def make_executor(
+    kind: str,
+    concurrency: int = 2,
+    scheduler: str | None = None,
+    security: Any = None,
+    allow_insecure: bool | None = None,
+) -> Executor:
+    """The executor a site's settings ask for: ``"local"`` or ``"dask"``.
+
+    For Dask, ``security`` and ``allow_insecure`` default to the ``DATASITE_DASK_*``
+    variables (see ``datasite.config.DASK_ENV``).
+    """
     if kind == "local":
         return LocalExecutor(concurrency=concurrency)
     if kind == "dask":
         if not scheduler:
             raise ValueError("The dask executor needs a scheduler address.")
-        return DaskExecutor(scheduler)
+        options = _dask_options_from_env()
+        if security is not None:
+            options["security"] = security
+        if allow_insecure is not None:
+            options["allow_insecure"] = allow_insecure
+        return DaskExecutor(scheduler, **options)
     raise ValueError(f"Unknown executor kind {kind!r}; use 'local' or 'dask'.")
