@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-postgres test-browser lint bench install clean
+.PHONY: demo test test-api test-postgres test-browser lint bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ browser-deps:
 test: install browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+## The API alone: schemathesis against the OpenAPI schema (0 server errors) and input checks.
+test-api: install
+	$(BIN)/pytest -q tests/test_schemathesis.py tests/test_api_validation.py
 
 ## The integration suite again, against the PostgreSQL on 127.0.0.1:5432.
 test-postgres: install
