@@ -125,3 +125,10 @@ def test_real_sandbox_module_code_that_reads_and_fails(tmp_path: Path) -> None:
     assert MARKER not in f"{result.error_type} {result.error_message}"
     assert MARKER in (result.error_detail or "")  # it did read the data; the owner sees it
     assert syntax.error_type == "SyntaxError" and not syntax.touched_data
+
+
+@pytest.mark.parametrize("code", [3, 77, 128 + signal.SIGSEGV, 128 + signal.SIGUSR1])
+def test_an_exit_status_or_signal_the_code_chose_is_not_shown(code: int) -> None:
+    ended = verdict(SPEC, {}, _messages({"event": "jailed"}), Outcome(False, False, code))
+    assert ended.error_type == "Crashed" and str(code % 128) not in ended.error_message
+    assert str(code) in ended.error_detail or "SIG" in ended.error_detail  # the owner's

@@ -98,6 +98,7 @@ SHOWN_ERROR_TYPES = frozenset(
     }
 )
 GENERIC_ERROR = "Error"
+CRASHED = "The run ended before returning a result; the owner can release the details."
 
 
 def shown_error_type(name: str | None) -> str | None:
@@ -153,10 +154,12 @@ def _from_exit(spec: JobSpec, code: int) -> dict[str, Any]:
         return _failure(
             spec, "ScratchFileTooLarge", f"The run wrote a file over {limits.scratch_bytes} bytes."
         )
+    # The code chooses its own exit status or signal, so they could carry a private
+    # value: the researcher sees one fixed message, the owner the number.
     if code > 128:
         name = signal.Signals(code - 128).name if code - 128 in signal.valid_signals() else "?"
-        return _failure(spec, "Crashed", f"The run crashed (signal {name}) before returning.")
-    return _failure(spec, "Crashed", f"The run exited (status {code}) before returning.")
+        return _failure(spec, "Crashed", CRASHED, f"killed by signal {name}")
+    return _failure(spec, "Crashed", CRASHED, f"exited with status {code}")
 
 
 def _checked_blobs(
