@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from datasite import audit, ledger
+from datasite.contract.job import RequestKind
 from datasite.contract.lifecycle import PENDING, State, TransitionError, check_transition
 from datasite.db.models import (
     Asset,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from datasite.contract.job import JobSpec
     from datasite.contract.schemas import CodeRequestIn
     from datasite.site import Site
+    from policies.schema import Policy
 
 log = logging.getLogger("datasite.review")
 #: The request to approve, with what its view reads, in one statement built once. Unlike
@@ -73,6 +75,16 @@ def declaration_of(request: CodeRequest) -> dict[str, Any]:
         "mechanisms": list(request.mechanisms),
         "context": dict(request.context_options),
     }
+
+
+def with_privacy_unit(options: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """A request's Context options with the policy's privacy unit in place of its own.
+
+    >>> from policies.schema import Policy
+    >>> with_privacy_unit({"queries": 2, "max_contributions": 50}, Policy(max_contributions=3))
+    {'queries': 2, 'max_contributions': 3}
+    """
+    return {**options, "max_contributions": policy.max_contributions}
 
 
 def resolve_bindings(
@@ -128,6 +140,7 @@ class Reviewer:
         db.add(request)
         db.flush()
         policy = effective_policy(db, dataset.id, author.id)
+        request.context_options = with_privacy_unit(request.context_options, policy)
         ledger.ensure_grant(
             db, author.id, dataset.id, policy.default_total_epsilon, policy.default_total_delta
         )
@@ -169,6 +182,7 @@ class Reviewer:
             request = db.get(CodeRequest, request_id)
             check_transition(request.state, State.CHECKED)
             request.state = State.CHECKED.value
+            request.context_options = with_privacy_unit(request.context_options, policy)
             request.policy_report = report.model_dump(mode="json")
             request.policy_version = policy.version
             request.updated_at = utcnow()
@@ -181,7 +195,11 @@ class Reviewer:
                 verdict=report.verdict,
                 policy_version=policy.version,
             )
-            auto = policy.auto_approve and report.verdict == "pass" and request.kind == "context"
+            auto = (
+                policy.auto_approve
+                and report.verdict == "pass"
+                and RequestKind(request.kind).data_blind
+            )
             launch = self._auto_approve(db, request_id) if auto else None
             db.commit()
         self.site.watch.changed(request_id)

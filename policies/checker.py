@@ -10,13 +10,14 @@ submitting. Submitted code only ever runs inside the sandbox, through ``executor
 >>> report.verdict, sorted(report.rules("blocking"))
 ('blocked', ['forbidden_import'])
 
-Verdicts: ``blocked`` when any finding blocks. ``pass`` when nothing above ``info`` was
-found and every output is DP by construction: a Context request, or a mechanism request
-whose releases were all measured through OpenDP pipelines that start from the data
-(dataset metrics, so OpenDP itself proves the sensitivity), within the declared budget,
-with every output a release or post-processing of releases. Everything else is
-``needs_review``: the code's own sensitivity claims, diffprivlib's data bounds and the
-audit's lower bounds are evidence for a human, not a proof.
+Verdicts: ``blocked`` when any finding blocks. ``pass`` only for a *data-blind* request
+(the kit's helpers on a blind frame, or an OpenDP Context): its function ran on the mock
+in a sandbox holding no data, every release went through the site's releaser (which
+keeps the odometer and the privacy unit), nothing above ``info`` was found, and so its
+outputs are DP by construction. Everything else is ``needs_review``, and a raw-data
+request (its function receives the table) always is: it can behave on the mock and leak
+on the real data, so static analysis, the instrumented dry-run and the audit are
+evidence for a human, never a proof.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ NOT_RUN_AFTER = frozenset(
     }
 )
 TOLERANCE = 1e-6
+RAW_DATA_STATEMENT = (
+    "This code reads raw rows: its function receives the private table itself. It can "
+    "behave on the mock and leak on the real data, so nothing automatic can show it is DP; "
+    "the evidence below helps a person decide. Written with the kit's helpers or an OpenDP "
+    "Context (data-blind), it would be DP by construction."
+)
 
 
 class Declaration(BaseModel):
@@ -83,8 +90,13 @@ def check_request(
     says so.
     """
     decl = _declaration(declaration)
+    # The privacy unit is the owner's: the request's own claim is replaced, not trusted.
+    unit = ContextOptions(queries=decl.context.queries, max_contributions=policy.max_contributions)
+    decl = decl.model_copy(update={"context": unit})
     report = PolicyReport(kind=decl.kind.value, entry=entry, policy_version=policy.version)
     report.budget = Budget(declared_epsilon=decl.epsilon, declared_delta=decl.delta)
+    if not decl.kind.data_blind:
+        report.add("raw_data_access", "warning", RAW_DATA_STATEMENT, stage="checker")
     _limits(decl, policy, report)
 
     started = time.perf_counter()
@@ -236,6 +248,9 @@ def _dynamic(
                "max_contributions": decl.context.max_contributions}  # fmt: skip
     limit = policy.audit.dry_run_timeout_seconds
     started = time.perf_counter()
+    if decl.kind.data_blind:
+        _blind_dry_run(runner, source, entry, decl, inputs, limit, report)
+        return
     spec = _spec(
         source, entry, decl, inputs, "policies.instrument:instrumented_call", options, limit
     )
@@ -258,6 +273,29 @@ def _dynamic(
     if _failed(result, "audit", budget + limit, report):
         return
     _apply_audit(audit.analyse(payload_of(result), policy.audit.confidence), decl, policy, report)
+
+
+def _blind_dry_run(
+    runner: _Runner,
+    source: str,
+    entry: str,
+    decl: Declaration,
+    inputs: dict[str, str],
+    limit: float,
+    report: PolicyReport,
+) -> None:
+    """Run a data-blind request on the mock exactly as it will run on the data."""
+    from policies.blind_run import apply_blind_run
+
+    started = time.perf_counter()
+    harness = "datasite.execution.harness:call_once"
+    result = runner.run(_spec(source, entry, decl, inputs, harness, {}, limit))
+    report.timings["dry_run"] = time.perf_counter() - started
+    if _failed(result, "dry_run", limit, report):
+        return
+    from datasite.contract.results import decode_result
+
+    apply_blind_run(result.spend, decode_result(result.manifest, result.blobs), report)
 
 
 def _apply_audit(
@@ -318,23 +356,22 @@ def _apply_audit(
 
 
 def _verdict(report: PolicyReport, decl: Declaration) -> str:
+    """``pass`` only for a data-blind request that ran on the mock and raised nothing.
+
+    A raw-data request is at best ``needs_review``: it can behave on the mock and leak
+    on the real table, and nothing the checker sees of it can rule that out.
+    """
     if report.blocking:
         return "blocked"
+    if not decl.kind.data_blind:
+        return "needs_review"
     if any(f.severity == "warning" for f in report.findings):
         return "needs_review"
-    if not report.outputs or any(o.cls not in ("dp", "post_processing") for o in report.outputs):
-        return "needs_review"
-    if decl.kind == RequestKind.CONTEXT:
-        return "pass"
     budget = report.budget
-    proven = (
-        budget is not None
-        and budget.measured_epsilon is not None
-        and budget.mechanisms
-        and all(m.d_in_source.startswith("max_contributions") for m in budget.mechanisms)
-        and not any(o.reason.startswith("static") for o in report.outputs)
-    )
-    return "pass" if proven else "needs_review"
+    ran = budget is not None and budget.measured_epsilon is not None
+    if not ran or any(o.cls not in ("dp", "post_processing") for o in report.outputs):
+        return "needs_review"
+    return "pass"
 
 
 __all__ = ["Declaration", "check_request", "payload_of"]

@@ -98,8 +98,10 @@ class Policy(BaseModel):
     ``non_dp_outputs`` says what an output that is not DP does to the verdict: ``block``
     (the request is blocked; the default), ``review`` (a human decides) or ``allow``
     (reported for information only). ``auto_approve`` lets the server approve, without a
-    human, a Context request whose report passes. ``min_group_size`` is the smallest group
-    a non-DP table output may describe (reported when such outputs are allowed).
+    human, a data-blind request whose report passes. ``max_contributions`` is the privacy
+    unit (rows per person) every release is bound with, whatever the request says.
+    ``min_group_size`` is the smallest group a non-DP table output may describe (reported
+    when such outputs are allowed).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -112,6 +114,9 @@ class Policy(BaseModel):
     allowed_imports: list[str] = Field(default_factory=lambda: list(DEFAULT_IMPORTS))
     non_dp_outputs: NonDPOutputs = "block"
     auto_approve: bool = False
+    #: The privacy unit: one person is at most this many rows of the dataset. The site
+    #: binds every release with it; a request cannot choose its own.
+    max_contributions: int = Field(default=1, ge=1, le=100_000)
     min_group_size: int = Field(default=10, ge=1)
     audit: AuditSettings = Field(default_factory=AuditSettings)
 

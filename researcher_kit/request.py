@@ -122,7 +122,7 @@ class DPRequest:
     epsilon: float | None = None
     delta: float = 0.0
     mechanisms: list[str] = field(default_factory=list)
-    kind: str = "mechanism"
+    kind: str = "blind"
     queries: int = 1
     max_contributions: int = 1
     runs: int = 1
@@ -146,20 +146,19 @@ class DPRequest:
         return datasets.pop()
 
     def _mock_arguments(self, epsilon: float) -> dict[str, Any]:
-        if self.kind == "context":
-            from researcher_kit import dp
+        """What the function receives on the mock: as on the site, blind unless raw."""
+        if self.kind == "mechanism":
+            return {arg: asset.mock.copy() for arg, asset in self.bindings.items()}
+        from researcher_kit.blind import local_frames
 
-            return {
-                arg: dp.local_context(
-                    asset.mock,
-                    epsilon=epsilon,
-                    delta=self.delta,
-                    queries=self.queries,
-                    max_contributions=self.max_contributions,
-                )
-                for arg, asset in self.bindings.items()
-            }
-        return {arg: asset.mock.copy() for arg, asset in self.bindings.items()}
+        return local_frames(
+            {arg: asset.mock for arg, asset in self.bindings.items()},
+            epsilon,
+            self.delta,
+            context=self.kind == "context",
+            queries=self.queries,
+            max_contributions=self.max_contributions,
+        )
 
     def run_on_mock(self, check: bool = True) -> MockRun:
         """Run on the mock as the site will, measure the spend, and fetch the site's report.
@@ -212,15 +211,34 @@ def dp_request(
     delta: float = 0.0,
     mechanisms: list[str] | None = None,
     context: bool = False,
+    raw: bool = False,
     queries: int = 1,
     max_contributions: int = 1,
     runs: int = 1,
 ) -> Callable[[Callable[..., Any]], DPRequest]:
     """Declare a function as a DP request on ``asset`` (bound to its first argument).
 
-    With ``context=True`` the function receives an OpenDP Context bound to the data and
-    to ``epsilon``, split evenly over ``queries`` releases: DP by construction.
+    By default the request is *data-blind*: the function receives a blind frame (column
+    names and types, no rows), and each ``rk.dp`` helper it calls on it is released by
+    the site's releaser within ``epsilon``: DP by construction, so the checker can pass
+    it and a policy may approve it automatically. With ``context=True`` it receives an
+    OpenDP Context instead, whose ``query()...release()`` calls the site makes for it
+    (``epsilon`` split evenly over ``queries``). With ``raw=True`` it receives the
+    table itself (PySyft's style): a person must always review such a request.
+
+    >>> import pandas as pd
+    >>> from types import SimpleNamespace
+    >>> mock = pd.DataFrame({"age": [30, 40, 50, 60] * 100})
+    >>> pings = SimpleNamespace(name="pings", dataset="Pings", mock=mock)  # an Asset's parts
+    >>> @dp_request(asset=pings, epsilon=0.5)
+    ... def mean_age(df):
+    ...     from researcher_kit import dp
+    ...     return dp.mean(df["age"], bounds=(18, 90), epsilon=0.5)
+    >>> mean_age.kind, 18 <= mean_age.run_on_mock(check=False).outputs <= 90
+    ('blind', True)
     """
+    if context and raw:
+        raise ValueError("a request is either context=True or raw=True, not both")
 
     def wrap(fn: Callable[..., Any]) -> DPRequest:
         bound = dict(assets or {})
@@ -235,7 +253,7 @@ def dp_request(
             epsilon=epsilon,
             delta=delta,
             mechanisms=list(mechanisms or []),
-            kind="context" if context else "mechanism",
+            kind="context" if context else "mechanism" if raw else "blind",
             queries=queries,
             max_contributions=max_contributions,
             runs=runs,

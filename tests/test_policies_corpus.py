@@ -36,6 +36,8 @@ class InProcessExecutor:
         namespace: dict[str, Any] = {}
         exec(compile(spec.source, "<submitted>", "exec"), namespace)  # noqa: S102 - trusted corpus
         report = start_report()
+        if spec.kind.data_blind:
+            return self._blind(spec, namespace[spec.entry])
         inputs = {k: load_table(v, spec.kind) for k, v in spec.inputs.items()}
         try:
             value = resolve_harness(spec.harness)(namespace[spec.entry], inputs, spec)
@@ -45,6 +47,23 @@ class InProcessExecutor:
         manifest, blobs = encode_result(value)
         return JobResult(job_id=spec.job_id, ok=True, manifest=manifest, blobs=blobs,
                          harness_report=report.details, spend=report.spend)  # fmt: skip
+
+    def _blind(self, spec: JobSpec, fn: Any) -> JobResult:
+        from researcher_kit.blind import LocalChannel, blind_arguments
+        from researcher_kit.releaser import Releaser
+
+        releaser = Releaser(spec.inputs, spec.epsilon, spec.delta, queries=spec.context.queries,
+                            max_contributions=spec.context.max_contributions)  # fmt: skip
+        schemas = {name: releaser.schema(name) for name in spec.inputs}
+        context = spec.kind.value == "context"
+        try:
+            value = fn(**blind_arguments(LocalChannel(releaser), schemas, context))
+        except Exception as exc:  # noqa: BLE001 - reported like the sandbox does
+            return JobResult(job_id=spec.job_id, ok=False, error_type=type(exc).__name__,
+                             error_message=str(exc), spend=releaser.spent.to_records())  # fmt: skip
+        manifest, blobs = encode_result(value)
+        return JobResult(job_id=spec.job_id, ok=True, manifest=manifest, blobs=blobs,
+                         spend=releaser.spent.to_records())  # fmt: skip
 
 
 def sandbox_executor() -> Any:

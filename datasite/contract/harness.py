@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasite.contract.job import JobSpec, RequestKind
+from datasite.contract.job import JobSpec
 
 
 @dataclass
@@ -62,28 +62,54 @@ def rows_bound(rows: int) -> int:
     return int(math.ceil(rows / step) * step)
 
 
-def build_context(frame: Any, spec: JobSpec) -> Any:
-    """The OpenDP Context a CONTEXT request receives, bound to ``frame`` and the budget."""
+def build_context(
+    frame: Any,
+    *,
+    epsilon: float,
+    delta: float = 0.0,
+    queries: int = 1,
+    max_contributions: int = 1,
+    max_length: int | None = None,
+) -> Any:
+    """The OpenDP Context over ``frame`` (pandas or Polars, eager or lazy) for a budget.
+
+    The one definition for the site's releaser and the kit's ``local_context``: the
+    privacy loss is ``epsilon`` (or ``(epsilon, delta)``), split evenly over ``queries``;
+    the privacy unit is ``max_contributions`` rows per person; ``max_length``, the public
+    bound on the row count that sums and means need, defaults to ``rows_bound``.
+    """
     import opendp.prelude as dp
     import polars as pl
 
     dp.enable_features("contrib")
-    lazy = frame.lazy() if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame).lazy()
-    rows = frame.height if isinstance(frame, pl.DataFrame) else len(frame)
+    if queries < 1 or max_contributions < 1:
+        raise ValueError("queries and max_contributions must be at least 1")
+    if isinstance(frame, pl.LazyFrame):
+        lazy = frame
+    elif isinstance(frame, pl.DataFrame):
+        lazy = frame.lazy()
+    else:
+        lazy = pl.from_pandas(frame).lazy()
+    rows = lazy.select(pl.len()).collect().item()
+    if max_length is None:
+        max_length = rows_bound(rows)
+    elif rows > max_length:
+        raise ValueError(f"the data has more rows than max_length={max_length}")
+    loss = dp.loss_of(epsilon=epsilon, delta=delta) if delta > 0 else dp.loss_of(epsilon=epsilon)
     return dp.Context.compositor(
         data=lazy,
-        privacy_unit=dp.unit_of(contributions=spec.context.max_contributions),
-        privacy_loss=dp.loss_of(epsilon=spec.epsilon, delta=spec.delta or None),
-        split_evenly_over=spec.context.queries,
-        margins=[dp.polars.Margin(max_length=rows_bound(rows))],
+        privacy_unit=dp.unit_of(contributions=max_contributions),
+        privacy_loss=loss,
+        split_evenly_over=queries,
+        margins=[dp.polars.Margin(max_length=max_length)],
     )
 
 
 def function_arguments(inputs: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-    """Keyword arguments for the submitted function: tables, or one Context."""
-    if spec.kind is RequestKind.CONTEXT:
-        if len(inputs) != 1:
-            raise ValueError("A Context request takes exactly one input table.")
-        ((name, frame),) = inputs.items()
-        return {name: build_context(frame, spec)}
+    """Keyword arguments for the submitted function, by argument name.
+
+    For a raw-data (``MECHANISM``) request these are its tables, as loaded; for a
+    data-blind one, the proxies the sandbox runner built (``researcher_kit.blind``),
+    which hold no data. A fresh dict each call, so one call cannot rebind another's.
+    """
     return dict(inputs)

@@ -15,10 +15,21 @@ from pydantic import BaseModel, Field
 
 
 class RequestKind(StrEnum):
-    """How the submitted function receives its data (see DESIGN.md)."""
+    """How the submitted function receives its data (see DESIGN.md).
+
+    ``BLIND`` and ``CONTEXT`` are *data-blind*: the function runs where no private data
+    is, with proxies that ask the trusted releaser for each DP release. ``MECHANISM``
+    functions receive the raw tables; nothing automatic can prove them DP.
+    """
 
     MECHANISM = "mechanism"  # receives pandas DataFrames, calls DP mechanisms itself
-    CONTEXT = "context"  # receives an OpenDP Context bound to the data and the budget
+    BLIND = "blind"  # receives blind frames; the kit's helpers ask the releaser
+    CONTEXT = "context"  # receives a blind OpenDP Context; its queries are released for it
+
+    @property
+    def data_blind(self) -> bool:
+        """True when the function never shares an address space with the data."""
+        return self is not RequestKind.MECHANISM
 
 
 class Limits(BaseModel):
@@ -31,13 +42,17 @@ class Limits(BaseModel):
     max_processes: int = 64
     max_output_bytes: int = 64 * 1024**2
     scratch_bytes: int = 256 * 1024**2  # the writable tmpfs /scratch, and the largest file
+    #: Each release's answer waits until the next multiple of this many seconds, so how
+    #: long the releaser took (which grows with the private table) is not a clock signal.
+    release_quantum_seconds: float = 0.05
 
 
 class ContextOptions(BaseModel):
-    """How the site binds an OpenDP Context for a Context request.
+    """How the site binds the releases of a data-blind request.
 
-    The function may release ``queries`` results; the declared budget is split evenly
-    over them. ``max_contributions`` is the privacy unit: rows one person may add.
+    A Context request may release ``queries`` results; the declared budget is split
+    evenly over them. ``max_contributions`` is the privacy unit, rows one person may
+    add: on the site it always comes from the dataset's policy, never from the request.
     """
 
     queries: int = 1

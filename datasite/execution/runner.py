@@ -130,6 +130,31 @@ def _redirect_stdio(stdout_fd: int, stderr_fd: int) -> None:
         setattr(sys, f"__{attr}__", stream)
 
 
+def close_all_but(keep: set[int]) -> None:
+    """Close every file descriptor of this process except ``keep``.
+
+    Empty ranges are skipped: ``os.closerange(n, n)`` would reach ``close_range(n, n - 1)``,
+    which Linux reads as "from n to the last descriptor".
+    """
+    low = 0
+    for fd in sorted(keep):
+        if low < fd:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
+
+
+def _blind_inputs(spec: JobSpec, fd: int) -> dict[str, Any]:
+    """Blind proxies over the releaser's socket, one per input, with the public schema."""
+    from datasite.contract.job import RequestKind
+    from datasite.contract.release import ReleaseCall
+    from researcher_kit.blind import SocketChannel, blind_arguments
+
+    channel = SocketChannel(fd)
+    schemas = {name: channel.call(ReleaseCall(op="schema", table=name)) for name in spec.inputs}
+    return blind_arguments(channel, schemas, context=spec.kind is RequestKind.CONTEXT)
+
+
 def job_main(
     spec: JobSpec,
     config: sandbox.SandboxConfig,
@@ -139,15 +164,16 @@ def job_main(
     """Run the job in this (forked) process and exit; never returns."""
     _redirect_stdio(fds["stdout"], fds["stderr"])
     reporter = _Reporter(fds["result"])
-    os.closerange(3, fds["result"])
-    os.closerange(fds["result"] + 1, 65536)
+    close_all_but({0, 1, 2, fds["result"], fds.get("release", fds["result"])})
     phase, report, scratch = _Phase.SETUP, None, None
     try:
         phase = _Phase.COMPILE
         code = _compile(spec)
         phase = _Phase.SETUP
         harness = resolve_harness(spec.harness)
-        files = {name: open(path, "rb") for name, path in spec.inputs.items()}  # noqa: SIM115
+        blind = spec.kind.data_blind
+        paths = {} if blind else spec.inputs
+        files = {name: open(path, "rb") for name, path in paths.items()}  # noqa: SIM115
         sandbox.apply_limits(spec.limits, sandbox.address_space_in_use())
         os.umask(0o022)
         if namespaced:
@@ -165,7 +191,10 @@ def job_main(
         if not callable(fn):
             raise TypeError(f"{spec.entry} is not a function")
         phase = _Phase.INPUTS
-        inputs = {name: load_table(handle, spec.kind) for name, handle in files.items()}
+        if blind:
+            inputs = _blind_inputs(spec, fds["release"])
+        else:
+            inputs = {name: load_table(handle, spec.kind) for name, handle in files.items()}
         for handle in files.values():
             handle.close()
         reporter.send({"event": "loaded"})

@@ -117,6 +117,11 @@ def unshare_namespaces() -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
+def unshare_network() -> None:
+    """A new network namespace with no interface up: this process reaches no network."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(net)")
+
+
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
     """Die with the parent: a killed supervisor takes the whole job with it."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PDEATHSIG)")

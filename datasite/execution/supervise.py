@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 from datasite.contract.framing import WireError, pack, unpack_all
 from datasite.contract.job import JobResult, JobSpec
 from datasite.execution import sandbox
+from datasite.execution.releasing import start_releaser
 from datasite.execution.verdict import Outcome, verdict
 
 log = logging.getLogger("datasite.execution")
@@ -184,19 +185,33 @@ def _reap(watch: _Watch) -> None:
 
 
 def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
-    """Run ``spec`` in a fresh sandboxed process tree and return what came back."""
+    """Run ``spec`` in a fresh sandboxed process tree and return what came back.
+
+    A data-blind job gets a releaser process first (``releasing``): the job process
+    receives one end of its socket and no input at all, and the run's spend is the
+    releaser's ledger, not anything the job says.
+    """
     started = time.monotonic()
+    releaser = start_releaser(spec) if spec.kind.data_blind else None
     pipes = {name: os.pipe() for name in STREAMS}
     pid = os.fork()
     if pid == 0:
         try:
             for read_end, _ in pipes.values():
                 os.close(read_end)
-            _supervisor(spec, config, {name: w for name, (_, w) in pipes.items()})
+            fds = {name: w for name, (_, w) in pipes.items()}
+            job = spec
+            if releaser is not None:
+                os.close(releaser.ledger)
+                fds["release"] = releaser.job_end
+                job = spec.model_copy(update={"inputs": dict.fromkeys(spec.inputs, "")})
+            _supervisor(job, config, fds)
         finally:
             os._exit(70)
     for _, write_end in pipes.values():
         os.close(write_end)
+    if releaser is not None:
+        os.close(releaser.job_end)
     caps = {"stdout": LOG_CAP, "stderr": LOG_CAP, "control": 64 * 1024}
     caps["result"] = spec.limits.max_output_bytes + HEADER_ALLOWANCE
     watch = _Watch(pid, {name: _Capture(cap) for name, cap in caps.items()})
@@ -204,6 +219,7 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
         _watch(watch, {name: r for name, (r, _) in pipes.items()}, spec.limits.wall_seconds)
     finally:
         _reap(watch)
+        ledger = releaser.finish() if releaser is not None else None
     result = verdict(
         spec,
         watch.control(),
@@ -212,6 +228,9 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
         stdout=watch.captures["stdout"].text(),
         stderr=watch.captures["stderr"].text(),
     )
+    if ledger is not None:
+        result.spend = ledger  # the releaser's word, never the job's
+        result.touched_data = bool(ledger)  # only a release reads the data
     result.duration_seconds = time.monotonic() - started
     if watch.control().get("degraded"):
         log.warning(

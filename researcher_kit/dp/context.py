@@ -61,31 +61,17 @@ def local_context(
     """
     import polars as pl
 
-    dp = opendp()
-    if queries < 1 or max_contributions < 1:
-        raise ValueError("queries and max_contributions must be at least 1")
-    if isinstance(data, pd.DataFrame):
-        frame = pl.from_pandas(data).lazy()
-    elif isinstance(data, pl.DataFrame):
-        frame = data.lazy()
-    elif isinstance(data, pl.LazyFrame):
-        frame = data
-    else:
-        raise TypeError(f"expected a pandas or Polars frame, not {type(data).__name__}")
-    rows = frame.select(pl.len()).collect().item()
-    if max_length is None:
-        from datasite.contract.harness import rows_bound
+    from datasite.contract.harness import build_context
 
-        max_length = rows_bound(rows)
-    elif rows > max_length:
-        raise ValueError(f"the data has more rows than max_length={max_length}")
-    loss = dp.loss_of(epsilon=epsilon, delta=delta) if delta > 0 else dp.loss_of(epsilon=epsilon)
-    return dp.Context.compositor(
-        data=frame,
-        privacy_unit=dp.unit_of(contributions=max_contributions),
-        privacy_loss=loss,
-        split_evenly_over=queries,
-        margins=[dp.polars.Margin(max_length=max_length)],
+    if not isinstance(data, pd.DataFrame | pl.DataFrame | pl.LazyFrame):
+        raise TypeError(f"expected a pandas or Polars frame, not {type(data).__name__}")
+    return build_context(
+        data,
+        epsilon=epsilon,
+        delta=delta,
+        queries=queries,
+        max_contributions=max_contributions,
+        max_length=max_length,
     )
 
 
@@ -100,7 +86,7 @@ def ctx_count(ctx: Any) -> int:
     True
     """
     dp = opendp()
-    frame = _release(ctx, ctx.query().select(dp.len(signed=True)), "ctx_count", None)
+    frame = record_context_release(ctx, ctx.query().select(dp.len(signed=True)), "ctx_count", None)
     return int(frame.item())
 
 
@@ -113,7 +99,7 @@ def ctx_sum(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
     True
     """
     query = ctx.query().select(_filled(column, bounds).dp.sum(_typed(bounds)))
-    value = _release(ctx, query, "ctx_sum", column).item()
+    value = record_context_release(ctx, query, "ctx_sum", column).item()
     return value if isinstance(value, int) else float(value)
 
 
@@ -126,7 +112,7 @@ def ctx_mean(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
     True
     """
     query = ctx.query().select(_filled(column, bounds).dp.mean(_typed(bounds)))
-    return float(_release(ctx, query, "ctx_mean", column).item())
+    return float(record_context_release(ctx, query, "ctx_mean", column).item())
 
 
 def ctx_quantile(
@@ -150,7 +136,7 @@ def ctx_quantile(
             sorted({int(round(g)) for g in grid}) if isinstance(lower, int) else grid.tolist()
         )
     expr = _filled(column, bounds).clip(lower, upper).dp.quantile(alpha, list(candidates))
-    value = _release(ctx, ctx.query().select(expr), "ctx_quantile", column).item()
+    value = record_context_release(ctx, ctx.query().select(expr), "ctx_quantile", column).item()
     return value if isinstance(value, int) else float(value)
 
 
@@ -172,7 +158,7 @@ def ctx_histogram(ctx: Any, column: str, categories: list[Any] | None = None) ->
     query = ctx.query().group_by(column).agg(dp.len(signed=True).alias("count"))
     if categories is not None:
         query = query.with_keys(pl.LazyFrame({column: list(categories)}))
-    frame = _release(ctx, query, "ctx_histogram", column)
+    frame = record_context_release(ctx, query, "ctx_histogram", column)
     return frame.sort(column).to_pandas()
 
 
@@ -197,8 +183,16 @@ def _filled(column: str, bounds: tuple[float, float]) -> Any:
     return pl.col(column).fill_nan(middle).fill_null(middle)
 
 
-def _release(ctx: Any, query: Any, helper: str, column: str | None) -> Any:
-    """Release ``query`` through ``ctx`` and record the share of the budget it used."""
+def record_context_release(ctx: Any, query: Any, helper: str, column: str | None) -> Any:
+    """Release ``query`` through ``ctx`` and record the share of the budget it used.
+
+    A query of a data-blind Context (``researcher_kit.blind``) is released by the site's
+    releaser, which does the recording on its side.
+    """
+    from researcher_kit.blind import BlindQuery
+
+    if isinstance(query, BlindQuery):
+        return query.release().collect()
     from opendp.accuracy import summarize_polars_measurement
 
     # Resolving searches OpenDP's noise scale; do it once for the summary and the release.

@@ -3,7 +3,9 @@
 # entry: mean_age
 # epsilon: 0.5
 # mechanisms: researcher_kit.dp.mean
-# expect: pass
+# expect: needs_review
+# It is a raw-data request (it receives the table), so at best needs_review:
+# the same code written data-blind is ok_blind_mean.
 # forbid-rules: undeclared_mechanism, epsilon_exceeds_declaration, raw_output
 def mean_age(df):
     from researcher_kit import dp

@@ -2,7 +2,9 @@
 # entry: age_sum
 # epsilon: 0.5
 # mechanisms: make_laplace
-# expect: pass
+# expect: needs_review
+# It is a raw-data request: however sound the pipeline looks, the function
+# holds the table, so a person decides (needs_review).
 def age_sum(df):
     import opendp.prelude as dp
 

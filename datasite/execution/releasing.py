@@ -1,0 +1,133 @@
+"""The releaser process of a data-blind run: the only process of the run that reads the data.
+
+For a ``BLIND`` or ``CONTEXT`` job the warm worker forks this process *before* it forks
+the sandbox, so the two never share an address space::
+
+    warm worker (root, stack imported, holds no data)
+      +- releaser (this module): own session, no network, reads the inputs, runs only
+      |    site code (``researcher_kit.releaser.Releaser``); answers over a socket
+      +- supervisor -> init -> job process (jail, uid 65534, no inputs at all): the
+           researcher's function, holding blind proxies on the other end of the socket
+
+The releaser keeps the odometer, so the job can never spend more than declared, and its
+ledger (what it released, at what cost) is what the worker reports as the run's spend:
+the researcher's code cannot write it. Each answer waits for the next multiple of
+``Limits.release_quantum_seconds``, so release latency is not a clock on the table size.
+When the socket closes (the job ended, however it ended) the releaser sends its ledger
+and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import NoReturn
+
+from datasite.contract.framing import WireError, read_message, write_message
+from datasite.contract.job import JobSpec
+from datasite.execution import sandbox
+from datasite.execution.runner import close_all_but
+
+log = logging.getLogger("datasite.execution")
+LEDGER_CAP = 4 * 1024**2
+EXIT_SECONDS = 10.0
+
+
+@dataclass
+class ReleaserProcess:
+    """The worker's handle on a running releaser."""
+
+    pid: int
+    job_end: int  # the socket end the job process receives
+    ledger: int  # read end: the releaser's ledger arrives here when it is done
+
+    def finish(self) -> list[dict]:
+        """Wait for the ledger (the job's end is closed by now), then reap the process."""
+        data = bytearray()
+        deadline = time.monotonic() + EXIT_SECONDS
+        os.set_blocking(self.ledger, False)
+        while time.monotonic() < deadline and len(data) <= LEDGER_CAP:
+            try:
+                chunk = os.read(self.ledger, 1 << 16)
+            except BlockingIOError:
+                time.sleep(0.002)
+                continue
+            if not chunk:
+                break
+            data += chunk
+        os.close(self.ledger)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        try:
+            ledger = json.loads(bytes(data))
+        except ValueError:
+            log.error("releaser of pid %s left no readable ledger", self.pid)
+            return [{"helper": "unknown", "mechanism": "unknown", "epsilon": math.inf}]
+        return ledger if isinstance(ledger, list) else []
+
+
+def start_releaser(spec: JobSpec, keep_open: tuple[int, ...] = ()) -> ReleaserProcess:
+    """Fork the releaser for ``spec``; the caller passes ``job_end`` to the job process."""
+    ours, theirs = socket.socketpair()
+    ledger_read, ledger_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            theirs.close()
+            os.close(ledger_read)
+            _releaser_main(spec, ours.detach(), ledger_write)
+        finally:
+            os._exit(70)
+    ours.close()
+    os.close(ledger_write)
+    return ReleaserProcess(pid=pid, job_end=theirs.detach(), ledger=ledger_read)
+
+
+def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
+    from researcher_kit.blind import answer
+    from researcher_kit.releaser import Releaser
+
+    try:
+        os.setsid()
+        sandbox.set_parent_death_signal()
+        close_all_but({fd, ledger_fd, 2})
+        with contextlib.suppress(OSError):  # no network for the process that holds data
+            sandbox.unshare_network()
+        sandbox.clean_environment(home="/nonexistent")
+        releaser = Releaser(
+            spec.inputs,
+            spec.epsilon,
+            spec.delta,
+            queries=spec.context.queries,
+            max_contributions=spec.context.max_contributions,
+        )
+        stream = socket.socket(fileno=fd).makefile("rwb", buffering=0)
+        quantum = spec.limits.release_quantum_seconds
+        while True:
+            try:
+                header, _ = read_message(stream)
+            except (EOFError, WireError, OSError):
+                break
+            started = time.monotonic()
+            reply, blobs = answer(releaser, header)
+            if quantum > 0:
+                elapsed = time.monotonic() - started
+                time.sleep(math.ceil(max(elapsed, 1e-9) / quantum) * quantum - elapsed)
+            try:
+                write_message(stream, reply, blobs)
+            except OSError:
+                break
+        ledger = json.dumps(releaser.spent.to_records(), default=str).encode()
+        view = memoryview(ledger)
+        while view:
+            view = view[os.write(ledger_fd, view) :]
+    finally:
+        os._exit(0)

@@ -1,0 +1,389 @@
+"""The trusted releaser: holds the data and the odometer, answers release calls with site code.
+
+Data-blind requests never see a row. Each DP release they ask for (see
+``datasite.contract.release``) is performed here, by the kit's own helpers and OpenDP,
+on the tables this object holds. The same class serves the site (in a process of its
+own, next to the sandbox, over a socket) and the researcher's notebook (in-process, on
+the mock), so a request behaves the same in both places.
+
+Guarantees this class keeps, whoever calls it:
+
+- the privacy unit (``max_contributions``) is the site's, never the caller's;
+- the odometer: the releases together never spend more than the declared
+  ``(epsilon, delta)``; a call that would is refused with ``BudgetExceeded`` and
+  releases nothing;
+- filters, columns and model parameters are checked before any data is read, so a
+  refusal carries only the caller's own inputs back;
+- only the columns a release needs are read.
+
+>>> import pandas as pd
+>>> from datasite.contract.release import ReleaseCall
+>>> table = pd.DataFrame({"age": [30, 40, 50, 60] * 250})
+>>> releaser = Releaser({"df": table}, epsilon=1.0)
+>>> n = releaser.handle(ReleaseCall(op="count", table="df", epsilon=0.5))
+>>> abs(n - 1000) < 60
+True
+>>> releaser.handle(ReleaseCall(op="count", table="df", epsilon=0.6))
+Traceback (most recent call last):
+...
+researcher_kit.dp.budget.BudgetExceeded: epsilon=0.6 exceeds what is left (epsilon=0.5, delta=0)
+>>> round(releaser.spent.epsilon, 6)
+0.5
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datasite.contract.harness import build_context
+from datasite.contract.release import (
+    CONTEXT_STEPS,
+    ReleaseCall,
+    check_filter,
+    filter_columns,
+)
+from researcher_kit.dp.budget import Budget
+from researcher_kit.dp.spend import SpendLog, track
+
+#: Estimator settings a model call may pass on (public, data-independent); the privacy
+#: parameters (epsilon, bounds, norms, classes) go through the kit's named arguments.
+MODEL_PARAMS = frozenset(
+    {"C", "max_iter", "tol", "fit_intercept", "n_clusters", "n_components", "n_estimators",
+     "max_depth", "centered", "whiten", "var_smoothing", "bounds", "data_norm", "bounds_y",
+     "classes"}
+)  # fmt: skip
+#: The Polars plugin functions OpenDP 0.16 registers (``opendp.extras.polars``).
+OPENDP_PLUGINS = frozenset(
+    {"dp_count", "dp_frame_len", "dp_len", "dp_mean", "dp_median", "dp_n_unique",
+     "dp_null_count", "dp_quantile", "dp_sum", "noise"}
+)  # fmt: skip
+_DENIED_EXPR_KEYS = ("anonymous", "python", "udf", "pickle", "map", "opaque", "renamealias")
+
+
+class ReleaseRefused(ValueError):
+    """The call is not one the releaser performs (bad column, filter, parameter or step)."""
+
+
+TableSource = str | Path | pd.DataFrame
+
+
+class Releaser:
+    """Answers :class:`ReleaseCall` s on ``tables`` within ``(epsilon, delta)``."""
+
+    def __init__(
+        self,
+        tables: Mapping[str, TableSource],
+        epsilon: float,
+        delta: float = 0.0,
+        *,
+        queries: int = 1,
+        max_contributions: int = 1,
+    ) -> None:
+        self.tables = dict(tables)
+        self.budget = Budget(epsilon=epsilon, delta=delta)
+        self.epsilon, self.delta = epsilon, delta
+        self.queries = queries
+        self.max_contributions = max_contributions
+        self.spent = SpendLog()
+        self._contexts: dict[str, Any] = {}
+
+    # -- the public schema ---------------------------------------------------------------
+
+    def schema(self, table: str) -> dict[str, str]:
+        """Column names and types (public: the mock has the same)."""
+        source = self._source(table)
+        if isinstance(source, pd.DataFrame):
+            return {str(c): str(t) for c, t in source.dtypes.items()}
+        import pyarrow.parquet as pq
+
+        arrow = pq.read_schema(source)
+        return {name: str(arrow.field(name).type) for name in arrow.names}
+
+    def _source(self, table: str) -> TableSource:
+        if table not in self.tables:
+            raise ReleaseRefused(f"there is no table {table!r}; tables: {', '.join(self.tables)}")
+        return self.tables[table]
+
+    # -- answering -------------------------------------------------------------------------
+
+    def handle(self, call: ReleaseCall) -> Any:
+        """Perform one release (or refuse it) and return the released value."""
+        if call.op == "schema":
+            return self.schema(call.table)
+        with track() as log:
+            value = getattr(self, f"_{call.op}")(call)
+        self.spent.entries.extend(log.entries)
+        return value
+
+    def _columns(self, call: ReleaseCall, wanted: list[str]) -> pd.DataFrame:
+        """The rows ``call.filter`` keeps, with only the ``wanted`` columns (read lazily)."""
+        if call.filter is not None:
+            try:
+                check_filter(call.filter)
+            except ValueError as exc:
+                raise ReleaseRefused(str(exc)) from None
+        known = self.schema(call.table)
+        needed = list(dict.fromkeys([*wanted, *sorted(filter_columns(call.filter))]))
+        unknown = [c for c in needed if c not in known]
+        if unknown:
+            raise ReleaseRefused(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        source = self._source(call.table)
+        if isinstance(source, pd.DataFrame):
+            frame = source[needed] if needed else pd.DataFrame(index=source.index)
+        elif needed:
+            frame = pd.read_parquet(source, columns=needed)
+        else:  # a count without columns: the row count from the file's metadata, as rows
+            import pyarrow.parquet as pq
+
+            frame = pd.DataFrame(index=pd.RangeIndex(pq.ParquetFile(source).metadata.num_rows))
+        if call.filter is not None:
+            mask = np.asarray(_evaluate(call.filter, frame), dtype=bool)
+            frame = frame.loc[mask]
+        return frame
+
+    def _column(self, call: ReleaseCall) -> pd.Series:
+        if not call.column:
+            raise ReleaseRefused(f"{call.op} needs a column")
+        return self._columns(call, [call.column])[call.column]
+
+    def _kit(self) -> Any:
+        from researcher_kit import dp
+
+        return dp
+
+    def _common(self, call: ReleaseCall) -> dict[str, Any]:
+        return {
+            "epsilon": call.epsilon,
+            "budget": self.budget,
+            "max_contributions": self.max_contributions,
+        }
+
+    def _count(self, call: ReleaseCall) -> int:
+        frame = self._columns(call, [call.column] if call.column else [])
+        data = frame[call.column] if call.column else frame
+        return self._kit().count(
+            data, mechanism=call.mechanism, delta=call.delta, **self._common(call)
+        )
+
+    def _bounds(self, call: ReleaseCall) -> tuple[Any, Any]:
+        if call.bounds is None:
+            raise ReleaseRefused(f"{call.op} needs public bounds=(lower, upper)")
+        return call.bounds
+
+    def _sum(self, call: ReleaseCall) -> float:
+        return self._kit().sum(
+            self._column(call), self._bounds(call), mechanism=call.mechanism, delta=call.delta,
+            **self._common(call),
+        )  # fmt: skip
+
+    def _mean(self, call: ReleaseCall) -> float:
+        return self._kit().mean(
+            self._column(call), self._bounds(call), mechanism=call.mechanism, delta=call.delta,
+            **self._common(call),
+        )  # fmt: skip
+
+    def _quantile(self, call: ReleaseCall) -> float:
+        if call.alpha is None:
+            raise ReleaseRefused("quantile needs alpha")
+        return self._kit().quantile(
+            self._column(call), call.alpha, self._bounds(call), candidates=call.candidates,
+            **self._common(call),
+        )  # fmt: skip
+
+    def _histogram(self, call: ReleaseCall) -> pd.Series:
+        return self._kit().histogram(
+            self._column(call), categories=call.categories, bins=call.bins,
+            mechanism=call.mechanism, delta=call.delta, **self._common(call),
+        )  # fmt: skip
+
+    def _fit_model(self, call: ReleaseCall) -> bytes:
+        if not call.model or not call.features:
+            raise ReleaseRefused("fit_model needs a model and feature columns")
+        refused = sorted(set(call.params) - MODEL_PARAMS)
+        if refused:
+            raise ReleaseRefused(f"fit_model does not take {', '.join(refused)}")
+        for key, value in call.params.items():
+            if not _plain_json(value):
+                raise ReleaseRefused(f"fit_model parameter {key!r} must be plain numbers/lists")
+        wanted = [*call.features, *([call.target] if call.target else [])]
+        frame = self._columns(call, wanted)
+        X = frame[call.features].to_numpy(dtype=float)
+        y = frame[call.target].to_numpy() if call.target else None
+        params = {k: tuple(v) if k in ("bounds", "bounds_y") and isinstance(v, list) else v
+                  for k, v in call.params.items()}  # fmt: skip
+        return self._kit().fit_model(
+            call.model, X, y, epsilon=call.epsilon, budget=self.budget, **params
+        )
+
+    # -- Context queries -----------------------------------------------------------------
+
+    def context(self, table: str) -> Any:
+        """The OpenDP Context over ``table``, built once with the site's privacy unit."""
+        if table not in self._contexts:
+            import polars as pl
+
+            source = self._source(table)
+            frame = (
+                pl.from_pandas(source).lazy()
+                if isinstance(source, pd.DataFrame)
+                else pl.scan_parquet(source)
+            )
+            self._contexts[table] = build_context(
+                frame,
+                epsilon=self.epsilon,
+                delta=self.delta,
+                queries=self.queries,
+                max_contributions=self.max_contributions,
+            )
+        return self._contexts[table]
+
+    def _context(self, call: ReleaseCall) -> Any:
+        from researcher_kit.dp.context import record_context_release
+
+        ctx = self.context(call.table)
+        query = ctx.query()
+        for step, arguments in call.steps or []:
+            if step not in CONTEXT_STEPS:
+                raise ReleaseRefused(f"{step!r} is not a Context query step the site replays")
+            query = getattr(query, step)(*[_argument(a) for a in arguments])
+        return record_context_release(ctx, query, "context_query", None)
+
+
+def _plain_json(value: Any) -> bool:
+    if value is None or type(value) in (int, float, str, bool):
+        return True
+    if type(value) in (list, tuple):
+        return all(_plain_json(v) for v in value)
+    return False
+
+
+def _evaluate(node: dict[str, Any], frame: pd.DataFrame) -> Any:
+    """A checked filter tree, evaluated on ``frame`` with pandas (vectorized)."""
+    if "col" in node:
+        return frame[node["col"]]
+    if "lit" in node:
+        return node["lit"]
+    if "cmp" in node:
+        left, right = _evaluate(node["left"], frame), _evaluate(node["right"], frame)
+        import operator
+
+        ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+               "==": operator.eq, "!=": operator.ne}  # fmt: skip
+        return ops[node["cmp"]](left, right)
+    if "and" in node or "or" in node:
+        parts = [_as_mask(_evaluate(c, frame), frame) for c in (node.get("and") or node["or"])]
+        combine = np.logical_and if "and" in node else np.logical_or
+        return combine.reduce(parts) if parts else np.full(len(frame), "and" in node)
+    if "not" in node:
+        return ~_as_mask(_evaluate(node["not"], frame), frame)
+    if "isin" in node:
+        return pd.Series(_evaluate(node["isin"], frame)).isin(node["values"]).to_numpy()
+    return pd.isna(_evaluate(node["isnull"], frame))
+
+
+def _as_mask(value: Any, frame: pd.DataFrame) -> np.ndarray:
+    if np.isscalar(value):
+        return np.full(len(frame), bool(value))
+    return np.asarray(pd.Series(value).fillna(False), dtype=bool)
+
+
+def _argument(argument: Any) -> Any:
+    """One Context step argument: a column name, a checked Polars expression, or keys."""
+    import polars as pl
+
+    if isinstance(argument, str):
+        return argument
+    if isinstance(argument, dict) and set(argument) == {"expr"}:
+        return pl.Expr.deserialize(io.StringIO(checked_expression(argument["expr"])), format="json")
+    if isinstance(argument, dict) and set(argument) == {"keys"}:
+        keys = argument["keys"]
+        if not isinstance(keys, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and _plain_json(v) for k, v in keys.items()
+        ):
+            raise ReleaseRefused("with_keys takes {column: [values]}")
+        return pl.LazyFrame(keys)
+    raise ReleaseRefused("a Context step argument is a column name, an expression or keys")
+
+
+def checked_expression(text: str) -> str:
+    """A Polars expression (JSON) the releaser may deserialize, with OpenDP's own plugin path.
+
+    Refused: Python functions of any kind (they travel pickled), plugins other than
+    OpenDP's, anything that is not plain JSON. The plugin library path is replaced by
+    the releaser's own, so a call can never make it load another library.
+
+    >>> import polars as pl
+    >>> checked_expression(pl.col("age").fill_null(1).meta.serialize(format="json"))[:24]
+    '{"Function": {"input": ['
+    >>> udf = pl.col("age").map_batches(lambda s: s).meta.serialize(format="json")
+    >>> checked_expression(udf)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    researcher_kit.releaser.ReleaseRefused: the expression uses AnonymousFunction, ...
+    """
+    if not isinstance(text, str) or len(text) > 1_000_000:
+        raise ReleaseRefused("an expression travels as Polars JSON text")
+    try:
+        tree = json.loads(text)
+    except ValueError:
+        raise ReleaseRefused("an expression travels as Polars JSON text") from None
+    return json.dumps(_clean(tree))
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, list):
+        if len(node) > 64 and all(isinstance(x, int) for x in node):
+            raise ReleaseRefused("the expression carries opaque bytes, which the site refuses")
+        return [_clean(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    for key in node:
+        if any(word in key.lower() for word in _DENIED_EXPR_KEYS):
+            raise ReleaseRefused(f"the expression uses {key}, which the site does not run")
+    if "FfiPlugin" in node:
+        plugin = node["FfiPlugin"]
+        if not isinstance(plugin, dict) or plugin.get("symbol") not in OPENDP_PLUGINS:
+            raise ReleaseRefused("the expression calls a plugin other than OpenDP's")
+        kwargs = plugin.get("kwargs", [])
+        if not (isinstance(kwargs, list) and all(isinstance(x, int) for x in kwargs)):
+            raise ReleaseRefused("malformed plugin arguments")
+        return {"FfiPlugin": {**plugin, "lib": opendp_plugin_path(), "kwargs": kwargs}}
+    return {key: _clean(value) for key, value in node.items()}
+
+
+_PLUGIN_PATH: list[str] = []
+
+
+def opendp_plugin_path() -> str:
+    """The library path OpenDP's own Polars plugins name on this machine."""
+    if not _PLUGIN_PATH:
+        import opendp.prelude as dp
+        import polars as pl
+
+        dp.enable_features("contrib")
+        tree = json.loads(pl.len().dp.noise().meta.serialize(format="json"))
+        _PLUGIN_PATH.append(_find_lib(tree))
+    return _PLUGIN_PATH[0]
+
+
+def _find_lib(node: Any) -> str:
+    if isinstance(node, dict):
+        if "FfiPlugin" in node:
+            return node["FfiPlugin"]["lib"]
+        for value in node.values():
+            found = _find_lib(value)
+            if found:
+                return found
+    if isinstance(node, list):
+        for value in node:
+            found = _find_lib(value)
+            if found:
+                return found
+    return ""
