@@ -79,10 +79,10 @@ def run_demo(keep: Path | None = None) -> None:
         owner.users.create(email=BOB, name="Dr. Bob", password=BOB_PW, institution="University")
         owner.users.create(email=REVIEWER, name="Rita", role="reviewer", password=REVIEWER_PW)
         owner.budgets.grant(BOB, "Diabetes", epsilon=3.0)
-        owner.policies.set("Diabetes", max_epsilon_per_request=1.0, auto_approve=True)
+        owner.policies.set("Diabetes", max_epsilon_per_request=1.0)
         console.print(
             "Created researcher bob@uni.example and reviewer rita@hospital.example; "
-            "granted Bob epsilon=3.0; auto-approval on for Context requests"
+            "granted Bob epsilon=3.0; every request waits for a reviewer for now"
         )
 
         step("Researcher: browse, try on the mock, submit")
@@ -90,6 +90,8 @@ def run_demo(keep: Path | None = None) -> None:
         patients = bob.datasets["Diabetes"].assets["patients"]
         console.print(patients.mock.head())
 
+        # Data-blind: df is a blind frame (columns, no rows); each rk.dp helper is
+        # released by the site's releaser, which holds the data and the budget.
         @rk.dp_request(asset=patients, epsilon=0.5)
         def mean_age(df):  # type: ignore[no-untyped-def]
             from researcher_kit import dp
@@ -119,6 +121,8 @@ def run_demo(keep: Path | None = None) -> None:
         console.print(f"DP mean age: {noisy:.2f} (the true mean stays on the site)")
 
         step("A Context request, approved automatically")
+        owner.policies.set("Diabetes", max_epsilon_per_request=1.0, auto_approve=True)
+        console.print("The owner turns on auto-approval for data-blind requests that pass")
 
         @rk.dp_request(asset=patients, epsilon=0.5, context=True, queries=2)
         def cohort(ctx):  # type: ignore[no-untyped-def]
@@ -138,15 +142,13 @@ def run_demo(keep: Path | None = None) -> None:
         def progression_model(df):  # type: ignore[no-untyped-def]
             from researcher_kit import dp
 
-            features = df[["age", "bmi", "bp"]].to_numpy(dtype=float)
-            label = (df["target"] > 140).to_numpy().astype(int)
+            features = df[["age", "bmi", "bp"]]  # blind: the releaser fits on the rows
             return dp.fit_model(
-                "logistic_regression", features, label, epsilon=1.0, data_norm=120.0
+                "logistic_regression", features, df["target"] > 140, epsilon=1.0, data_norm=120.0
             )
 
         model_request = bob.submit(progression_model, project="Diabetes ages")
-        model_request.wait(until=("checked",))
-        reviewer.requests.get(model_request.id).approve()
+        console.print(f"Request {model_request.id}: {model_request.wait().state}")
         model = rk.dp.load_model(model_request.result())
         sample = np.array([[50.0, 30.0, 95.0], [30.0, 21.0, 80.0]])
         console.print(
@@ -155,7 +157,7 @@ def run_demo(keep: Path | None = None) -> None:
 
         step("A raw aggregate: blocked by the checker, denied by the reviewer")
 
-        @rk.dp_request(asset=patients, epsilon=0.1)
+        @rk.dp_request(asset=patients, epsilon=0.1, raw=True)  # receives the real table
         def raw_mean(df):  # type: ignore[no-untyped-def]
             return float(df["target"].mean())
 

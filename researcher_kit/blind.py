@@ -321,14 +321,18 @@ def release_from(data: BlindFrame | BlindColumn, op: str, **fields: Any) -> Any:
 def release_model(kind: str, X: Any, y: Any, **fields: Any) -> Any:
     """Ask the releaser to fit model ``kind`` on blind features ``X`` and target ``y``."""
     frame = X if isinstance(X, BlindFrame) else None
-    if frame is None or (y is not None and not isinstance(y, BlindColumn)):
-        raise TypeError("In a data-blind request, X is df[[feature columns]] and y is df[target].")
-    if y is not None and (y.frame.table, y.frame.where) != (frame.table, frame.where):
+    if frame is None or not (y is None or isinstance(y, BlindColumn | BlindPredicate)):
+        raise TypeError(
+            "In a data-blind request, X is df[[feature columns]] and y is df[target] "
+            "or a condition such as df['target'] > 140."
+        )
+    if isinstance(y, BlindColumn) and (y.frame.table, y.frame.where) != (frame.table, frame.where):
         raise ValueError("X and y must select the same rows of the same table.")
     params = {k: _plain(v) for k, v in fields.pop("params").items() if v is not None}
     call = ReleaseCall(
-        op="fit_model", model=kind, features=frame.columns,
-        target=None if y is None else y.name, params=params, **fields,
+        op="fit_model", model=kind, features=frame.columns, params=params,
+        target=y.name if isinstance(y, BlindColumn) else None,
+        label=y.node if isinstance(y, BlindPredicate) else None, **fields,
     )  # fmt: skip
     return frame.release(call)
 

@@ -51,7 +51,7 @@ class Asset:
         preview = self.mock.head(5).to_html(max_cols=20)
         return (
             f"<h4>Asset {html.escape(self.name)} of {html.escape(self.dataset)}</h4>"
-            f"<p>{self.data['mock_rows']:,} mock rows · {self.data['real_rows']:,} real rows"
+            f"<p>{self.data['mock_rows']:,} mock rows · the real table's size is private"
             f" (private)</p>"
             + html_table(self.columns, ["name", "dtype"])
             + f"<p>Mock preview</p>{preview}"

@@ -212,10 +212,19 @@ class Releaser:
         for key, value in call.params.items():
             if not _plain_json(value):
                 raise ReleaseRefused(f"fit_model parameter {key!r} must be plain numbers/lists")
-        wanted = [*call.features, *([call.target] if call.target else [])]
-        frame = self._columns(call, wanted)
+        if call.label is not None:
+            try:
+                check_filter(call.label)
+            except ValueError as exc:
+                raise ReleaseRefused(str(exc)) from None
+        label_columns = sorted(filter_columns(call.label))
+        wanted = [*call.features, *([call.target] if call.target else []), *label_columns]
+        frame = self._columns(call, list(dict.fromkeys(wanted)))
         X = frame[call.features].to_numpy(dtype=float)
-        y = frame[call.target].to_numpy() if call.target else None
+        if call.label is not None:
+            y = _as_mask(_evaluate(call.label, frame), frame).astype(int)
+        else:
+            y = frame[call.target].to_numpy() if call.target else None
         params = {k: tuple(v) if k in ("bounds", "bounds_y") and isinstance(v, list) else v
                   for k, v in call.params.items()}  # fmt: skip
         return self._kit().fit_model(

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from datasite import audit
-from datasite.api.deps import client_address, current_user, db_session, owner_only, site
+from datasite.api.deps import STAFF, client_address, current_user, db_session, owner_only, site
 from datasite.contract.schemas import (
     AssetOut,
     DatasetIn,
@@ -72,7 +72,14 @@ def find_asset(dataset: Dataset, name: str) -> Asset:
     raise HTTPException(404, f"Dataset {dataset.name!r} has no asset {name!r}. Assets: {known}.")
 
 
-def dataset_out(dataset: Dataset) -> DatasetOut:
+def dataset_out(dataset: Dataset, viewer: User) -> DatasetOut:
+    """A dataset as ``viewer`` may see it: the exact private row count is for staff only.
+
+    A researcher sees the mock's size; the real table's exact size is a private value
+    (it answers "is this person in the data?" for a table of one), so it leaves only
+    through a DP release.
+    """
+    staff = viewer.role in STAFF
     return DatasetOut(
         name=dataset.name,
         description=dataset.description,
@@ -87,7 +94,7 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
                 description=a.description,
                 columns=a.columns,
                 mock_rows=a.mock_rows,
-                real_rows=a.real_rows,
+                real_rows=a.real_rows if staff else None,
             )
             for a in dataset.assets
         ],
@@ -194,7 +201,7 @@ def create_dataset(
             path.unlink(missing_ok=True)
         raise
     db.refresh(dataset)
-    return dataset_out(dataset)
+    return dataset_out(dataset, owner)
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
@@ -203,14 +210,14 @@ def list_datasets(user: User = Depends(current_user), db: Session = Depends(db_s
     query = select(Dataset).order_by(Dataset.id)
     if user.role == "researcher":
         query = query.where(Dataset.archived_at.is_(None))
-    return [dataset_out(d) for d in db.scalars(query)]
+    return [dataset_out(d, user) for d in db.scalars(query)]
 
 
 @router.get("/datasets/{name}", response_model=DatasetOut)
 def get_dataset(
     name: str, user: User = Depends(current_user), db: Session = Depends(db_session)
 ) -> DatasetOut:
-    return dataset_out(find_dataset(db, name, user))
+    return dataset_out(find_dataset(db, name, user), user)
 
 
 def _set_archived(
@@ -244,7 +251,7 @@ def archive_dataset(
 ) -> DatasetOut:
     """Hide a dataset from researchers and refuse new requests on it; its requests,
     results, budgets and ledger entries stay. ``/restore`` undoes it."""
-    return dataset_out(_set_archived(db, request, owner, name, True))
+    return dataset_out(_set_archived(db, request, owner, name, True), owner)
 
 
 @router.post("/datasets/{name:path}/restore", response_model=DatasetOut)
@@ -255,7 +262,7 @@ def restore_dataset(
     db: Session = Depends(db_session),
 ) -> DatasetOut:
     """Undo an archive: researchers see the dataset again and may submit requests."""
-    return dataset_out(_set_archived(db, request, owner, name, False))
+    return dataset_out(_set_archived(db, request, owner, name, False), owner)
 
 
 @router.delete("/datasets/{name:path}", response_model=DatasetRemovedOut)

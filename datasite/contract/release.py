@@ -67,6 +67,7 @@ class ReleaseCall(BaseModel):
     model: str | None = Field(default=None, max_length=100)
     features: list[str] | None = Field(default=None, max_length=1000)
     target: str | None = Field(default=None, max_length=200)
+    label: dict[str, Any] | None = None  # a filter tree as a 0/1 target, instead of a column
     params: dict[str, Any] = Field(default_factory=dict)
     # context: [[step, [argument, ...]], ...]; expressions as Polars' JSON
     steps: list[tuple[str, list[Any]]] | None = Field(default=None, max_length=64)

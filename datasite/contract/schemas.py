@@ -135,7 +135,7 @@ class AssetOut(BaseModel):
     description: str
     columns: list[ColumnOut]
     mock_rows: int
-    real_rows: int
+    real_rows: int | None = None  # staff only: the exact private size never goes to researchers
 
 
 class DatasetOut(BaseModel):
