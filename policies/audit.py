@@ -47,10 +47,14 @@ from policies import audit_events, neighbours, outputs
 
 MAX_COMPONENTS = 16
 MIN_TEST_SAMPLES = 40  # per table; fewer runs than this cannot show a bound
-MIN_SCREEN_ROUNDS = 12
+MIN_SCREEN_ROUNDS = 3  # per pair, time allowing, before the pairs are compared
 MIN_DETERMINISTIC_RUNS = 30  # identical on this many runs per table before "no noise"
 PROBE_RUNS = 12  # runs on the base table whose outputs are compared for randomness
-SCREEN_SHARE = 0.45  # of the time budget
+SCREEN_SHARE = 0.25  # of the time budget: every pair, round-robin
+NARROW_SHARE = 0.1  # of the time budget: the best few pairs, more runs
+NARROW_PAIRS = 3
+SELECT_SHARE = 0.3  # of the chosen pair's later runs, used to choose events, not to test
+TESTED_EVENTS = 3  # events tested on the fresh runs (Bonferroni: alpha / 3 each)
 
 
 def _load(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -69,10 +73,12 @@ def _components(value: Any) -> dict[str, float]:
 
 def _matrix(rows: list[dict[str, float]], names: list[str]) -> np.ndarray:
     out = np.full((len(rows), len(names)), np.nan)
+    where = {name: j for j, name in enumerate(names)}
     for i, row in enumerate(rows):
-        for j, name in enumerate(names):
-            if name in row:
-                out[i, j] = row[name]
+        for name, x in row.items():
+            j = where.get(name)
+            if j is not None:
+                out[i, j] = x
     return out
 
 
@@ -85,16 +91,45 @@ def _array(rows: list[list[float | None]], width: int) -> np.ndarray:
     return np.array(data, dtype=float).reshape(len(data), width)
 
 
-class _Sampler:
-    """Runs the request on a table (the other inputs unchanged) and keeps its outputs."""
+def _names(samples: list[list[dict[str, float]]]) -> list[str]:
+    names: dict[str, None] = {}
+    for rows in samples:
+        for row in rows:
+            for name in row:
+                names.setdefault(name)
+    return list(names)[:MAX_COMPONENTS]
 
-    def __init__(self, fn: Callable[..., Any], base: dict[str, Any], key: str) -> None:
-        self.fn, self.base, self.key = fn, base, key
+
+class _Sampler:
+    """Runs the request on a table (the other inputs unchanged) and keeps its outputs.
+
+    Every run checks the clock: ``expired`` is true once the deadline has passed, so a
+    slow request stops the audit after one run too many at most, never a batch.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], base: dict[str, Any], key: str, deadline: float
+    ) -> None:
+        self.fn, self.base, self.key, self.deadline = fn, base, key, deadline
         self.calls = 0
 
     def __call__(self, table: pd.DataFrame) -> Any:
         self.calls += 1
         return self.fn(**{**self.base, self.key: table})
+
+    @property
+    def expired(self) -> bool:
+        return time.perf_counter() > self.deadline
+
+
+def _score(a: list[dict[str, float]], b: list[dict[str, float]], alpha: float,
+           delta: float) -> float:  # fmt: skip
+    names = _names([a, b])
+    if not names or not a or not b:
+        return 0.0
+    x, y = (audit_events.with_derived(_matrix(rows, names)) for rows in (a, b))
+    found = audit_events.best_events(x, y, alpha, delta, width=len(names))
+    return found[0].selection_bound if found else 0.0
 
 
 def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dict[str, Any]:
@@ -104,6 +139,10 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
     per table at most, ``confidence``, ``privacy_unit`` (``add_remove`` | ``change``),
     ``seed`` (seeds NumPy's and ``random``'s global generators, for reproducible tests).
     Returns JSON-able samples of numeric outputs of made-up tables only.
+
+    The time budget is spent in three parts: every pair round-robin (``SCREEN_SHARE``),
+    the few best pairs again (``NARROW_SHARE``), then fresh runs of the best pair; the
+    clock is read after every run, so the audit ends within one run of its budget.
     """
     options = dict(spec.harness_options or {})
     budget = float(options.get("time_budget", 0.5))
@@ -122,7 +161,7 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
     pairs = neighbours.audit_pairs(base[key], unit)
     if not pairs:
         return {"skipped": "the mock is too small to build neighbours from"}
-    run = _Sampler(fn, base, key)
+    run = _Sampler(fn, base, key, started + budget)
     tables: list[pd.DataFrame] = []
     index: list[tuple[int, int]] = []
     for _, d, d2 in pairs:  # shared tables (the mock itself) are run once per round
@@ -134,39 +173,64 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
                 where = len(tables) - 1
             slots.append(where)
         index.append((slots[0], slots[1]))
-    # Screening, round-robin so that every pair has as many runs when time is up.
-    screen: list[list[dict[str, float]]] = [[] for _ in tables]
+    samples: list[list[dict[str, float]]] = [[] for _ in tables]
     prints: list[dict[str, str]] = []
-    rounds, cap = 0, max(MIN_SCREEN_ROUNDS, max_trials // 4)
-    while rounds < cap:
-        for i, table in enumerate(tables):
-            value = run(table)
-            screen[i].append(_components(value))
-            if i == index[0][0] and len(prints) < PROBE_RUNS:
-                prints.append({n: outputs.fingerprint(v) for n, v in outputs.split(value)})
+
+    def sample(i: int) -> None:
+        value = run(tables[i])
+        samples[i].append(_components(value))
+        if i == index[0][0] and len(prints) < PROBE_RUNS:
+            prints.append({n: outputs.fingerprint(v) for n, v in outputs.split(value)})
+
+    # 1. Screening: every pair, round-robin, so that every pair has as many runs.
+    screen_end = started + budget * SCREEN_SHARE
+    rounds, cap, done = 0, max(MIN_SCREEN_ROUNDS, max_trials // 8), False
+    while rounds < cap and not done:
+        for t in range(len(tables)):
+            sample(t)
+            late = time.perf_counter() > screen_end and rounds >= MIN_SCREEN_ROUNDS - 1
+            if run.expired or late:
+                done = True
+                break
         rounds += 1
-        if rounds >= MIN_SCREEN_ROUNDS and time.perf_counter() - started > budget * SCREEN_SHARE:
-            break
-    names: list[str] = []
-    for rows in screen:
-        for row in rows:
-            names += [n for n in row if n not in names]
-    names = names[:MAX_COMPONENTS]
-    matrices = [_matrix(rows, names) for rows in screen]
-    scores, deterministic = [], []
-    for p, (i, j) in enumerate(index):
-        event = audit_events.best_event(matrices[i], matrices[j], alpha, delta)
-        scores.append(event.selection_bound if event else 0.0)
-        deterministic += _deterministic(matrices[i], matrices[j], names, p)
-    chosen = int(np.argmax(scores))
+    live = [p for p, (i, j) in enumerate(index) if samples[i] and samples[j]]
+    scores = [0.0] * len(pairs)
+    for p in live:
+        i, j = index[p]
+        scores[p] = _score(samples[i], samples[j], alpha, delta)
+    # 2. Narrowing: the best few pairs get as many runs again, then the best is chosen.
+    best = sorted(live, key=lambda p: -scores[p])[:NARROW_PAIRS]
+    narrow_end = time.perf_counter() + budget * NARROW_SHARE
+    wanted = sorted({t for p in best for t in index[p]})
+    while best and not run.expired and time.perf_counter() < narrow_end:
+        for t in wanted:
+            sample(t)
+            if run.expired:
+                break
+    for p in best:
+        i, j = index[p]
+        scores[p] = _score(samples[i], samples[j], alpha, delta)
+    chosen = max(best, key=lambda p: scores[p]) if best else 0
     i, j = index[chosen]
+    # 3. More runs of the chosen pair: the first SELECT_SHARE of them join the screening
+    # runs to choose the events, the rest (fresh, never looked at before) test them.
     fresh: dict[str, list[dict[str, float]]] = {"base": [], "other": []}
-    while len(fresh["base"]) < max_trials:
+    while len(fresh["other"]) < max_trials and not run.expired:
         fresh["base"].append(_components(run(tables[i])))
         fresh["other"].append(_components(run(tables[j])))
-        done = len(fresh["base"])
-        if done >= MIN_TEST_SAMPLES and time.perf_counter() - started > budget:
-            break
+    cut = int(len(fresh["base"]) * SELECT_SHARE)
+    selection = [samples[i] + fresh["base"][:cut], samples[j] + fresh["other"][:cut]]
+    fresh = {"base": fresh["base"][cut:], "other": fresh["other"][cut:]}
+    names = _names([*selection, fresh["base"], fresh["other"]])
+    screen_a, screen_b = _matrix(selection[0], names), _matrix(selection[1], names)
+    every = {i: selection[0] + fresh["base"], j: selection[1] + fresh["other"]}
+    deterministic: dict[str, dict[str, Any]] = {}
+    for p in [chosen, *live]:
+        a, b = (_matrix(every.get(t, samples[t]), names) for t in index[p])
+        for item in _deterministic(a, b, names):
+            entry = deterministic.setdefault(output_of(item["component"]), {**item, "pairs": []})
+            if p not in entry["pairs"]:
+                entry["pairs"].append(p)
     randomized = sorted(
         name for name in (prints[0] if prints else {}) if len({p.get(name) for p in prints}) > 1
     )
@@ -174,14 +238,15 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
         "unit": unit,
         "delta": delta,
         "pairs": [name for name, _, _ in pairs],
+        "pairs_screened": len(live),
         "selection_scores": scores,
         "chosen": chosen,
         "components": names,
-        "screen_base": _jsonable(matrices[i]),
-        "screen_other": _jsonable(matrices[j]),
+        "screen_base": _jsonable(screen_a),
+        "screen_other": _jsonable(screen_b),
         "test_base": _jsonable(_matrix(fresh["base"], names)),
         "test_other": _jsonable(_matrix(fresh["other"], names)),
-        "deterministic": deterministic,
+        "deterministic": list(deterministic.values()),
         "randomized_outputs": randomized,
         "outputs": sorted(prints[0]) if prints else [],
         "screen_runs": rounds,
@@ -190,19 +255,23 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
     }
 
 
-def _deterministic(
-    a: np.ndarray, b: np.ndarray, names: list[str], pair: int
-) -> list[dict[str, Any]]:
-    """Components constant over every run on D and on D' (enough runs) yet different."""
+def _deterministic(a: np.ndarray, b: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
+    """Outputs constant over every run on D and on D' (enough runs) yet different.
+
+    One entry per output (its first such component), however many components it has.
+    """
     if min(len(a), len(b)) < MIN_DETERMINISTIC_RUNS:
         return []
-    found = []
+    found: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(names):
         x = np.nan_to_num(a[:, k], nan=audit_events.NAN_KEY)
         y = np.nan_to_num(b[:, k], nan=audit_events.NAN_KEY)
         if np.all(x == x[0]) and np.all(y == y[0]) and x[0] != y[0]:
-            found.append({"component": name, "pair": pair, "runs": int(min(len(a), len(b)))})
-    return found
+            found.setdefault(
+                output_of(name),
+                {"component": name, "runs": int(min(len(a), len(b)))},
+            )
+    return list(found.values())
 
 
 # -- the statistics, in the parent ------------------------------------------------------
@@ -229,7 +298,7 @@ def analyse(payload: dict[str, Any], confidence: float) -> dict[str, Any]:
     width = len(names)
     pairs = payload.get("pairs", [])
     chosen = int(payload.get("chosen", 0))
-    sel_a = _array(payload.get("screen_base", []), width)
+    sel_a = _array(payload.get("screen_base", []), width)  # the chosen pair's
     sel_b = _array(payload.get("screen_other", []), width)
     test_a = _array(payload.get("test_base", []), width)
     test_b = _array(payload.get("test_other", []), width)
@@ -252,20 +321,31 @@ def analyse(payload: dict[str, Any], confidence: float) -> dict[str, Any]:
             {
                 "output": output_of(item["component"]),
                 "component": item["component"],
-                "changes_on": [pairs[item["pair"]]] if item["pair"] < len(pairs) else [],
+                "changes_on": [pairs[p] for p in item.get("pairs", []) if p < len(pairs)],
                 "runs": item["runs"],
             }
         )
-    event = audit_events.best_event(sel_a, sel_b, alpha, delta)
-    if event is None or min(len(test_a), len(test_b)) < MIN_TEST_SAMPLES:
+    found["pairs_screened"] = payload.get("pairs_screened", len(pairs))
+    derived = audit_events.derived_names(names)
+    sel_a, sel_b = audit_events.with_derived(sel_a), audit_events.with_derived(sel_b)
+    test_a, test_b = audit_events.with_derived(test_a), audit_events.with_derived(test_b)
+    events = audit_events.best_events(sel_a, sel_b, alpha, delta, count=TESTED_EVENTS, width=width)
+    if not events or min(len(test_a), len(test_b)) < MIN_TEST_SAMPLES:
         found["too_few_runs"] = True
         return found
-    bound, counts = audit_events.evaluate_event(event, test_a, test_b, alpha, delta)
+    # Several events, chosen on the screening runs, tested on the fresh ones: each at
+    # alpha / len(events) (Bonferroni), so the largest bound holds at 1 - alpha.
+    tested = [
+        (*audit_events.evaluate_event(e, test_a, test_b, alpha / len(events), delta), e)
+        for e in events
+    ]
+    bound, counts, event = max(tested, key=lambda t: t[0])
     found["epsilon_lower_bound"] = bound
-    column = names[event.component] if event.component >= 0 else None
+    found["events_tested"] = len(events)
+    column = derived[event.component] if 0 <= event.component < width else None
     found["counterexample"] = {
         "pair": found["pair"],
-        "event": event.describe(names),
+        "event": event.describe(derived),
         "output": output_of(column) if column else "return",
         "likelier_on": "the first table" if event.first_is_base else "the second table",
         **counts,

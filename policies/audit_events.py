@@ -24,10 +24,58 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import betaincinv  # the beta quantile (scipy.stats imports slowly)
 
 THRESHOLDS = 40
 MAX_DISCRETE = 24
 NAN_KEY = -1.2345e300
+
+#: Summaries of a vector output, each an extra column events can be about (StatDP's and
+#: DP-Sniper's practice: noisy max and the sparse vector leak through the whole vector).
+DERIVED = (
+    "sum of the outputs",
+    "largest output",
+    "smallest output",
+    "number of outputs",
+    "number of nonzero (True) outputs",
+    "position of the largest output",
+    "position of the first nonzero (True) output",
+    "last output",
+)
+
+
+def with_derived(x: np.ndarray) -> np.ndarray:
+    """``x`` with the :data:`DERIVED` columns appended (when it has more than one column).
+
+    >>> with_derived(np.array([[0.0, 1.0, np.nan], [2.0, 0.0, 1.0]]))[:, 3:].tolist()
+    [[1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0], [3.0, 2.0, 0.0, 3.0, 2.0, 0.0, 0.0, 1.0]]
+    """
+    if x.ndim != 2 or x.shape[1] < 2 or len(x) == 0:
+        return x
+    finite = np.isfinite(x)
+    filled = np.where(finite, x, 0.0)
+    present = finite.sum(axis=1)
+    some = present > 0
+    low = np.where(finite, x, np.inf).min(axis=1)
+    high = np.where(finite, x, -np.inf).max(axis=1)
+    nonzero = finite & (filled != 0)
+    last_at = np.where(some, x.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1), 0)
+    columns = [
+        filled.sum(axis=1),
+        np.where(some, high, np.nan),
+        np.where(some, low, np.nan),
+        present.astype(float),
+        nonzero.sum(axis=1).astype(float),
+        np.where(some, np.argmax(np.where(finite, x, -np.inf), axis=1), -1).astype(float),
+        np.where(nonzero.any(axis=1), np.argmax(nonzero, axis=1), -1).astype(float),
+        np.where(some, x[np.arange(len(x)), last_at], np.nan),
+    ]
+    return np.column_stack([x, *columns])
+
+
+def derived_names(names: list[str]) -> list[str]:
+    """Column names matching :func:`with_derived`."""
+    return names + list(DERIVED) if len(names) > 1 else list(names)
 
 
 @dataclass
@@ -42,8 +90,9 @@ class Event:
 
     def holds(self, x: np.ndarray) -> np.ndarray:
         if self.op == "vec":
-            key = np.nan_to_num(x, nan=NAN_KEY)
-            return np.all(key == np.asarray(self.value, dtype=float), axis=1)
+            value = np.asarray(self.value, dtype=float)
+            key = np.nan_to_num(x[:, : len(value)], nan=NAN_KEY)
+            return np.all(key == value, axis=1)
         column = x[:, self.component]
         with np.errstate(invalid="ignore"):
             if self.op == "gt":
@@ -67,12 +116,10 @@ class Event:
 
 def clopper_pearson(successes: Any, trials: Any, alpha: float) -> tuple[Any, Any]:
     """One-sided (1 - alpha) lower and upper bounds on binomial proportions (vectorised)."""
-    from scipy.stats import beta
-
     k, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(k <= 0, 0.0, beta.ppf(alpha, k, n - k + 1))
-        high = np.where(k >= n, 1.0, beta.ppf(1 - alpha, k + 1, n - k))
+        low = np.where(k <= 0, 0.0, betaincinv(np.maximum(k, 1e-9), n - k + 1, alpha))
+        high = np.where(k >= n, 1.0, betaincinv(k + 1, np.maximum(n - k, 1e-9), 1 - alpha))
     return np.nan_to_num(low), np.nan_to_num(high, nan=1.0)
 
 
@@ -87,7 +134,9 @@ def _bounds(
     return np.where(low > 0, np.maximum(out, 0.0), 0.0)
 
 
-def _candidates(a: np.ndarray, b: np.ndarray) -> tuple[list[Event], np.ndarray, np.ndarray]:
+def _candidates(
+    a: np.ndarray, b: np.ndarray, width: int | None = None
+) -> tuple[list[Event], np.ndarray, np.ndarray]:
     """Every candidate event with its hit counts on ``a`` and on ``b`` (vectorised)."""
     events: list[Event] = []
     hits_a: list[np.ndarray] = []
@@ -98,7 +147,7 @@ def _candidates(a: np.ndarray, b: np.ndarray) -> tuple[list[Event], np.ndarray, 
         finite = column[np.isfinite(column)]
         keys = np.nan_to_num(column, nan=NAN_KEY)
         values = np.unique(keys)
-        if len(values) <= MAX_DISCRETE:
+        if len(values) <= MAX_DISCRETE and len(values) <= max(2, len(keys) // 3):
             ka, kb = np.nan_to_num(a[:, j], nan=NAN_KEY), np.nan_to_num(b[:, j], nan=NAN_KEY)
             events += [Event(j, "eq", float(v), True) for v in values]
             hits_a.append((ka[:, None] == values[None, :]).sum(axis=0))
@@ -116,9 +165,10 @@ def _candidates(a: np.ndarray, b: np.ndarray) -> tuple[list[Event], np.ndarray, 
             out.append(np.concatenate([above, below]))
         events += [Event(j, "gt", float(t), True) for t in cuts]
         events += [Event(j, "lt", float(t), True) for t in cuts]
-    keys = np.nan_to_num(pooled, nan=NAN_KEY)
+    width = pooled.shape[1] if width is None else width
+    keys = np.nan_to_num(pooled[:, :width], nan=NAN_KEY)
     rows, counts = np.unique(keys, axis=0, return_counts=True)
-    if pooled.shape[1] > 1 and len(rows) <= len(pooled) // 4:
+    if width > 1 and len(rows) <= len(pooled) // 4:
         for i in np.argsort(-counts)[:MAX_DISCRETE]:
             event = Event(-1, "vec", [float(v) for v in rows[i]], True)
             events.append(event)
@@ -129,23 +179,49 @@ def _candidates(a: np.ndarray, b: np.ndarray) -> tuple[list[Event], np.ndarray, 
     return events, np.concatenate(hits_a), np.concatenate(hits_b)
 
 
-def best_event(a: np.ndarray, b: np.ndarray, alpha: float, delta: float = 0.0) -> Event | None:
-    """The event (and direction) with the highest bound on these samples (selection)."""
+def best_events(
+    a: np.ndarray,
+    b: np.ndarray,
+    alpha: float,
+    delta: float = 0.0,
+    *,
+    count: int = 1,
+    width: int | None = None,
+) -> list[Event]:
+    """The ``count`` events (and directions) with the highest bounds on these samples.
+
+    ``width``: how many leading columns are the outputs themselves (the rest are
+    summaries); whole-vector events are about those only. Events are distinct, best
+    first; at most one per column and direction, so that a few tested events cover
+    different ways to leak.
+    """
     if len(a) == 0 or len(b) == 0 or a.shape[1] == 0:
-        return None
-    events, hits_a, hits_b = _candidates(a, b)
+        return []
+    events, hits_a, hits_b = _candidates(a, b, width)
     if not events:
-        return None
+        return []
     forward = _bounds(hits_a, len(a), hits_b, len(b), alpha, delta)
     backward = _bounds(hits_b, len(b), hits_a, len(a), alpha, delta)
-    i_f, i_b = int(np.argmax(forward)), int(np.argmax(backward))
-    if forward[i_f] >= backward[i_b]:
-        event, score = events[i_f], float(forward[i_f])
-    else:
-        event, score = events[i_b], float(backward[i_b])
-        event.first_is_base = False
-    event.selection_bound = score
-    return event
+    scores = np.concatenate([forward, backward])
+    chosen: list[Event] = []
+    seen: set[tuple[int, str, bool]] = set()
+    for i in np.argsort(-scores, kind="stable"):
+        base = events[int(i) % len(events)]
+        first = int(i) < len(events)
+        key = (base.component, base.op if base.op in ("eq", "vec") else "thr", first)
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(Event(base.component, base.op, base.value, first, float(scores[i])))
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
+def best_event(a: np.ndarray, b: np.ndarray, alpha: float, delta: float = 0.0) -> Event | None:
+    """The event (and direction) with the highest bound on these samples (selection)."""
+    found = best_events(a, b, alpha, delta)
+    return found[0] if found else None
 
 
 def evaluate_event(

@@ -270,6 +270,13 @@ def _dynamic(
     spec = _spec(source, entry, decl, inputs, "policies.audit:audit_call", options, budget + limit)
     result = runner.run(spec)
     report.timings["audit"] = time.perf_counter() - started
+    if not result.ok and _timed_out(result):
+        # The dry-run showed the code finishes: the audit ran out of its own time (a slow
+        # request), which says nothing about termination.
+        report.notes.append(
+            f"Audit stopped: the code is too slow for the audit's {budget:g} s budget."
+        )
+        return
     if _failed(result, "audit", budget + limit, report):
         return
     _apply_audit(audit.analyse(payload_of(result), policy.audit.confidence), decl, policy, report)

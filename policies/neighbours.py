@@ -195,7 +195,7 @@ def audit_pairs(
                         _with_row(df, values, 0),
                     )
                 )
-        return pairs
+        return _distinct(pairs)
     pairs = [
         ("remove the first row", df, remove_one(df, 0)),
         ("remove the last row", df, remove_one(df, len(df) - 1)),
@@ -204,7 +204,21 @@ def audit_pairs(
         (f"add the row {describe_row(v)} ({name})", df, _with_row(df, v, None))
         for name, v in patterns(df).items()
     ]
-    return pairs
+    return _distinct(pairs)
+
+
+def _distinct(
+    pairs: list[tuple[str, pd.DataFrame, pd.DataFrame]],
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """The pairs without repeats (two patterns can build the same tables), first kept."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for name, d, d2 in pairs:
+        key = tuple(int(pd.util.hash_pandas_object(t, index=False).sum()) for t in (d, d2))
+        if key not in seen:
+            seen.add(key)
+            out.append((name, d, d2))
+    return out
 
 
 def describe_row(values: dict[str, object], limit: int = 6) -> str:

@@ -193,7 +193,8 @@ def test_audit_passes_a_correct_count_and_catches_scale_epsilon(scale: str, caug
     fn = load(COUNT.replace("SCALE", scale), "count")
     payload = audit.audit_call(fn, {"df": table()}, spec(time_budget=0.8, max_trials=3000))
     found = audit.analyse(payload, confidence=0.99)
-    assert found["trials"] > 200
+    assert found["trials"] >= audit.MIN_TEST_SAMPLES and not found.get("too_few_runs")
+    assert 2 * found["trials"] >= 0.3 * found["runs"]  # most runs go to the test itself
     assert (found["epsilon_lower_bound"] > 1.0) is caught
     assert found["epsilon_lower_bound"] <= (100 if caught else 0.1)
 

@@ -1,22 +1,20 @@
-# Ding et al.'s histogram with OpenDP: condition counts (a person has at most one
-# condition in this survey) with make_laplace at scale 1/epsilon: correct.
-# On the patients mock of test_policies_corpus the survey columns are missing: the run
-# fails there and only static analysis applies; tests/test_audit_ding.py audits it on a
-# survey mock.
-# entry: condition_histogram
+# Ding et al.'s histogram with OpenDP: age bands (disjoint, so adding or removing one row
+# moves one count by one) with make_laplace at scale 1/epsilon: correct.
+# entry: age_histogram
 # epsilon: 0.5
 # mechanisms: make_laplace
 # expect: needs_review
 # forbid-rules: no_mechanism, audit_epsilon_exceeds_declaration
 # audit: none
-CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
+import numpy as np
 
 
-def condition_histogram(df):
+def age_histogram(df):
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
     epsilon = 0.5
+    counts = np.histogram(df["age"].clip(18, 90), bins=[18, 30, 45, 60, 75, 91])[0]
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float)
     laplace = dp.m.make_laplace(*space, scale=1 / epsilon)
-    return laplace(df[CONDITIONS].sum().astype(float).tolist())
+    return laplace([float(c) for c in counts])

@@ -1,22 +1,22 @@
-# Ding et al.'s histogram with OpenDP: condition counts (a person has at most one
-# condition in this survey) with make_laplace at scale epsilon: incorrect.
-# On the patients mock of test_policies_corpus the survey columns are missing: the run
-# fails there and only static analysis applies; tests/test_audit_ding.py audits it on a
-# survey mock.
-# entry: condition_histogram
+# Ding et al.'s histogram with OpenDP: age bands (disjoint, so adding or removing one row
+# moves one count by one) with make_laplace at scale epsilon: incorrect.
+# entry: age_histogram
 # epsilon: 0.5
 # mechanisms: make_laplace
-# expect: needs_review
+# expect: blocked
+# expect-rules: audit_epsilon_exceeds_declaration
 # forbid-rules: no_mechanism
 # audit: violation
-CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
+# audit-budget: 1.0
+import numpy as np
 
 
-def condition_histogram(df):
+def age_histogram(df):
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
     epsilon = 0.5
+    counts = np.histogram(df["age"].clip(18, 90), bins=[18, 30, 45, 60, 75, 91])[0]
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float)
     laplace = dp.m.make_laplace(*space, scale=epsilon)
-    return laplace(df[CONDITIONS].sum().astype(float).tolist())
+    return laplace([float(c) for c in counts])
