@@ -198,6 +198,8 @@ class Releaser:
         )  # fmt: skip
 
     def _histogram(self, call: ReleaseCall) -> pd.Series:
+        if (call.categories is None) == (call.bins is None):
+            raise ReleaseRefused("histogram needs exactly one of categories=[...] or bins=[...]")
         return self._kit().histogram(
             self._column(call), categories=call.categories, bins=call.bins,
             mechanism=call.mechanism, delta=call.delta, **self._common(call),
