@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-api test-postgres test-browser lint bench install clean
+.PHONY: lint-imports demo test test-api test-postgres test-browser lint bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,13 @@ browser-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 ## Set up and pass the tests (SQLite; the browser tests drive Debian's chromium).
-test: install browser-deps
+test: install browser-deps lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+## The layers point one way: contract <- policies <- client <- researcher_kit <- server.
+lint-imports: install
+	$(BIN)/lint-imports
 
 ## The API alone: schemathesis against the OpenAPI schema (0 server errors) and input checks.
 test-api: install
