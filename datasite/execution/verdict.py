@@ -80,6 +80,11 @@ SHOWN_ERROR_TYPES = frozenset(
         "StopAsyncIteration",
         "SystemError",
         "UnicodeTranslateError",
+        # fixed names from the libraries the site provides (not chosen by the code)
+        "BudgetError",  # diffprivlib's accountant
+        "LinAlgError",  # numpy
+        "NotFittedError",  # scikit-learn
+        "OpenDPException",
         # the site's own
         "BudgetExceeded",
         "CpuTimeExceeded",
@@ -88,6 +93,8 @@ SHOWN_ERROR_TYPES = frozenset(
         "Killed",
         "OutputTooLarge",
         "ProtocolError",
+        "ReleaseError",  # researcher_kit.blind: the releaser refused or failed a release
+        "ReleaseRefused",
         "ResultWithheld",
         "SandboxError",
         "SandboxUnavailable",
