@@ -70,13 +70,15 @@ def main() -> None:
         "in_process": base.model_copy(update={"kind": RequestKind.MECHANISM}),
         "data_blind": base.model_copy(update={"kind": RequestKind.BLIND}),
         "data_blind_no_quantum": base.model_copy(
-            update={"kind": RequestKind.BLIND,
-                    "limits": Limits(wall_seconds=120, release_quantum_seconds=0.0)}
+            update={
+                "kind": RequestKind.BLIND,
+                "limits": Limits(wall_seconds=120, release_quantum_seconds=0.0),
+            }
         ),  # fmt: skip
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     with LocalExecutor(concurrency=1) as executor:
-        for name, spec in paths.items():  # warm-up: the worker's first fork, page cache
+        for spec in paths.values():  # warm-up: the worker's first fork, page cache
             assert executor.submit(spec).result().ok
         for i in range(args.runs):
             for name, spec in paths.items():

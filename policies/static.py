@@ -32,6 +32,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies import reach
 from policies.mechanisms import (
     GENERATOR,
     MechanismCall,
@@ -241,6 +242,7 @@ def analyse(source: str, entry: str, declaration: dict[str, Any], policy: Policy
     aliases = _with_generators(tree, import_aliases(tree))
     _imports(tree, policy, result)
     _names(tree, aliases, result)
+    reach.analyse(tree, aliases, result)
     _loops(tree, result)
     fn = next(
         (
@@ -557,7 +559,25 @@ def _taint(
     policy: Policy,
     result: StaticResult,
 ) -> None:
-    analysis: Analysis = analyse_function(fn, aliases, params_raw=kind != "context")
+    raw_data = kind == "mechanism"  # data-blind functions hold proxies, not tables
+    analysis: Analysis = analyse_function(fn, aliases, params_raw=raw_data)
+    for line, test in analysis.branches:
+        result.add(
+            "data_dependent_branch",
+            "warning",
+            f"Branches on the private data (`{test}`): the code can take another path on "
+            "the real table than on the mock, and what it sets inside depends on the data "
+            "(an implicit flow).",
+            line,
+        )
+    for line, argument in analysis.data_scales:
+        result.add(
+            "data_dependent_noise",
+            "warning",
+            f"A DP mechanism's `{argument}` is computed from the data: the noise, and so the "
+            "guarantee, then depends on the private table itself.",
+            line,
+        )
     for line, text in analysis.prints:
         result.add(
             "prints_data",
@@ -570,8 +590,8 @@ def _taint(
     classes: dict[str, tuple[str, str, str]] = {}
     for r in analysis.returns:
         t = r.taint
-        if kind == "context":
-            classes[r.name] = ("dp", "a Context release (DP by construction)", "")
+        if not raw_data:
+            classes[r.name] = ("dp", "computed from releases (data-blind)", "")
             continue
         hand = any(is_handwritten(m) for m in result.mechanisms)
         if t.raw and t.model:

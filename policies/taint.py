@@ -35,6 +35,8 @@ FIT_METHODS = frozenset({"fit", "partial_fit", "fit_transform", "fit_predict"})
 PRINTERS = frozenset({"print", "display", "pprint"})
 LOG_METHODS = frozenset({"info", "debug", "warning", "error", "critical", "exception", "log"})
 MUTATORS = frozenset({"append", "extend", "update", "add", "insert", "setdefault", "__setitem__"})
+#: Keyword arguments that set how much noise a mechanism adds.
+SCALE_KEYWORDS = frozenset({"scale", "sensitivity", "epsilon", "temperature", "bounds"})
 ELEMENTWISE = frozenset({"apply", "map", "applymap", "transform", "agg", "aggregate", "pipe"})
 
 
@@ -72,6 +74,7 @@ class Taint:
 
 CLEAN = Taint()
 RAW = Taint(raw=True, rows=True)
+IMPLICIT = Taint(raw=True)  # chosen by a branch on the data, not read from it
 DP = Taint(dp=True, direct=True)
 
 
@@ -87,6 +90,10 @@ class Returned:
 class Analysis:
     returns: list[Returned] = field(default_factory=list)
     prints: list[tuple[int, str]] = field(default_factory=list)  # (line, call text)
+    #: ``if``/``while``/conditional expressions whose test reads the raw data: (line, test)
+    branches: list[tuple[int, str]] = field(default_factory=list)
+    #: DP constructors given a noise scale or sensitivity computed from the data
+    data_scales: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _join_all(taints: list[Taint]) -> Taint:
@@ -101,6 +108,18 @@ class _Walker:
         self.aliases = aliases
         self.analysis = analysis
         self.functions: dict[str, Taint] = {}  # nested def name -> what calling it returns
+        #: > 0 inside a branch whose test reads raw data: every assignment there carries
+        #: the data too (an implicit flow: ``if secret: x = 1``).
+        self.implicit = 0
+
+    def _branch(self, test: ast.expr, state: dict[str, Taint]) -> bool:
+        """Evaluate a branch's test; record it when it reads the raw data."""
+        taint = self.ev(test, state)
+        if taint.raw:
+            entry = (test.lineno, ast.unparse(test)[:120])
+            if entry not in self.analysis.branches:
+                self.analysis.branches.append(entry)
+        return taint.raw
 
     # -- expressions -------------------------------------------------------------------
 
@@ -146,6 +165,10 @@ class _Walker:
                 return self.ev(node.key, inner).join(self.ev(node.value, inner))
             element = self.ev(node.elt, inner)
             return replace(element, direct=False, kind="value")
+        if isinstance(node, ast.IfExp):
+            raw = self._branch(node.test, state)
+            out = self.ev(node.body, state).join(self.ev(node.orelse, state))
+            return out.join(IMPLICIT) if raw else out
         if isinstance(node, ast.NamedExpr):
             value = self.ev(node.value, state)
             state[node.target.id] = value
@@ -165,6 +188,10 @@ class _Walker:
         found = classify(qualname)
         if found is not None:
             family, _ = found
+            for keyword in node.keywords:
+                if keyword.arg in SCALE_KEYWORDS and self.ev(keyword.value, state).raw:
+                    entry = (node.lineno, f"{keyword.arg}={ast.unparse(keyword.value)[:80]}")
+                    self.analysis.data_scales.append(entry)
             if family == "opendp":
                 return Taint(kind="meas")
             if family == "diffprivlib" and is_diffprivlib_model(qualname):
@@ -259,15 +286,13 @@ class _Walker:
             for _ in range(2):
                 self.block(stmt.body, state, collect)
             self.block(stmt.orelse, state, collect)
-        elif isinstance(stmt, ast.While):
-            self.ev(stmt.test, state)
-            for _ in range(2):
+        elif isinstance(stmt, ast.While | ast.If):
+            raw = self._branch(stmt.test, state)
+            self.implicit += raw
+            for _ in range(2 if isinstance(stmt, ast.While) else 1):
                 self.block(stmt.body, state, collect)
             self.block(stmt.orelse, state, collect)
-        elif isinstance(stmt, ast.If):
-            self.ev(stmt.test, state)
-            self.block(stmt.body, state, collect)
-            self.block(stmt.orelse, state, collect)
+            self.implicit -= raw
         elif isinstance(stmt, ast.With | ast.AsyncWith):
             for item in stmt.items:
                 value = self.ev(item.context_expr, state)
@@ -286,6 +311,8 @@ class _Walker:
             self.ev(stmt.value, state)
 
     def _assign(self, target: ast.AST, value: Taint, state: dict[str, Taint]) -> None:
+        if self.implicit:
+            value = value.join(IMPLICIT)
         if isinstance(target, ast.Name):
             state[target.id] = value
         elif isinstance(target, ast.Tuple | ast.List):

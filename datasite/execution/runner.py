@@ -33,6 +33,13 @@ from datasite.execution.harness import load_table, resolve_harness
 SOURCE_NAME = "<submitted>"
 MODULE_NAME = "datasite_job"
 MAX_DETAIL = 64 * 1024
+MAX_SHOWN = 1000
+OUTPUT_REFUSED = (
+    "The function's output cannot be released: return numbers, strings, NumPy arrays, "
+    "pandas DataFrames or Series, fitted scikit-learn/diffprivlib models or skops bytes, "
+    "or tuples, lists and dicts of these, within the output size limit. The owner can "
+    "release the details."
+)
 
 
 def display(*objects: Any) -> None:
@@ -56,14 +63,22 @@ class _Phase:
 
 
 def safe_message(phase: str, exc: BaseException, spec: JobSpec) -> str:
-    """A message that names what failed but carries no value from the data."""
+    """A message that names what failed but carries no value from the data.
+
+    A data-blind process holds nothing from the data but released values, so what its
+    code raised is shown as it is. In a raw-data process any text may carry private
+    values (code can raise the site's own exception classes with any message), so only
+    fixed texts leave.
+    """
     name = type(exc).__name__
     if phase == _Phase.COMPILE and isinstance(exc, SyntaxError):
         return f"Your code does not compile: {name} at line {exc.lineno}."
     if phase == _Phase.ENTRY:
         return f"Your code defines no function named {spec.entry!r}."
+    if spec.kind.data_blind and phase in (_Phase.MODULE, _Phase.FUNCTION, _Phase.OUTPUT):
+        return f"{name}: {str(exc)[:MAX_SHOWN]}"
     if phase == _Phase.OUTPUT and isinstance(exc, ResultError):
-        return str(exc)
+        return OUTPUT_REFUSED
     if phase == _Phase.SETUP:
         return f"The sandbox could not prepare the run ({name}); it did not start."
     if phase == _Phase.INPUTS:

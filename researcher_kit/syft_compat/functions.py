@@ -68,6 +68,7 @@ class SyftFunction(DPRequest):
 
     input_policy: ExactMatch | None = None
     output_policy: OutputPolicyExecuteCount | None = None
+    kind: str = "mechanism"  # PySyft's style: the function receives the table (raw data)
 
     @property
     def code(self) -> str:
