@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from datasite import audit, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
-from datasite.contract.lifecycle import State, TransitionError
+from datasite.contract.lifecycle import State, TransitionError, check_transition
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
 from datasite.execution.verdict import shown_error_type
 
@@ -57,17 +57,30 @@ _NEW_RUN_DEFAULTS = {
     "duration_seconds": 0.0,
 }
 INTERRUPTED = "The datasite stopped while this run was in flight; the run did not finish."
+RECORDING_HARNESS = "policies.instrument:recording_call"
+DEFAULT_HARNESS = "datasite.execution.harness:call_once"
+WITHHELD = (
+    "The result is withheld for the data owner: the run on the private data did not match "
+    "the request as approved. Its privacy budget stays spent; the owner decides whether to "
+    "release it."
+)
 
 
 def job_for(
     request: CodeRequest, assets: dict[str, Asset], settings: Settings, job_id: str
 ) -> JobSpec:
-    """The sandbox job that runs ``request`` on the real tables of its bound assets."""
+    """The sandbox job that runs ``request`` on the real tables of its bound assets.
+
+    A raw-data request runs under the recording harness, so its releases on the real
+    table can be compared with its dry-run before anything is released (``_finish``).
+    """
+    kind = RequestKind(request.kind)
     return JobSpec(
         job_id=job_id,
         source=request.source,
         entry=request.entry,
-        kind=RequestKind(request.kind),
+        kind=kind,
+        harness=RECORDING_HARNESS if kind is RequestKind.MECHANISM else DEFAULT_HARNESS,
         inputs={arg: str(settings.assets_dir / assets[arg].real_path) for arg in request.bindings},
         epsilon=request.epsilon,
         delta=request.delta,
@@ -225,19 +238,26 @@ class Runner:
         with self.site.sessions() as db:
             run = db.get(RequestRun, run_id)
             request = run.request
-            run.state = "released" if result.ok else "failed"
+            reasons = withheld_because(request, result)
+            outcome = "withheld" if reasons else "released" if result.ok else "failed"
+            run.state = outcome
             run.finished_at = utcnow()
             run.touched_data = result.touched_data
             run.manifest = result.manifest if result.ok else None
             run.error_type, run.error_message = result.error_type, result.error_message
             run.error_detail = result.error_detail
+            if reasons:
+                run.error_type, run.error_message = "Withheld", WITHHELD
+                run.error_detail = "Withheld because " + "; ".join(reasons) + "."
             run.stdout, run.stderr = result.stdout, result.stderr
             run.duration_seconds = result.duration_seconds
-            request.state = State.RELEASED.value if result.ok else State.FAILED.value
+            request.state = {"withheld": State.WITHHELD, "released": State.RELEASED}.get(
+                outcome, State.FAILED
+            ).value
             request.updated_at = utcnow()
             event_id = audit.record(
                 db,
-                "run_released" if result.ok else "run_failed",
+                f"run_{outcome}",
                 actor=None,
                 target_type="request",
                 target_id=request.id,
@@ -249,6 +269,35 @@ class Runner:
                 self._refund_unused(db, request, event_id, ran=result.touched_data)
             db.commit()
             request_id = request.id
+        self.site.watch.changed(request_id)
+
+    def decide_withheld(
+        self, request_id: int, run_id: int, owner: User, address: str, release: bool
+    ) -> None:
+        """The owner releases a withheld result, or discards it (the charge stays)."""
+        with self.site.sessions() as db:
+            run = db.get(RequestRun, run_id)
+            if run is None or run.request_id != request_id:
+                raise LookupError(f"Request {request_id} has no run {run_id}.")
+            if run.state != "withheld":
+                raise TransitionError(f"Run {run_id} is {run.state}, not withheld.")
+            request = run.request
+            target = State.RELEASED if release else State.FAILED
+            check_transition(request.state, target)
+            run.state = "released" if release else "failed"
+            if release:
+                run.error_type = run.error_message = None
+            request.state, request.updated_at = target.value, utcnow()
+            audit.record(
+                db,
+                "withheld_result_released" if release else "withheld_result_discarded",
+                actor=owner,
+                address=address,
+                target_type="request",
+                target_id=request_id,
+                run=run_id,
+            )
+            db.commit()
         self.site.watch.changed(request_id)
 
     @staticmethod
@@ -290,6 +339,17 @@ class Runner:
         if name not in names:
             raise LookupError(f"Run {run.id} has no output blob {name!r}.")
         return self.site.settings.results_dir / str(run.id) / name
+
+
+def withheld_because(request: CodeRequest, result: JobResult) -> list[str]:
+    """Why a finished run's result must wait for the owner (raw-data requests only)."""
+    if not result.ok or request.kind != RequestKind.MECHANISM.value:
+        return []
+    from policies.enforcement import withhold_reasons
+
+    return withhold_reasons(
+        request.epsilon, request.delta, request.policy_report, result.harness_report or {}
+    )
 
 
 def _blob_names(node: object) -> set[str]:

@@ -548,6 +548,36 @@ def instrumented_call(fn: Any, inputs: dict[str, Any], spec: Any) -> dict[str, A
     return answer
 
 
+def recording_call(fn: Any, inputs: dict[str, Any], spec: Any) -> Any:
+    """Sandbox harness of a raw-data request's *real* run: call ``fn`` once, instrumented.
+
+    The same patches as the dry-run record every release; the function's own output is
+    returned as the run's output, and the spend goes to the harness report, which the
+    site compares with the dry-run (``policies.enforcement``). The code shares this
+    process and could undo the patches, so a clean record is evidence, not proof; a
+    record that differs from the dry-run withholds the result for the owner.
+    """
+    from datasite.contract.harness import current_report
+
+    options = dict(spec.harness_options or {})
+    options.setdefault("delta", spec.delta)
+    options.setdefault("max_contributions", spec.context.max_contributions)
+    recorder = Recorder(fn.__code__.co_filename, fn.__code__, options)
+    report = current_report()
+    saved = install(recorder)
+    n_rows = 0
+    try:
+        arguments = _arguments(inputs, spec)
+        frames = [v for v in arguments.values() if isinstance(v, pd.DataFrame)]
+        n_rows = max((len(f) for f in frames), default=0)
+        return fn(**arguments)
+    finally:
+        uninstall(saved)
+        spend = account(recorder, n_rows)
+        report.details = {"recorded": True, "spend": spend}
+        report.spend = spend["groups"] + spend["diffprivlib"]
+
+
 def _replay(recorder: Recorder, fn: Any, inputs: dict[str, Any], run: str, make: Any) -> bool:
     recorder.start_run(run)
     try:

@@ -21,7 +21,7 @@ from datasite.client.records import Named, Record, RequestRecord, html_table
 if TYPE_CHECKING:
     from researcher_kit.request import DPRequest
 
-FINAL_STATES = ("released", "failed", "denied")
+FINAL_STATES = ("released", "failed", "denied", "withheld")
 #: How long one long poll may hang (well under the HTTP client's own timeout).
 LONG_POLL_SECONDS = 20.0
 
@@ -163,6 +163,8 @@ class Request(RequestRecord):
         if latest["state"] == "denied":
             raise PermissionError(f"Request {self.id} was denied: {latest['deny_reason']}")
         run = latest["run"]
+        if run["state"] == "withheld":
+            raise PermissionError(f"Request {self.id}: {run['error_message']}")
         if run["state"] == "failed":
             raise RuntimeError(f"The run failed: {run['error_type']}: {run['error_message']}")
         return fetch_result(self._session, self.id, run)
@@ -172,7 +174,7 @@ class Request(RequestRecord):
         over, else from the site."""
         data = self.data
         state = data.get("state")
-        over = state in ("failed", "denied") or (
+        over = state in ("failed", "denied", "withheld") or (
             state == "released" and data.get("runs_used") == data.get("runs_allowed")
         )
         if not over:

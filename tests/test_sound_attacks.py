@@ -380,3 +380,38 @@ def test_the_site_keeps_serving_after_the_attacks(site):  # type: ignore[no-unty
     owner, researcher = site
     request_id = submit(researcher, BRANCH_ON_DATA_BLIND, "blind", dataset=AUTO)
     assert wait_state(researcher.session, request_id, ("released", "failed")).state == "released"
+
+
+# -- 7. runtime enforcement: a raw run that spends more on the real data is withheld -------
+
+SPENDS_MORE_ON_REAL = """
+def attack(df):
+    import opendp.prelude as dp
+    dp.enable_features("contrib")
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    laplace = dp.m.make_laplace(*space, scale=2.0)
+    answers = [laplace(float(len(df)))]
+    if (df["salary"] > 900_000_000).any():  # only the real table: one more release
+        answers.append(laplace(float(df["salary"].max())))
+    return answers
+"""
+
+
+def test_a_raw_run_that_spends_more_than_its_dry_run_is_withheld(site):  # type: ignore[no-untyped-def]
+    owner, researcher = site
+    request_id = submit(researcher, SPENDS_MORE_ON_REAL, "mechanism", epsilon=0.5)
+    report = wait_state(researcher.session, request_id, ("checked",)).policy_report
+    assert "data_dependent_branch" in {f.rule for f in report.findings}
+    approve_as_owner(owner.session, request_id)
+    done = wait_state(researcher.session, request_id, ("withheld", "released", "failed"))
+    assert done.state == "withheld"
+    with pytest.raises(PermissionError, match="withheld"):
+        researcher.request(request_id).result()
+    assert_no_marker(seen_by_researcher(researcher, request_id))
+    held = owner.requests.get(request_id)
+    assert "more than the declared 0.5" in held.data["runs"][-1]["error_detail"]
+    assert held.data["runs"][-1]["manifest"] is not None  # the owner can look at it
+    spent_before = researcher.session.get("/budgets")
+    held.discard_result()
+    assert researcher.request(request_id).refresh().state == "failed"
+    assert researcher.session.get("/budgets") == spent_before  # the charge stays

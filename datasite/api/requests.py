@@ -80,7 +80,8 @@ def run_out(run: RequestRun | Row[Any], viewer: User) -> RunOut:
         error_detail=run.error_detail if private_ok else None,
         stdout=run.stdout if private_ok else None,
         stderr=run.stderr if private_ok else None,
-        manifest=run.manifest,
+        # A withheld result is the owner's to look at until the owner releases it.
+        manifest=run.manifest if staff_view or run.state != "withheld" else None,
         duration_seconds=run.duration_seconds if staff_view else None,
     )
 
@@ -359,6 +360,46 @@ def release_detail(
     return run_out(run, owner)
 
 
+@router.post("/{request_id}/runs/{run_id}/release-result", response_model=CodeRequestOut)
+def release_withheld(
+    request_id: Id,
+    run_id: Id,
+    request: Request,
+    owner: User = Depends(require("owner")),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> CodeRequestOut:
+    """The owner releases a result the site withheld (the run did not match its dry-run)."""
+    return _decide_withheld(request_id, run_id, request, owner, db, the_site, release=True)
+
+
+@router.post("/{request_id}/runs/{run_id}/discard-result", response_model=CodeRequestOut)
+def discard_withheld(
+    request_id: Id,
+    run_id: Id,
+    request: Request,
+    owner: User = Depends(require("owner")),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> CodeRequestOut:
+    """The owner discards a withheld result: the request fails, its charge stays."""
+    return _decide_withheld(request_id, run_id, request, owner, db, the_site, release=False)
+
+
+def _decide_withheld(
+    request_id: int, run_id: int, request: Request, owner: User, db: Session, the_site: Site,
+    release: bool,
+) -> CodeRequestOut:  # fmt: skip
+    db.rollback()  # the runner writes in its own session
+    _decide(
+        lambda: the_site.runner.decide_withheld(
+            request_id, run_id, owner, client_address(request), release
+        )
+    )
+    db.expire_all()
+    return request_out(visible_request(db, request_id, owner), owner)
+
+
 @router.get("/{request_id}/runs/{run_id}/blobs/{name}", response_class=FileResponse)
 def get_blob(
     request_id: Id,
@@ -371,7 +412,8 @@ def get_blob(
     """One output file of a released run (Parquet table or skops model)."""
     visible_request(db, request_id, user)
     run = db.get(RequestRun, run_id)
-    if run is None or run.request_id != request_id or run.state != "released":
+    readable = ("released", "withheld") if user.role in STAFF else ("released",)
+    if run is None or run.request_id != request_id or run.state not in readable:
         raise HTTPException(404, f"Request {request_id} has no released run {run_id}.")
     try:
         path = the_site.runner.blob_path(run, name)

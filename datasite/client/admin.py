@@ -37,6 +37,18 @@ class OwnerRequest(RequestRecord):
         self.data = self._session.post(f"/requests/{self.id}/deny", json={"reason": reason})
         return self
 
+    def release_result(self, run_id: int | None = None) -> OwnerRequest:
+        """Release a result the site withheld (the run did not match its dry-run)."""
+        run = run_id if run_id is not None else self.data["runs"][-1]["id"]
+        self.data = self._session.post(f"/requests/{self.id}/runs/{run}/release-result")
+        return self
+
+    def discard_result(self, run_id: int | None = None) -> OwnerRequest:
+        """Discard a withheld result: the request fails and its budget stays spent."""
+        run = run_id if run_id is not None else self.data["runs"][-1]["id"]
+        self.data = self._session.post(f"/requests/{self.id}/runs/{run}/discard-result")
+        return self
+
     def release_detail(self, run_id: int | None = None) -> dict[str, Any]:
         """Let the researcher see a run's stdout, stderr and traceback (they may hold data)."""
         run_id = run_id or self.runs[-1]["id"]

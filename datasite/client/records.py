@@ -21,6 +21,7 @@ STATE_COLOURS = {
     "running": "#a16207",
     "released": "#15803d",
     "failed": "#b91c1c",
+    "withheld": "#7c2d12",
 }
 
 

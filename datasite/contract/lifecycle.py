@@ -2,6 +2,9 @@
 
     submitted -> checked -> approved | denied | auto_approved -> running -> released | failed
 
+A raw-data run whose record does not match its dry-run goes ``running -> withheld``; the
+owner then releases it (``withheld -> released``) or discards it (``withheld -> failed``).
+
 A request that may run more than once goes back from ``released`` to ``running`` while it
 has runs left; a policy change re-checks ``checked`` requests (checked -> checked).
 """
@@ -18,6 +21,7 @@ class State(StrEnum):
     DENIED = "denied"
     AUTO_APPROVED = "auto_approved"
     RUNNING = "running"
+    WITHHELD = "withheld"  # a raw-data run did not match its dry-run: the owner decides
     RELEASED = "released"
     FAILED = "failed"
 
@@ -27,7 +31,8 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.CHECKED: frozenset({State.CHECKED, State.APPROVED, State.DENIED, State.AUTO_APPROVED}),
     State.APPROVED: frozenset({State.RUNNING}),
     State.AUTO_APPROVED: frozenset({State.RUNNING}),
-    State.RUNNING: frozenset({State.RELEASED, State.FAILED}),
+    State.RUNNING: frozenset({State.RELEASED, State.FAILED, State.WITHHELD}),
+    State.WITHHELD: frozenset({State.RELEASED, State.FAILED}),
     State.RELEASED: frozenset({State.RUNNING}),
     State.DENIED: frozenset(),
     State.FAILED: frozenset(),
