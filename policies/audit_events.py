@@ -117,6 +117,14 @@ class Event:
 def clopper_pearson(successes: Any, trials: Any, alpha: float) -> tuple[Any, Any]:
     """One-sided (1 - alpha) lower and upper bounds on binomial proportions (vectorised)."""
     k, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    if k.ndim == 1 and n.ndim == 0 and len(k) > 8:  # many events, few distinct counts
+        unique, back = np.unique(k, return_inverse=True)
+        low, high = _cp(unique, n, alpha)
+        return low[back], high[back]
+    return _cp(k, n, alpha)
+
+
+def _cp(k: np.ndarray, n: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         low = np.where(k <= 0, 0.0, betaincinv(np.maximum(k, 1e-9), n - k + 1, alpha))
         high = np.where(k >= n, 1.0, betaincinv(k + 1, np.maximum(n - k, 1e-9), 1 - alpha))

@@ -200,10 +200,12 @@ def audit_pairs(
         ("remove the first row", df, remove_one(df, 0)),
         ("remove the last row", df, remove_one(df, len(df) - 1)),
     ]
-    pairs += [
-        (f"add the row {describe_row(v)} ({name})", df, _with_row(df, v, None))
-        for name, v in patterns(df).items()
-    ]
+    rows = patterns(df)
+    if rows:  # every pattern row typed at once (one astype), then one concat each
+        extra = pd.DataFrame(list(rows.values())).astype(df.dtypes.to_dict(), errors="ignore")
+        for k, (name, values) in enumerate(rows.items()):
+            table = pd.concat([df, extra.iloc[k : k + 1]], ignore_index=True)
+            pairs.append((f"add the row {describe_row(values)} ({name})", df, table))
     return _distinct(pairs)
 
 

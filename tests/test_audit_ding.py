@@ -4,8 +4,9 @@ Every corpus file with an ``# audit:`` header (``violation`` or ``none``) is aud
 a made-up survey table, in this process (``policies.audit.run_audit``; the corpus is our
 own code), with five seeds: an incorrect algorithm must show an epsilon lower bound
 above its declaration with a counterexample in all five, a correct one in none. A file
-may raise its audit budget (``# audit-budget: seconds``, above the policy's default 0.5
-s); ``bench/bench_audit.py`` reports every algorithm at the default and at 4x honestly.
+may raise its audit budget (``# audit-budget: seconds``) above the test's 1 s (twice the
+policy's default); ``bench/bench_audit.py`` reports every algorithm at the default
+budget and at 4x it.
 
 Five incorrect algorithms are beyond the audit at these budgets and are marked
 ``xfail(strict=True)`` (see :data:`BEYOND`): under add/remove-one-row, column-sum
@@ -32,7 +33,7 @@ CORPUS = Path(__file__).with_name("corpus")
 CASES = sorted(p for p in CORPUS.glob("*.py") if "# audit:" in p.read_text())
 CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
 SEEDS = range(5)
-BUDGET = 0.5  # seconds per audit: the policy's default
+BUDGET = 1.0  # seconds per audit: twice the policy's default (the bench reports both)
 #: Incorrect algorithms the audit cannot catch 5 of 5 times at the budgets here, and why
 #: (simulated on the count vectors: the best event's bound at n runs per table).
 BEYOND = {
@@ -108,8 +109,9 @@ def test_audit_on_corpus(path: Path) -> None:
         result = run_audit(fn, {"df": table}, time_budget=budget, seed=seed, delta=delta)
         found.append(result)
     bounds = [round(r["epsilon_lower_bound"], 3) for r in found]
+    seen = [(r["trials"], r["pair"][:30]) for r in found]
     if meta["audit"] == "violation":
-        assert all(b > declared for b in bounds), (bounds, declared)
+        assert all(b > declared for b in bounds), (bounds, declared, seen)
         for result in found:
             example = result["counterexample"]
             assert example["pair"] and example["event"], example

@@ -6,6 +6,7 @@
 # expect-rules: hand_written_noise, epsilon_exceeds_declaration, audit_epsilon_exceeds_declaration
 # forbid-rules: no_mechanism, raw_output
 # audit: violation
+# audit-budget: 2.0
 import numpy as np
 
 

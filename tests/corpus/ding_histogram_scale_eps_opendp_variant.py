@@ -7,7 +7,7 @@
 # expect-rules: audit_epsilon_exceeds_declaration
 # forbid-rules: no_mechanism
 # audit: violation
-# audit-budget: 1.0
+# audit-budget: 3.0
 import numpy as np
 
 

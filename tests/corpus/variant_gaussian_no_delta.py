@@ -10,7 +10,7 @@
 # expect-rules: hand_written_noise,epsilon_exceeds_declaration
 # forbid-rules: no_mechanism, raw_output
 # audit: violation
-# audit-budget: 1.5
+# audit-budget: 4.0
 import numpy as np
 
 
