@@ -37,7 +37,7 @@ import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -71,7 +71,9 @@ class ReleaseRefused(ValueError):
     """The call is not one the releaser performs (bad column, filter, parameter or step)."""
 
 
-TableSource = str | Path | pd.DataFrame
+#: A table: a Parquet path, an open Parquet file (the site's releaser opens its inputs
+#: before it gives up root), or a DataFrame (the researcher's mock).
+TableSource = str | Path | BinaryIO | pd.DataFrame
 
 
 class Releaser:

@@ -57,7 +57,14 @@ STACK = (
     "scipy.stats",
 )
 # Trusted first-party code the runs may use; missing ones only cost a lazy import.
-OPTIONAL = ("researcher_kit", "researcher_kit.dp", "policies.instrument", "policies.audit")
+OPTIONAL = (
+    "researcher_kit",
+    "researcher_kit.dp",
+    "researcher_kit.blind",
+    "researcher_kit.releaser",
+    "policies.instrument",
+    "policies.audit",
+)
 
 
 def preload() -> list[str]:
