@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     default = AuditSettings().time_budget_seconds
+    load_before = os.getloadavg()[0]
     table: dict[str, dict[str, object]] = {}
     for path in CASES:
         rows = {f"{b:g}s": audit_row(path, b, args.seeds) for b in (default, 4 * default)}
@@ -119,6 +121,8 @@ def main() -> None:
         json.dumps(
             {
                 "machine": f"{platform.machine()}, {platform.python_version()}",
+                "cpus": os.cpu_count(),
+                "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                 "default_budget_seconds": default,
                 "seeds": args.seeds,
                 "trivial_check_seconds": trivial,

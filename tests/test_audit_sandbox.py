@@ -1,6 +1,6 @@
 """The audit through the whole checker and the real sandbox (a LocalExecutor).
 
-A histogram with Laplace noise of scale epsilon (Ding et al.) is blocked with a
+A count with Laplace noise of scale epsilon (instead of 1/epsilon) is blocked with a
 counterexample and a plot; a trivial, correct request's whole check at the default
 policy's audit budget takes under 2 s and raises no audit finding.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from policies.checker import check_request
 from policies.schema import Policy
-from tests.test_policies_corpus import CORPUS, header, mock_table, sandbox_executor
+from tests.test_policies_corpus import mock_table, sandbox_executor
 
 TRIVIAL = """
 def patient_count(df):
@@ -42,19 +42,16 @@ def mock_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def test_sandboxed_audit_blocks_a_histogram_with_scale_epsilon(
-    executor: Any, mock_path: str
-) -> None:
-    path = CORPUS / "ding_histogram_scale_eps.py"
-    meta = header(path)
-    declaration = {"kind": "mechanism", "epsilon": float(meta["epsilon"]), "delta": 0.0}
+def test_sandboxed_audit_blocks_a_count_with_scale_epsilon(executor: Any, mock_path: str) -> None:
+    declaration = {"kind": "mechanism", "epsilon": 0.5, "delta": 0.0}
+    source = TRIVIAL.replace("2.0", "0.5")  # scale epsilon instead of 1 / epsilon
     report = check_request(
-        path.read_text(), meta["entry"], declaration, Policy(), {"df": mock_path}, executor
+        source, "patient_count", declaration, Policy(), {"df": mock_path}, executor
     )
     found = [f for f in report.findings if f.rule == "audit_epsilon_exceeds_declaration"]
     assert report.verdict == "blocked" and found, report.to_markdown()
     assert "Counterexample: on two made-up tables" in found[0].message
-    assert report.budget.audit_epsilon_lower_bound > float(meta["epsilon"])
+    assert report.budget.audit_epsilon_lower_bound > 0.5
     assert any(n.startswith("Audit plot") and "data:image/svg+xml" in n for n in report.notes)
     assert any("never on the private data" in n for n in report.notes)
 

@@ -1,9 +1,13 @@
 # Ding et al.'s histogram with OpenDP: age bands (disjoint, so adding or removing one row
-# moves one count by one) with make_laplace at scale 1/epsilon: correct.
+# moves one count by one) with make_laplace at scale 1/epsilon: correct under add/remove.
+# The checker's dry-run measures OpenDP's map at the local sensitivity of a *changed* row
+# (two bins move: 2), so it reports epsilon 1 and blocks; the audit (add/remove) must not
+# raise anything.
 # entry: age_histogram
 # epsilon: 0.5
 # mechanisms: make_laplace
-# expect: needs_review
+# expect: blocked
+# expect-rules: epsilon_exceeds_declaration
 # forbid-rules: no_mechanism, audit_epsilon_exceeds_declaration
 # audit: none
 import numpy as np

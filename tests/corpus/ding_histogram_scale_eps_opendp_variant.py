@@ -1,10 +1,11 @@
 # Ding et al.'s histogram with OpenDP: age bands (disjoint, so adding or removing one row
-# moves one count by one) with make_laplace at scale epsilon: incorrect.
+# moves one count by one) with make_laplace at scale epsilon: incorrect. The dry-run
+# blocks it (OpenDP's map); tests/test_audit_ding.py shows the audit catches it too.
 # entry: age_histogram
 # epsilon: 0.5
 # mechanisms: make_laplace
 # expect: blocked
-# expect-rules: audit_epsilon_exceeds_declaration
+# expect-rules: epsilon_exceeds_declaration
 # forbid-rules: no_mechanism
 # audit: violation
 # audit-budget: 3.0
