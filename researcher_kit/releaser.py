@@ -235,6 +235,38 @@ class Releaser:
             call.model, X, y, epsilon=call.epsilon, budget=self.budget, **params
         )
 
+    def _privatize_text(self, call: ReleaseCall) -> pd.Series:
+        """Metric-DP word replacement of a whole text column (``rk.dp.privatize_text``).
+
+        The odometer is charged for what one document composes to before the column is
+        read. No filter: the released length would be the exact size of the subset. The
+        rows come back in a random order with a fresh index (they link to nothing else).
+        """
+        from researcher_kit.dp import text
+
+        if call.filter is not None:
+            raise ReleaseRefused("privatize_text releases a whole column: no row filter")
+        if not call.column or call.epsilon is None or call.epsilon <= 0:
+            raise ReleaseRefused("privatize_text needs a text column and epsilon > 0")
+        unit, oov = call.unit or "word", call.oov or "sample"
+        max_words = call.max_words or text.DEFAULT_MAX_WORDS
+        vocabulary = call.vocabulary or text.DEFAULT_VOCABULARY
+        try:
+            _, charge = text.composed_epsilon(call.epsilon, unit, max_words)
+        except ValueError as exc:
+            raise ReleaseRefused(str(exc)) from None
+        self.budget.spend(charge)  # BudgetExceeded before any data is read
+        column = self._column(call)
+        released = text.privatize_text(
+            column, call.epsilon, unit=unit, oov=oov, max_words=max_words,
+            vocabulary=vocabulary,
+        )  # fmt: skip
+        import secrets
+
+        order = np.random.Generator(np.random.PCG64DXSM(secrets.randbits(128)))
+        shuffled = released.to_numpy()[order.permutation(len(released))]
+        return pd.Series(shuffled, name=call.column, dtype=object)
+
     # -- Context queries -----------------------------------------------------------------
 
     def context(self, table: str) -> Any:

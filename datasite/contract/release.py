@@ -36,7 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: Releases the releaser performs; each charges the odometer (``schema`` is free: the
 #: column names and types are public, the mock has the same).
-Op = Literal["schema", "count", "sum", "mean", "quantile", "histogram", "fit_model", "context"]
+Op = Literal[
+    "schema", "count", "sum", "mean", "quantile", "histogram", "fit_model", "context",
+    "privatize_text",
+]  # fmt: skip
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 MAX_FILTER_DEPTH = 32
 MAX_FILTER_NODES = 256
@@ -71,6 +74,11 @@ class ReleaseCall(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     # context: [[step, [argument, ...]], ...]; expressions as Polars' JSON
     steps: list[tuple[str, list[Any]]] | None = Field(default=None, max_length=64)
+    # privatize_text: the privacy unit, OOV handling, truncation, vocabulary size
+    unit: Literal["word", "document"] | None = None
+    oov: Literal["sample", "token"] | None = None
+    max_words: int | None = Field(default=None, ge=1, le=10_000)
+    vocabulary: int | None = Field(default=None, ge=100, le=400_000)
 
 
 def check_filter(node: Any, depth: int = 0, seen: list[int] | None = None) -> None:

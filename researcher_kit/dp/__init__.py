@@ -17,6 +17,8 @@ Privacy units, stated per helper:
 * ``count``/``sum``/``mean``/``quantile``/``histogram``: add/remove one person's rows
   (at most ``max_contributions`` of them).
 * ``noisy_column``: change one row's value (input privacy, each row noised).
+* ``privatize_text``: metric DP per word (or per document), each row privatized on
+  its own; word counts and the row count are not hidden (see ``dp/text.py``).
 * ``ctx_*``: whatever the Context was bound with (add/remove, ``max_contributions``).
 * ``fit_model``: diffprivlib's add/remove-one-row guarantee.
 
@@ -37,6 +39,7 @@ from researcher_kit.dp.context import (
 from researcher_kit.dp.models import MODELS, UntrustedModelError, fit_model, load_model
 from researcher_kit.dp.noise import noisy_column
 from researcher_kit.dp.spend import SpendEntry, SpendLog, record, total_spend, track
+from researcher_kit.dp.text import privatize_text
 
 #: The helpers that release DP outputs (and record spend); everything else in this
 #: package (budgets, logs, ``load_model``, ``local_context``) releases nothing.
@@ -48,6 +51,7 @@ RELEASE_HELPERS = frozenset(
         "quantile",
         "histogram",
         "noisy_column",
+        "privatize_text",
         "fit_model",
         "ctx_count",
         "ctx_sum",
@@ -77,6 +81,7 @@ __all__ = [
     "local_context",
     "mean",
     "noisy_column",
+    "privatize_text",
     "quantile",
     "record",
     "sum",
