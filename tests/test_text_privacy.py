@@ -1,0 +1,158 @@
+"""Text privatization (metric-DP word replacement): the noise law, the replacements at
+large and small epsilon, OOV handling, the odometer, and the data-blind release."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+
+from researcher_kit import dp
+from researcher_kit.blind import ReleaseError, local_frames
+from researcher_kit.dp import text
+
+VOCAB = 5000  # small, so the exact neighbour table and the HNSW index build in seconds
+
+
+@pytest.fixture(scope="module")
+def emb() -> text.Embeddings:
+    return text.load_embeddings(VOCAB)
+
+
+def test_noise_radius_follows_its_gamma_law_and_direction_is_uniform() -> None:
+    rng = np.random.default_rng(20240601)  # fixed for the test only; releases use os.urandom
+    d, eps = 50, 2.0
+    z = text.sample_noise(20_000, d, eps, rng)
+    radius = np.linalg.norm(z.astype(np.float64), axis=1)
+    assert stats.kstest(radius, stats.gamma(a=d, scale=1 / eps).cdf).pvalue > 0.01
+    # The test has power: one dimension off, or the wrong scale, is rejected.
+    assert stats.kstest(radius, stats.gamma(a=d - 5, scale=1 / eps).cdf).pvalue < 1e-6
+    assert stats.kstest(radius, stats.gamma(a=d, scale=1.1 / eps).cdf).pvalue < 1e-6
+    direction = z / radius[:, None]
+    # Uniform on the sphere: mean ~ 0, each coordinate's variance 1/d.
+    assert np.abs(direction.mean(axis=0)).max() < 5 * np.sqrt(1 / d / len(z))
+    assert np.allclose(direction.var(axis=0), 1 / d, rtol=0.1)
+
+
+def test_secure_noise_is_not_repeatable() -> None:
+    a, b = text.sample_noise(4, 50, 1.0), text.sample_noise(4, 50, 1.0)
+    assert not np.allclose(a, b)
+
+
+def test_large_epsilon_returns_the_original_word(emb: text.Embeddings) -> None:
+    words = np.array(["good", "movie", "the", "patient", "house", "music"] * 200, dtype=object)
+    out = text.privatize_words(words, 2000.0, embeddings=emb)
+    assert (out == words).mean() > 0.999
+
+
+def test_small_epsilon_spreads_widely(emb: text.Embeddings) -> None:
+    words = np.array(["good"] * 1000, dtype=object)
+    out = pd.Series(text.privatize_words(words, 1.0, embeddings=emb))
+    assert (out == "good").mean() < 0.05
+    assert out.nunique() > 200
+    assert set(out) <= set(emb.words)
+
+
+def test_replacements_move_with_epsilon(emb: text.Embeddings) -> None:
+    table = text.count_replacements(["good", "house"], [5.0, 50.0], samples=400, vocabulary=VOCAB)
+    kept = table.set_index(["word", "epsilon"])["kept"]
+    for word in ("good", "house"):
+        assert kept[(word, 5.0)] < kept[(word, 50.0)]
+
+
+def test_ann_and_exact_search_agree_where_the_search_is_local(emb: text.Embeddings) -> None:
+    rng = np.random.default_rng(3)
+    sources = rng.integers(0, len(emb.words), 3000)
+    points = emb.vectors[sources] + text.sample_noise(3000, emb.dims, 30.0, rng)
+    flat = emb.flat.search(points, 1)[1][:, 0]
+    assert (emb.nearest(points, sources, "exact") == flat).all()
+    assert (emb.nearest(points, sources, "ann") == flat).mean() > 0.97
+
+
+def test_oov_words_are_never_returned(emb: text.Embeddings) -> None:
+    words = np.array(["good", "zxqvbn123secret", "qqqpatientqqq"] * 100, dtype=object)
+    tokened = text.privatize_words(words, 1000.0, embeddings=emb, oov="token")
+    assert (tokened[1::3] == text.OOV_TOKEN).all() and (tokened[0::3] == "good").all()
+    sampled = pd.Series(text.privatize_words(words, 1000.0, embeddings=emb, oov="sample"))
+    assert set(sampled) <= set(emb.words)
+    assert sampled[1::3].nunique() > 50  # a fresh uniform vocabulary word each time
+
+
+def test_tokenize_truncates_and_handles_missing() -> None:
+    tokens, lengths = text.tokenize(["Hello, World! How are you?", None, "", "one"], 3)
+    assert list(tokens) == ["hello", "world", "how", "one"]
+    assert list(lengths) == [3, 0, 0, 1]
+
+
+def test_local_release_charges_the_budget_and_records_the_unit() -> None:
+    notes = pd.Series(["the patient was seen today", "good movie"], name="note")
+    budget = dp.Budget(epsilon=100.0)
+    with dp.track() as spent:
+        out = dp.privatize_text(
+            notes, 5.0, unit="word", max_words=10, vocabulary=VOCAB, budget=budget
+        )
+    assert budget.spent_epsilon == pytest.approx(50.0)
+    (entry,) = spent.entries
+    assert entry.helper == "privatize_text"
+    assert entry.mechanism == "metric_dp_laplace_embedding"
+    assert entry.details["unit"] == "word" and entry.details["dims"] == 50
+    assert entry.details["words"] == 10
+    assert [len(doc.split()) for doc in out] == [5, 2]
+    with dp.track() as spent:
+        dp.privatize_text(notes, 5.0, unit="document", max_words=10, vocabulary=VOCAB)
+    assert spent.epsilon == pytest.approx(5.0)
+    assert spent.entries[0].details["word_epsilon"] == pytest.approx(0.5)
+    with pytest.raises(dp.BudgetExceeded):
+        dp.privatize_text(notes, 5.0, max_words=20, vocabulary=VOCAB, budget=budget)
+    assert budget.spent_epsilon == pytest.approx(50.0)
+
+
+def _blind(epsilon: float) -> tuple[object, object]:
+    secret = "zqxsecretmarker"
+    table = pd.DataFrame(
+        {
+            "text": [f"my name is {secret} and i loved this movie", "terrible food", None] * 20,
+            "age": [30, 40, 50] * 20,
+        }
+    )
+    df = local_frames({"df": table}, epsilon=epsilon)["df"]
+    return df, df.channel.releaser
+
+
+def test_blind_request_charges_the_odometer_before_reading() -> None:
+    df, releaser = _blind(epsilon=25.0)
+    out = dp.privatize_text(df["text"], epsilon=1.0, max_words=20, vocabulary=VOCAB)
+    assert releaser.budget.spent_epsilon == pytest.approx(20.0)
+    assert [e.helper for e in releaser.spent.entries] == ["privatize_text"]
+    assert len(out) == 60
+    with pytest.raises(dp.BudgetExceeded):
+        dp.privatize_text(df["text"], epsilon=1.0, max_words=20, vocabulary=VOCAB)
+    assert releaser.budget.spent_epsilon == pytest.approx(20.0)
+    with pytest.raises(ReleaseError, match="no row filter"):
+        dp.privatize_text(df[df["age"] > 35]["text"], epsilon=0.1, max_words=5)
+
+
+def test_blind_request_returns_only_privatized_text(emb: text.Embeddings) -> None:
+    df, _ = _blind(epsilon=1000.0)
+    out = dp.privatize_text(df["text"], epsilon=2.0, max_words=20, vocabulary=VOCAB)
+    assert isinstance(out, pd.Series) and out.name == "text"
+    words = {w for doc in out for w in doc.split()}
+    assert "zqxsecretmarker" not in words
+    assert words <= set(emb.words)
+    originals = {"my name is zqxsecretmarker and i loved this movie", "terrible food"}
+    assert not originals & set(out)
+    assert sorted(len(doc.split()) for doc in out) == sorted([9, 2, 0] * 20)
+
+
+def test_batches_from_parquet_keep_memory_bounded(tmp_path: object) -> None:
+    path = tmp_path / "t.parquet"  # type: ignore[operator]
+    pq.write_table(
+        pa.table({"text": ["good movie", "bad food today"] * 500}), path, row_group_size=100
+    )
+    batches = (b.column("text").to_pandas() for b in pq.ParquetFile(path).iter_batches(128))
+    parts = list(text.privatize_batches(batches, 1000.0, max_words=5, vocabulary=VOCAB))
+    assert len(parts) == 8 and sum(map(len, parts)) == 1000
+    assert pd.concat(parts).iloc[:2].tolist() == ["good movie", "bad food today"]
