@@ -156,3 +156,15 @@ def test_batches_from_parquet_keep_memory_bounded(tmp_path: object) -> None:
     parts = list(text.privatize_batches(batches, 1000.0, max_words=5, vocabulary=VOCAB))
     assert len(parts) == 8 and sum(map(len, parts)) == 1000
     assert pd.concat(parts).iloc[:2].tolist() == ["good movie", "bad food today"]
+
+
+def test_owner_private_column_reads_batches_and_stops_at_rows(tmp_path: object) -> None:
+    from datasite.text_privacy import private_column
+
+    path = tmp_path / "real.parquet"  # type: ignore[operator]
+    docs = [f"secretword{i} loved this movie" for i in range(300)]
+    pq.write_table(pa.table({"review": docs, "n": list(range(300))}), path, row_group_size=50)
+    out = private_column(path, "review", 1000.0, rows=120, vocabulary=VOCAB, batch_rows=50)
+    assert len(out) == 120 and out.name == "review"
+    assert not any("secretword" in doc for doc in out)  # OOV markers never come back
+    assert all(doc.endswith("loved this movie") for doc in out)
