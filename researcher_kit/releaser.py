@@ -275,11 +275,13 @@ class Releaser:
             import polars as pl
 
             source = self._source(table)
-            frame = (
-                pl.from_pandas(source).lazy()
-                if isinstance(source, pd.DataFrame)
-                else pl.scan_parquet(source)
-            )
+            if isinstance(source, pd.DataFrame):
+                frame = pl.from_pandas(source).lazy()
+            elif isinstance(source, str | Path):
+                frame = pl.scan_parquet(source)
+            else:  # an open file: OpenDP serializes the plan, so the rows go in memory
+                source.seek(0)
+                frame = pl.read_parquet(source).lazy()
             self._contexts[table] = build_context(
                 frame,
                 epsilon=self.epsilon,

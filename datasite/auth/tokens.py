@@ -35,14 +35,14 @@ def issue_token(db: Session, user: User, ttl_seconds: int) -> tuple[str, datetim
 def user_for_token(db: Session, token: str) -> tuple[User | None, str]:
     """The live, enabled user behind ``token``, or None with the reason."""
     row = db.execute(_USER_FOR_TOKEN, {"token_hash": _digest(token)}).first()
+    if row is not None and row.User.disabled:  # its tokens were revoked with it
+        return None, "This account is disabled. Ask the data owner."
     if row is None or row.revoked:
         return None, "Your session token is not valid. Log in again."
     user, expires = row.User, row.expires_at
     expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
     if expires <= datetime.now(UTC):
         return None, "Your session has expired. Log in again."
-    if user.disabled:
-        return None, "This account is disabled. Ask the data owner."
     return user, ""
 
 
