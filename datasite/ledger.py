@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from datasite.db.models import BudgetGrant, CodeRequest, Dataset, LedgerEntry, User
+from datasite.errors import BudgetError
 
 # Float sums of declared epsilons (0.1 + 0.2) must not fail a grant they exactly fill.
 _TOLERANCE = 1e-9
@@ -37,10 +38,6 @@ _SPEND = _SPEND_UNCHECKED.where(
     _GRANTS.spent_delta + bindparam("cost_delta") <= _GRANTS.delta + _TOLERANCE,
 )
 _ENTRY = insert(LedgerEntry.__table__)
-
-
-class BudgetError(ValueError):
-    """The request would spend more than the researcher has left."""
 
 
 def ensure_grant(

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from datasite.app import create_app
 from datasite.config import Settings
+from datasite.errors import NotFound
 from tests.test_sound_runs import add_request
 
 
@@ -29,7 +30,7 @@ def test_a_login_succeeds_while_a_slow_precheck_runs(
     def slow_check(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         started.set()
         release.wait(20)  # user code that takes its time
-        raise LookupError("stand-in checker done")
+        raise NotFound("stand-in checker done")
 
     monkeypatch.setattr(policies.checker, "check_request", slow_check)
     settings = Settings(
@@ -75,4 +76,4 @@ def test_a_login_succeeds_while_a_slow_precheck_runs(
             release.set()
             precheck.join(30)
         assert took < 5, f"the login waited {took:.1f} s for the pre-check's lock"
-        assert answers == [404]  # the stand-in checker's LookupError, as the route maps it
+        assert answers == [404]  # the stand-in checker's NotFound, as the route maps it

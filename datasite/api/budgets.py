@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,7 @@ from datasite.api.deps import client_address, current_user, db_session, owner_on
 from datasite.api.users import find_user
 from datasite.contract.schemas import GrantIn, GrantOut, LedgerEntryOut
 from datasite.db.models import BudgetGrant, LedgerEntry, User
+from datasite.errors import Invalid
 
 router = APIRouter(tags=["budgets"])
 
@@ -46,7 +47,7 @@ def set_budget(
 ) -> GrantOut:
     researcher = find_user(db, body.email)
     if researcher.role != "researcher":
-        raise HTTPException(422, f"{researcher.email} is a {researcher.role}, not a researcher.")
+        raise Invalid(f"{researcher.email} is a {researcher.role}, not a researcher.")
     dataset = find_dataset(db, body.dataset)
     refuse_if_archived(dataset)
     grant = ledger.set_grant(db, researcher, dataset, body.epsilon, body.delta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -28,9 +28,11 @@ from datasite.db.models import (
     User,
     utcnow,
 )
+from datasite.errors import Conflict, Invalid, NotFound
 from datasite.site import Site
 from datasite.store.assets import (
     UploadError,
+    UploadTooLarge,
     describe_table,
     receive_upload,
     schema_mismatches,
@@ -51,14 +53,13 @@ def find_dataset(db: Session, name: str, viewer: User | None = None) -> Dataset:
         if hide_archived:
             names = names.where(Dataset.archived_at.is_(None))
         known = ", ".join(db.scalars(names)) or "none yet"
-        raise HTTPException(404, f"There is no dataset {name!r}. Datasets: {known}.")
+        raise NotFound(f"There is no dataset {name!r}. Datasets: {known}.")
     return dataset
 
 
 def refuse_if_archived(dataset: Dataset) -> None:
     if dataset.archived_at is not None:
-        raise HTTPException(
-            409,
+        raise Conflict(
             f"Dataset {dataset.name!r} is archived: it takes no new requests or budgets. "
             "The owner can restore it.",
         )
@@ -69,7 +70,7 @@ def find_asset(dataset: Dataset, name: str) -> Asset:
         if asset.name == name:
             return asset
     known = ", ".join(a.name for a in dataset.assets)
-    raise HTTPException(404, f"Dataset {dataset.name!r} has no asset {name!r}. Assets: {known}.")
+    raise NotFound(f"Dataset {dataset.name!r} has no asset {name!r}. Assets: {known}.")
 
 
 def dataset_out(dataset: Dataset, viewer: User) -> DatasetOut:
@@ -111,7 +112,7 @@ async def upload_table(
     declared = request.headers.get("content-length")
     limit = the_site.settings.max_upload_bytes
     if declared and declared.isdigit() and int(declared) > limit:
-        raise UploadError(f"The upload is larger than this site's limit of {limit:,} bytes.")
+        raise UploadTooLarge(f"The upload is larger than this site's limit of {limit:,} bytes.")
     upload_id = await receive_upload(request.stream(), the_site.settings.uploads_dir, limit)
     path = upload_path(the_site.settings.uploads_dir, upload_id)
     try:
@@ -131,10 +132,10 @@ def create_dataset(
     the_site: Site = Depends(site),
 ) -> DatasetOut:
     if db.scalar(select(Dataset.id).where(Dataset.name == body.name)) is not None:
-        raise HTTPException(409, f"A dataset named {body.name!r} exists already.")
+        raise Conflict(f"A dataset named {body.name!r} exists already.")
     names = [a.name for a in body.assets]
     if len(set(names)) != len(names):
-        raise HTTPException(422, "Invalid request: asset names must differ.")
+        raise Invalid("Invalid request: asset names must differ.")
     uploads = the_site.settings.uploads_dir
     checked: list[tuple[str, str, Path, Path, list, int, int]] = []
     for asset in body.assets:
@@ -143,13 +144,12 @@ def create_dataset(
             upload_path(uploads, asset.mock_upload),
         )
         if real == mock:
-            raise HTTPException(422, f"Asset {asset.name!r}: the mock must be its own upload.")
+            raise Invalid(f"Asset {asset.name!r}: the mock must be its own upload.")
         real_columns, real_rows = describe_table(real)
         mock_columns, mock_rows = describe_table(mock)
         problems = schema_mismatches(real_columns, mock_columns)
         if problems:
-            raise HTTPException(
-                422,
+            raise Invalid(
                 f"Asset {asset.name!r}: the mock and the real table must have the same columns "
                 f"and dtypes; {'; '.join(problems)}.",
             )

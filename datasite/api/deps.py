@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from datasite.auth.tokens import user_for_token
 from datasite.db.models import User
+from datasite.errors import Forbidden
 from datasite.site import Site
 
 _bearer = HTTPBearer(auto_error=False)
@@ -71,9 +72,7 @@ def _authenticate_and_release(db: Session, token: str) -> User:
 
 def _check_role(user: User, roles: tuple[str, ...]) -> None:
     if roles and user.role not in roles:
-        raise HTTPException(
-            403, f"Only {' or '.join(roles)} accounts may do this; you are a {user.role}."
-        )
+        raise Forbidden(f"Only {' or '.join(roles)} accounts may do this; you are a {user.role}.")
 
 
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:

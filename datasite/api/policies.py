@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,7 @@ from datasite.api.errors import describe_validation
 from datasite.api.users import find_user
 from datasite.contract.schemas import CodeRequestIn
 from datasite.db.models import User
+from datasite.errors import Invalid
 from datasite.site import Site
 from policies.schema import Policy
 
@@ -28,7 +29,7 @@ def _validated(document: dict[str, Any], partial: bool) -> None:
         else:
             Policy.model_validate(document)
     except ValidationError as exc:
-        raise HTTPException(422, f"Invalid policy: {describe_validation(exc.errors())}.") from exc
+        raise Invalid(f"Invalid policy: {describe_validation(exc.errors())}.") from exc
 
 
 @router.get("/datasets/{name}/policy")
@@ -111,7 +112,4 @@ def precheck(
     the_site: Site = Depends(site),
 ) -> dict[str, Any]:
     """The report the site would give this request, from a run on the mock; nothing stored."""
-    try:
-        return the_site.reviewer.precheck(db, body, user)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
+    return the_site.reviewer.precheck(db, body, user)

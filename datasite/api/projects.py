@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -10,6 +10,7 @@ from datasite import audit
 from datasite.api.deps import client_address, current_user, db_session, require
 from datasite.contract.schemas import ProjectIn, ProjectOut
 from datasite.db.models import Project, User
+from datasite.errors import Conflict
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -35,7 +36,7 @@ def create_project(
         select(Project.id).where(Project.owner_id == user.id, Project.name == body.name)
     )
     if exists is not None:
-        raise HTTPException(409, f"You have a project named {body.name!r} already.")
+        raise Conflict(f"You have a project named {body.name!r} already.")
     project = Project(name=body.name, description=body.description, owner_id=user.id)
     db.add(project)
     db.flush()

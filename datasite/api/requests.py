@@ -11,9 +11,9 @@ import functools
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import Row, Select, bindparam, func, select
@@ -42,11 +42,10 @@ from datasite.contract.schemas import (
     RunOut,
 )
 from datasite.db.models import REQUEST_VIEW, CodeRequest, Dataset, RequestRun, User
-from datasite.review import GateError
+from datasite.errors import Conflict, Invalid, NotFound
 from datasite.site import Site
 
 router = APIRouter(prefix="/requests", tags=["requests"])
-T = TypeVar("T")
 
 
 #: The run columns ``run_out`` reads.
@@ -128,8 +127,8 @@ def _hidden(author_id: int, user: User) -> bool:
     return user.role == "researcher" and author_id != user.id
 
 
-def _not_found(request_id: int) -> HTTPException:
-    return HTTPException(404, f"There is no code request {request_id} you can see.")
+def _not_found(request_id: int) -> NotFound:
+    return NotFound(f"There is no code request {request_id} you can see.")
 
 
 def visible_request(db: Session, request_id: int, user: User) -> CodeRequest:
@@ -149,11 +148,8 @@ def submit(
 ) -> CodeRequestOut:
     archived = db.scalar(select(Dataset.archived_at).where(Dataset.name == body.dataset))
     if archived is not None:
-        raise HTTPException(409, f"Dataset {body.dataset!r} is archived: it takes no new requests.")
-    try:
-        created = the_site.reviewer.submit(db, body, user, client_address(request))
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
+        raise Conflict(f"Dataset {body.dataset!r} is archived: it takes no new requests.")
+    created = the_site.reviewer.submit(db, body, user, client_address(request))
     db.commit()
     the_site.reviewer.schedule_check(created.id)
     return request_out(created, user)
@@ -208,9 +204,7 @@ async def next_state(
     """The request as soon as it is no longer in ``state``, or as it is after ``timeout``
     seconds: a long poll, so a waiting notebook hears of a change at once."""
     if state not in {s.value for s in State}:
-        raise HTTPException(
-            422, f"Unknown state {state!r}; states are {', '.join(s.value for s in State)}."
-        )
+        raise Invalid(f"Unknown state {state!r}; states are {', '.join(s.value for s in State)}.")
 
     def read() -> CodeRequestOut:
         with the_site.sessions() as db:
@@ -267,16 +261,6 @@ async def latest_result(request_id: Id, who: Caller = Depends(caller)) -> Result
     return await who.run(read)
 
 
-def _decide(action: Callable[[], T]) -> T:
-    """``action()``, with the reviewer's refusals turned into HTTP answers."""
-    try:
-        return action()
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except GateError as exc:
-        raise HTTPException(403, str(exc)) from exc
-
-
 @router.post("/{request_id}/approve", response_model=CodeRequestOut)
 async def approve(
     request_id: Id, body: ApproveIn, request: Request, who: Caller = Depends(caller)
@@ -288,10 +272,8 @@ async def approve(
     started: list[Callable[[], None]] = []
 
     def decide(db: Session, user: User) -> CodeRequestOut:
-        approved = _decide(
-            lambda: who.site.reviewer.approve(
-                request_id, user, body.justification, address, db, defer=started.append
-            )
+        approved = who.site.reviewer.approve(
+            request_id, user, body.justification, address, db, defer=started.append
         )
         return request_out(approved, user)
 
@@ -314,7 +296,7 @@ def deny(
     the_site: Site = Depends(site),
     db: Session = Depends(db_session),
 ) -> CodeRequestOut:
-    _decide(lambda: the_site.reviewer.deny(request_id, user, body.reason, client_address(request)))
+    the_site.reviewer.deny(request_id, user, body.reason, client_address(request))
     return request_out(visible_request(db, request_id, user), user)
 
 
@@ -329,7 +311,7 @@ def run_again(
     """Start the next run of a request approved for several runs."""
     visible_request(db, request_id, user)
     db.commit()  # release SQLite's write lock before the runner opens its own session
-    _decide(lambda: the_site.runner.start(request_id, user, client_address(request)))
+    the_site.runner.start(request_id, user, client_address(request))
     db.expire_all()
     return request_out(visible_request(db, request_id, user), user)
 
@@ -345,7 +327,7 @@ def release_detail(
     """The owner lets the researcher see a run's stdout, stderr and traceback."""
     run = db.get(RequestRun, run_id)
     if run is None or run.request_id != request_id:
-        raise HTTPException(404, f"Request {request_id} has no run {run_id}.")
+        raise NotFound(f"Request {request_id} has no run {run_id}.")
     run.detail_released = True
     audit.record(
         db,
@@ -391,11 +373,7 @@ def _decide_withheld(
     release: bool,
 ) -> CodeRequestOut:  # fmt: skip
     db.rollback()  # the runner writes in its own session
-    _decide(
-        lambda: the_site.runner.decide_withheld(
-            request_id, run_id, owner, client_address(request), release
-        )
-    )
+    the_site.runner.decide_withheld(request_id, run_id, owner, client_address(request), release)
     db.expire_all()
     return request_out(visible_request(db, request_id, owner), owner)
 
@@ -414,9 +392,6 @@ def get_blob(
     run = db.get(RequestRun, run_id)
     readable = ("released", "withheld") if user.role in STAFF else ("released",)
     if run is None or run.request_id != request_id or run.state not in readable:
-        raise HTTPException(404, f"Request {request_id} has no released run {run_id}.")
-    try:
-        path = the_site.runner.blob_path(run, name)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
+        raise NotFound(f"Request {request_id} has no released run {run_id}.")
+    path = the_site.runner.blob_path(run, name)
     return FileResponse(path, media_type="application/octet-stream")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,6 +13,7 @@ from datasite.auth.passwords import generate_password, hash_password
 from datasite.auth.tokens import revoke_all_tokens
 from datasite.contract.schemas import UserCreate, UserCreated, UserOut, UserUpdate
 from datasite.db.models import User
+from datasite.errors import Conflict, Invalid, NotFound
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/users", tags=["users"])
 def find_user(db: Session, email: str) -> User:
     user = db.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
-        raise HTTPException(404, f"There is no account {email!r}.")
+        raise NotFound(f"There is no account {email!r}.")
     return user
 
 
@@ -37,7 +38,7 @@ def create_user(
     db: Session = Depends(db_session),
 ) -> UserCreated:
     if db.scalar(select(User.id).where(User.email == body.email)) is not None:
-        raise HTTPException(409, f"An account {body.email!r} exists already.")
+        raise Conflict(f"An account {body.email!r} exists already.")
     generated = None if body.password else generate_password()
     user = User(
         email=body.email,
@@ -72,10 +73,10 @@ def update_user(
 ) -> UserOut:
     user = find_user(db, email)
     if user.id == owner.id:
-        raise HTTPException(409, "You cannot disable or demote your own account.")
+        raise Conflict("You cannot disable or demote your own account.")
     changes = body.model_dump(exclude_none=True)
     if not changes:
-        raise HTTPException(422, "Invalid request: give 'disabled' or 'role' to change.")
+        raise Invalid("Invalid request: give 'disabled' or 'role' to change.")
     for field, value in changes.items():
         setattr(user, field, value)
     if changes.get("disabled"):  # re-enabling later must not revive these sessions

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-
-class UploadError(ValueError):
-    """The uploaded bytes are not acceptable (too large, not Parquet, unknown id)."""
+from datasite.errors import UploadError, UploadTooLarge
 
 
 async def receive_upload(chunks: AsyncIterator[bytes], uploads_dir: Path, max_bytes: int) -> str:
     """Write a streamed body to a new upload file and return its id.
 
-    Raises ``UploadError`` (and leaves no file behind) when the body exceeds ``max_bytes``.
+    Raises ``UploadTooLarge`` (and leaves no file behind) when the body exceeds ``max_bytes``.
     """
     uploads_dir.mkdir(parents=True, exist_ok=True)
     upload_id = uuid.uuid4().hex
@@ -32,7 +30,7 @@ async def receive_upload(chunks: AsyncIterator[bytes], uploads_dir: Path, max_by
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
-                    raise UploadError(
+                    raise UploadTooLarge(
                         f"The upload is larger than this site's limit of {max_bytes:,} bytes."
                     )
                 out.write(chunk)

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from datasite.api.deps import client_address, db_session
+from datasite.api.errors import REFUSALS, status_of
 from datasite.contract.lifecycle import PENDING, State, TransitionError
 from datasite.db.models import AuditEvent, BudgetGrant, CodeRequest, Dataset
-from datasite.ledger import BudgetError
-from datasite.review import GateError
+from datasite.errors import DomainError, NotFound
 from datasite.web.access import PageError, WebSession, staff_page, staff_post
 from datasite.web.highlight import highlighted_lines, place_findings
 from datasite.web.render import render
@@ -172,14 +172,14 @@ def _refused(
     db: Session,
     session: WebSession,
     request_id: int,
-    exc: Exception,
+    exc: DomainError | TransitionError,
     field: str,
     posted: dict[str, str],
 ) -> HTMLResponse:
     """The request page again with the gate's message; nothing changed."""
-    if isinstance(exc, LookupError):
-        raise PageError(404, "No such request", str(exc))
-    status = 403 if isinstance(exc, GateError) else 409
+    if isinstance(exc, NotFound):
+        raise PageError(NotFound.status, "No such request", str(exc))
+    status = status_of(exc)
     db.expire_all()
     return request_page(
         request,
@@ -206,7 +206,7 @@ def approve(
         request.app.state.site.reviewer.approve(
             request_id, session.user, text, client_address(request)
         )
-    except (LookupError, GateError, TransitionError, BudgetError) as exc:
+    except REFUSALS as exc:
         return _refused(
             request, db, session, request_id, exc, "justification", {"justification": justification}
         )
@@ -235,6 +235,6 @@ def deny(
         request.app.state.site.reviewer.deny(
             request_id, session.user, reason.strip(), client_address(request)
         )
-    except (LookupError, GateError, TransitionError) as exc:
+    except REFUSALS as exc:
         return _refused(request, db, session, request_id, exc, "reason", {"reason": reason})
     return _decided(request_id, "denied")
