@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -16,9 +17,14 @@ from datasite.config import Settings
 from datasite.site import Site
 from datasite.web import pages
 
+if TYPE_CHECKING:
+    from datasite.execution.executor import Executor as JobExecutor
 
-def create_app(settings: Settings) -> FastAPI:
+
+def create_app(settings: Settings, executor: JobExecutor | None = None) -> FastAPI:
     """The datasite's ASGI app; the ``Site`` starts with the app and closes with it.
+
+    ``executor`` runs the jobs instead of the one ``settings`` names (a test's).
 
     >>> import tempfile, pathlib
     >>> app = create_app(Settings(data_dir=pathlib.Path(tempfile.mkdtemp()), dev_mode=True))
@@ -39,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,  # FastAPI's own pages load Swagger UI from a CDN: blank offline
         redoc_url=None,
     )
-    app.state.site = Site(settings)
+    app.state.site = Site(settings, executor=executor)
     errors.install(app)
     install_docs(app)
 

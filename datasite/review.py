@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +30,16 @@ from datasite.db.models import (
     show_written,
     utcnow,
 )
+from datasite.errors import Forbidden, NotFound
 from datasite.policy_store import effective_policy
 
 if TYPE_CHECKING:
+    from datasite.config import Settings
     from datasite.contract.job import JobSpec
     from datasite.contract.schemas import CodeRequestIn
-    from datasite.site import Site
+    from datasite.execution.executor import Executor as JobExecutor
+    from datasite.runs import Runner, Sessions
+    from datasite.watch import StateWatch
     from policies.schema import Policy
 
 log = logging.getLogger("datasite.review")
@@ -57,10 +62,6 @@ _DECIDE = update(CodeRequest.__table__).where(
     CodeRequest.__table__.c.id == bindparam("request_id"),
     CodeRequest.__table__.c.state == State.CHECKED.value,
 )
-
-
-class GateError(PermissionError):
-    """An approval the gate refuses (own request, blocked without justification, role)."""
 
 
 def source_hash(source: str) -> str:
@@ -93,11 +94,11 @@ def resolve_bindings(
     """The dataset and, per function argument, the asset it binds to."""
     dataset = db.scalar(select(Dataset).where(Dataset.name == dataset_name))
     if dataset is None:
-        raise LookupError(f"There is no dataset {dataset_name!r}.")
+        raise NotFound(f"There is no dataset {dataset_name!r}.")
     by_name = {a.name: a for a in dataset.assets}
     missing = sorted(set(bindings.values()) - set(by_name))
     if missing:
-        raise LookupError(
+        raise NotFound(
             f"Dataset {dataset.name!r} has no asset {', '.join(map(repr, missing))}. "
             f"Assets: {', '.join(by_name)}."
         )
@@ -105,10 +106,27 @@ def resolve_bindings(
 
 
 class Reviewer:
-    """The request workflow of one site."""
+    """The request workflow of one site.
 
-    def __init__(self, site: Site) -> None:
-        self.site = site
+    It is given what it uses (see ``datasite.runs.Runner``), and the ``runner`` that
+    starts the run an approval claims.
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        settings: Settings,
+        executor: Callable[[], JobExecutor],
+        watch: StateWatch,
+        background: Executor,
+        runner: Runner,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.executor = executor
+        self.watch = watch
+        self.background = background
+        self.runner = runner
 
     # -- submission and checking -------------------------------------------------------
 
@@ -118,7 +136,7 @@ class Reviewer:
             select(Project).where(Project.name == body.project, Project.owner_id == author.id)
         )
         if project is None:
-            raise LookupError(f"You have no project {body.project!r}. Create it first.")
+            raise NotFound(f"You have no project {body.project!r}. Create it first.")
         dataset, bound = resolve_bindings(db, body.dataset, body.bindings)
         request = CodeRequest(
             project_id=project.id,
@@ -158,7 +176,7 @@ class Reviewer:
         return request
 
     def schedule_check(self, request_id: int) -> None:
-        self.site.background.submit(self._check_logged, request_id)
+        self.background.submit(self._check_logged, request_id)
 
     def _check_logged(self, request_id: int) -> None:
         try:
@@ -170,15 +188,15 @@ class Reviewer:
         """Run the policy checker on the mock data and attach the report (-> ``checked``)."""
         from policies.checker import check_request
 
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             request = db.get(CodeRequest, request_id)
             if request is None or request.state not in PENDING:
                 return
             policy = effective_policy(db, request.dataset_id, request.author_id)
             mocks = self._mock_paths({a: db.get(Asset, i) for a, i in request.bindings.items()})
             source, entry, declaration = request.source, request.entry, declaration_of(request)
-        report = check_request(source, entry, declaration, policy, mocks, self.site.executor)
-        with self.site.sessions() as db:
+        report = check_request(source, entry, declaration, policy, mocks, self.executor())
+        with self.sessions() as db:
             request = db.get(CodeRequest, request_id)
             check_transition(request.state, State.CHECKED)
             request.state = State.CHECKED.value
@@ -202,12 +220,12 @@ class Reviewer:
             )
             launch = self._auto_approve(db, request_id) if auto else None
             db.commit()
-        self.site.watch.changed(request_id)
+        self.watch.changed(request_id)
         if launch is not None:
-            self.site.runner.launch(*launch)
+            self.runner.launch(*launch)
 
     def _mock_paths(self, bound: dict[str, Asset]) -> dict[str, str]:
-        root = self.site.settings.assets_dir
+        root = self.settings.assets_dir
         return {arg: str(root / asset.mock_path) for arg, asset in bound.items()}
 
     def precheck(self, db: Session, body: CodeRequestIn, author: User) -> dict[str, Any]:
@@ -236,13 +254,13 @@ class Reviewer:
             declaration,
             policy,
             mocks,
-            self.site.executor,
+            self.executor(),
         )
         return report.model_dump(mode="json")
 
     def check_pending(self) -> None:
         """Requests a restart interrupted before their check get checked now."""
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             ids = list(
                 db.scalars(select(CodeRequest.id).where(CodeRequest.state == State.SUBMITTED.value))
             )
@@ -291,15 +309,15 @@ class Reviewer:
         API sends its reply before the run's start competes with it for the CPU. It
         happens at once by default.
         """
-        with nullcontext(db) if db is not None else self.site.sessions() as session:
+        with nullcontext(db) if db is not None else self.sessions() as session:
             approved, (run_id, spec) = self._approve(
                 session, request_id, actor, justification, address
             )
             session.commit()
 
         def start() -> None:
-            self.site.watch.changed(request_id)
-            self.site.runner.launch(run_id, spec)
+            self.watch.changed(request_id)
+            self.runner.launch(run_id, spec)
 
         if defer is None:
             start()
@@ -330,7 +348,7 @@ class Reviewer:
         target = State.APPROVED if actor is not None else State.AUTO_APPROVED
         request = db.execute(_REQUEST_WITH_VIEW, {"id": request_id}).unique().scalar_one_or_none()
         if request is None:
-            raise LookupError(f"There is no code request {request_id}.")
+            raise NotFound(f"There is no code request {request_id}.")
         if actor is not None:
             self._gate(request, actor, justification)
         check_transition(request.state, target)
@@ -366,14 +384,14 @@ class Reviewer:
             raise TransitionError("This request was decided by someone else just now.")
         ledger.reserve(db, request, grant, event_id)
         show_written(request, **decided)  # only once the budget is reserved too
-        return request, self.site.runner.claim(db, request_id, actor, address)
+        return request, self.runner.claim(db, request_id, actor, address)
 
     @staticmethod
     def _gate(request: CodeRequest, actor: User, justification: str | None) -> None:
         if actor.role not in ("owner", "reviewer"):
-            raise GateError("Only an owner or a reviewer may approve requests.")
+            raise Forbidden("Only an owner or a reviewer may approve requests.")
         if request.author_id == actor.id:
-            raise GateError("Nobody approves their own request; ask another reviewer.")
+            raise Forbidden("Nobody approves their own request; ask another reviewer.")
         report = request.policy_report or {}
         if report.get("verdict") == "blocked":
             blocking = [f for f in report.get("findings", []) if f.get("severity") == "blocking"]
@@ -382,23 +400,23 @@ class Reviewer:
                 for f in blocking
             )
             if actor.role != "owner":
-                raise GateError(
+                raise Forbidden(
                     f"The policy report blocks this request ({listed}). Only an owner can "
                     "override it, with a written justification."
                 )
             if not (justification and justification.strip()):
-                raise GateError(
+                raise Forbidden(
                     f"The policy report blocks this request ({listed}). To approve it anyway, "
                     "give a written justification for the override."
                 )
 
     def deny(self, request_id: int, actor: User, reason: str, address: str = "") -> None:
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             request = db.get(CodeRequest, request_id)
             if request is None:
-                raise LookupError(f"There is no code request {request_id}.")
+                raise NotFound(f"There is no code request {request_id}.")
             if request.author_id == actor.id:
-                raise GateError("Nobody decides on their own request; ask another reviewer.")
+                raise Forbidden("Nobody decides on their own request; ask another reviewer.")
             check_transition(request.state, State.DENIED)
             moved = db.execute(
                 update(CodeRequest)
@@ -422,4 +440,4 @@ class Reviewer:
                 reason=reason,
             )
             db.commit()
-        self.site.watch.changed(request_id)
+        self.watch.changed(request_id)

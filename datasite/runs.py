@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,14 +21,21 @@ from datasite import audit, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.contract.lifecycle import State, TransitionError, check_transition
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
+from datasite.errors import NotFound
 from datasite.execution.verdict import shown_error_type
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from sqlalchemy.orm import Session
 
     from datasite.config import Settings
     from datasite.db.models import User
-    from datasite.site import Site
+    from datasite.execution.executor import Executor as JobExecutor
+    from datasite.watch import StateWatch
+
+    #: Opens a session the ``with`` block closes (``Site.sessions``).
+    Sessions = Callable[[], AbstractContextManager[Session]]
 
 log = logging.getLogger("datasite.runs")
 RUNNABLE = (State.APPROVED, State.AUTO_APPROVED, State.RELEASED)
@@ -90,17 +98,33 @@ def job_for(
 
 
 class Runner:
-    """Starts runs, records their outcome, and cleans up after a crash."""
+    """Starts runs, records their outcome, and cleans up after a crash.
 
-    def __init__(self, site: Site) -> None:
-        self.site = site
+    It is given what it uses: ``sessions`` opens a database session, ``executor()``
+    returns the sandbox executor (started on first use), ``watch`` hears of every state
+    change, and ``background`` runs the executor's callbacks off its threads.
+    """
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        settings: Settings,
+        executor: Callable[[], JobExecutor],
+        watch: StateWatch,
+        background: Executor,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.executor = executor
+        self.watch = watch
+        self.background = background
 
     def start(self, request_id: int, actor: User | None = None, address: str = "") -> int:
         """Begin the next run of an approved request; returns the run id."""
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             run_id, spec = self.claim(db, request_id, actor, address)
             db.commit()
-        self.site.watch.changed(request_id)
+        self.watch.changed(request_id)
         self.launch(run_id, spec)
         return run_id
 
@@ -115,7 +139,7 @@ class Runner:
         """
         request = db.get(CodeRequest, request_id)
         if request is None:
-            raise LookupError(f"There is no code request {request_id}.")
+            raise NotFound(f"There is no code request {request_id}.")
         now = utcnow()
         claimed = db.execute(_CLAIM, {"request_id": request_id, "now": now}).first()
         if claimed is None:
@@ -145,12 +169,12 @@ class Runner:
             run=run.id,
         )
         assets = {arg: db.get(Asset, asset_id) for arg, asset_id in request.bindings.items()}
-        return run.id, job_for(request, assets, self.site.settings, f"run-{run.id}")
+        return run.id, job_for(request, assets, self.settings, f"run-{run.id}")
 
     def launch(self, run_id: int, spec: JobSpec) -> None:
         """Hand a claimed, committed run to the executor; its outcome is recorded later."""
         try:
-            future = self.site.executor.submit(spec)
+            future = self.executor().submit(spec)
         except Exception as exc:  # the executor could not even take the job
             log.exception("executor refused run %s", run_id)
             self._finish(
@@ -164,7 +188,7 @@ class Runner:
                 ),
             )
             return
-        future.add_done_callback(lambda f: self.site.background.submit(self._collect, run_id, f))
+        future.add_done_callback(lambda f: self.background.submit(self._collect, run_id, f))
 
     def _collect(self, run_id: int, future: Future[JobResult]) -> None:
         try:
@@ -184,7 +208,7 @@ class Runner:
     def _stored_bytes(self, run_id: int) -> tuple[int, int]:
         """What the other runs of ``run_id``'s request keep (blobs and manifests), and
         the cap on all of them together."""
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             request_id = db.scalar(select(RequestRun.request_id).where(RequestRun.id == run_id))
             others = db.execute(
                 select(RequestRun.id, RequestRun.manifest).where(
@@ -195,10 +219,10 @@ class Runner:
         used = 0
         for other_id, manifest in others:
             used += len(json.dumps(manifest)) if manifest else 0
-            folder = self.site.settings.results_dir / str(other_id)
+            folder = self.settings.results_dir / str(other_id)
             if folder.is_dir():
                 used += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        return used, self.site.settings.max_request_output_bytes
+        return used, self.settings.max_request_output_bytes
 
     def _within_request_cap(self, run_id: int, result: JobResult) -> JobResult:
         """``result``, or an ``OutputTooLarge`` failure (charge kept) when keeping it
@@ -225,7 +249,7 @@ class Runner:
         )
 
     def _finish(self, run_id: int, result: JobResult) -> None:
-        folder = self.site.settings.results_dir / str(run_id)
+        folder = self.settings.results_dir / str(run_id)
         result = self._within_request_cap(run_id, result)
         shown = shown_error_type(result.error_type)
         if shown != result.error_type:  # the researcher sees a fixed name, the owner all
@@ -235,7 +259,7 @@ class Runner:
             folder.mkdir(parents=True, exist_ok=True)
             for name, data in result.blobs.items():
                 (folder / Path(name).name).write_bytes(data)
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             run = db.get(RequestRun, run_id)
             request = run.request
             reasons = withheld_because(request, result)
@@ -269,16 +293,16 @@ class Runner:
                 self._refund_unused(db, request, event_id, ran=result.touched_data)
             db.commit()
             request_id = request.id
-        self.site.watch.changed(request_id)
+        self.watch.changed(request_id)
 
     def decide_withheld(
         self, request_id: int, run_id: int, owner: User, address: str, release: bool
     ) -> None:
         """The owner releases a withheld result, or discards it (the charge stays)."""
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             run = db.get(RequestRun, run_id)
             if run is None or run.request_id != request_id:
-                raise LookupError(f"Request {request_id} has no run {run_id}.")
+                raise NotFound(f"Request {request_id} has no run {run_id}.")
             if run.state != "withheld":
                 raise TransitionError(f"Run {run_id} is {run.state}, not withheld.")
             request = run.request
@@ -298,7 +322,7 @@ class Runner:
                 run=run_id,
             )
             db.commit()
-        self.site.watch.changed(request_id)
+        self.watch.changed(request_id)
 
     @staticmethod
     def _refund_unused(db: Session, request: CodeRequest, event_id: int, ran: bool) -> None:
@@ -315,7 +339,7 @@ class Runner:
 
     def fail_interrupted_runs(self) -> None:
         """After a restart, no run can still be in flight: mark them failed, keep the charge."""
-        with self.site.sessions() as db:
+        with self.sessions() as db:
             for run in db.scalars(select(RequestRun).where(RequestRun.state == "running")):
                 run.state, run.finished_at = "failed", utcnow()
                 run.error_type, run.error_message = "Interrupted", INTERRUPTED
@@ -337,8 +361,8 @@ class Runner:
     def blob_path(self, run: RequestRun, name: str) -> Path:
         names = _blob_names(run.manifest or {})
         if name not in names:
-            raise LookupError(f"Run {run.id} has no output blob {name!r}.")
-        return self.site.settings.results_dir / str(run.id) / name
+            raise NotFound(f"Run {run.id} has no output blob {name!r}.")
+        return self.settings.results_dir / str(run.id) / name
 
 
 def withheld_because(request: CodeRequest, result: JobResult) -> list[str]:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +20,12 @@ from datasite.auth.passwords import generate_password, hash_password
 from datasite.config import DEV_OWNER_EMAIL, DEV_OWNER_PASSWORD, Settings
 from datasite.db.models import User
 from datasite.db.session import make_engine, make_sessionmaker, migrate
+from datasite.review import Reviewer
+from datasite.runs import Runner
 from datasite.watch import StateWatch
+
+if TYPE_CHECKING:
+    from datasite.execution.executor import Executor as JobExecutor
 
 log = logging.getLogger("datasite")
 
@@ -40,7 +46,9 @@ class Site:
     >>> site.close()
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, executor: JobExecutor | None = None) -> None:
+        """``executor`` runs the jobs (a test's in-process one); by default the one
+        ``settings`` names, started on first use."""
         self.settings = settings
         for folder in (
             settings.data_dir,
@@ -55,13 +63,17 @@ class Site:
         self._sessionmaker = make_sessionmaker(self.engine)
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="datasite-bg")
         self.watch = StateWatch()
-        self._executor = None
+        self._executor = executor
         self._bootstrap_owner()
-        from datasite.review import Reviewer
-        from datasite.runs import Runner
-
-        self.runner = Runner(self)
-        self.reviewer = Reviewer(self)
+        collaborators = (
+            self.sessions,
+            settings,
+            lambda: self.executor,
+            self.watch,
+            self.background,
+        )
+        self.runner = Runner(*collaborators)
+        self.reviewer = Reviewer(*collaborators, runner=self.runner)
         self.runner.fail_interrupted_runs()
         self.reviewer.check_pending()
 
@@ -75,7 +87,7 @@ class Site:
         return self._sessionmaker()
 
     @property
-    def executor(self):  # type: ignore[no-untyped-def]
+    def executor(self) -> JobExecutor:
         """The sandbox executor, started on first use so a bare API start stays light."""
         if self._executor is None:
             from datasite.execution.executor import make_executor
