@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from datasite.client.embedded import EmbeddedSite
+from tests.inprocess import InProcessSite
 from tests.server import (
     OWNER_EMAIL,
     OWNER_PASSWORD,
@@ -57,6 +58,46 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 def study_clients(shared_server: EmbeddedSite):  # type: ignore[no-untyped-def]
     """The owner's and the researcher's clients on the shared server, with a project."""
     owner, researcher, _, _ = setup_site(shared_server.url)
+    researcher.create_project("Study")
+    return owner, researcher
+
+
+def _inprocess(tmp: Path) -> Iterator[InProcessSite]:
+    """A site in this process (``tests.inprocess``); every ``ApiSession`` opened on its
+    address goes through its transport, so the clients are the usual ones."""
+    from datasite.client.http import ApiSession
+
+    url = create_pg_database() if use_postgres() else None
+    site = InProcessSite(
+        tmp / "site", database_url=url, owner_email=OWNER_EMAIL, owner_password=OWNER_PASSWORD
+    )
+    original = ApiSession.__init__
+
+    def through_site(self, address, token=None, timeout=60.0, transport=None):  # type: ignore[no-untyped-def]
+        if transport is None and address.rstrip("/") == site.url:
+            transport = site.transport
+        original(self, address, token, timeout, transport)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ApiSession, "__init__", through_site)
+            yield site
+    finally:
+        site.stop()
+        if url:
+            drop_pg_database(url)
+
+
+@pytest.fixture(scope="module")
+def inprocess_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSite]:
+    """One in-process site shared by the tests of a module."""
+    yield from _inprocess(tmp_path_factory.mktemp("inprocess"))
+
+
+@pytest.fixture(scope="module")
+def inprocess_study_clients(inprocess_site: InProcessSite):  # type: ignore[no-untyped-def]
+    """``study_clients`` on the in-process site: for rule tests that need no sandbox."""
+    owner, researcher, _, _ = setup_site(inprocess_site.url)
     researcher.create_project("Study")
     return owner, researcher
 

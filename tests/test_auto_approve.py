@@ -17,8 +17,9 @@ CONTEXT_COUNT = (
 
 
 @pytest.fixture(scope="module")
-def clients(study_clients):  # type: ignore[no-untyped-def]
-    owner, researcher = study_clients
+def clients(inprocess_study_clients):  # type: ignore[no-untyped-def]
+    """In process: the rule is the reviewer's, the run an in-process releaser's."""
+    owner, researcher = inprocess_study_clients
     owner.policies.set("Pings", auto_approve=True, max_epsilon_per_request=1.0)
     owner.budgets.grant(RESEARCHER_EMAIL, "Pings", epsilon=1.0)
     return owner, researcher

@@ -1,4 +1,5 @@
-"""Bad input gets a clear 4xx error and changes nothing (real server process)."""
+"""Bad input gets a clear 4xx error and changes nothing (in process; the upload limit and
+the token lifetime on a real server process)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def site(shared_server):  # type: ignore[no-untyped-def]
-    owner, researcher, real, mock = setup_site(shared_server.url)
+def site(inprocess_site):  # type: ignore[no-untyped-def]
+    owner, researcher, real, mock = setup_site(inprocess_site.url)
     researcher.create_project("Study")
-    return shared_server, owner, researcher
+    return inprocess_site, owner, researcher
 
 
 def _audit_count(owner: admin.OwnerClient) -> int:
@@ -31,7 +32,7 @@ def _audit_count(owner: admin.OwnerClient) -> int:
 
 def test_malformed_json_is_refused_with_a_readable_message(site) -> None:
     server, owner, _ = site
-    response = httpx.post(
+    response = httpx.Client(transport=server.transport).post(
         f"{server.url}/api/v1/users",
         content=b"{not json",
         headers={
@@ -99,7 +100,7 @@ def test_wrong_password_and_unknown_email_look_the_same(site) -> None:
     failures_before = len(owner.audit(action="login_failed"))
     messages = []
     for email, password in ((OWNER_EMAIL, "wrong-password"), ("nobody@x.example", "whatever1")):
-        response = httpx.post(
+        response = httpx.Client(transport=server.transport).post(
             f"{server.url}/api/v1/auth/login", json={"email": email, "password": password}
         )
         assert response.status_code == 401
@@ -131,7 +132,9 @@ def test_audit_log_cannot_be_changed_through_the_api(site) -> None:
     count = _audit_count(owner)
     headers = {"Authorization": f"Bearer {owner.session.token}"}
     for method in ("PUT", "PATCH", "DELETE"):
-        response = httpx.request(method, f"{server.url}/api/v1/audit", headers=headers)
+        response = httpx.Client(transport=server.transport).request(
+            method, f"{server.url}/api/v1/audit", headers=headers
+        )
         assert response.status_code == 405
     assert _audit_count(owner) == count
 

@@ -13,6 +13,12 @@ from tests.flows import NOISY_COUNT, counting_calls, submit_source
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def study_clients(inprocess_study_clients):  # type: ignore[no-untyped-def]
+    """In process: these rules need the site's routes and services, not a sandbox."""
+    return inprocess_study_clients
+
+
 def test_a_waiting_client_follows_the_request_to_its_result(study_clients) -> None:
     owner, researcher = study_clients
     request_id = submit_source(researcher.session, NOISY_COUNT, "noisy_count", epsilon=0.1)

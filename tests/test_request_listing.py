@@ -14,6 +14,12 @@ from tests.flows import NOISY_COUNT, submit_source
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def study_clients(inprocess_study_clients):  # type: ignore[no-untyped-def]
+    """In process: these rules need the site's routes and services, not a sandbox."""
+    return inprocess_study_clients
+
+
 def test_each_caller_lists_what_they_may_see_by_state_and_dataset(study_clients) -> None:
     owner, bob = study_clients
     real, mock = pings_tables()
@@ -72,6 +78,8 @@ def test_one_request_is_read_only_by_its_author_and_staff(study_clients) -> None
         dave.request(request_id)
     assert hidden.value.status == 404
     assert str(hidden.value) == f"There is no code request {request_id} you can see."
-    anonymous = httpx.get(f"{bob.session.url}/api/v1/requests/{request_id}")
+    anonymous = httpx.Client(transport=bob.session.transport).get(
+        f"{bob.session.url}/api/v1/requests/{request_id}"
+    )
     assert anonymous.status_code == 401
     assert anonymous.json()["detail"] == "Log in first: this route needs a bearer token."

@@ -13,6 +13,13 @@ from tests.flows import NOISY_COUNT, counting_calls, submit_source
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture(scope="module")
+def study_clients(inprocess_study_clients):  # type: ignore[no-untyped-def]
+    """In process: these rules need the site's routes and services, not a sandbox."""
+    return inprocess_study_clients
+
+
 PRINTS_AND_COUNTS = "def loud_count(df):\n    print('secret row', df.iloc[0].tolist())\n" + (
     NOISY_COUNT.replace("def noisy_count(df):\n", "")
 )
@@ -67,10 +74,12 @@ def test_refused_reads_and_approvals_say_why_and_change_nothing(study_clients) -
     spent = _spent(researcher)
     url = f"{researcher.session.url}/api/v1/requests/{request_id}"
 
-    anonymous = httpx.get(f"{url}/result")
+    anonymous = httpx.Client(transport=researcher.session.transport).get(f"{url}/result")
     assert anonymous.status_code == 401
     assert anonymous.json()["detail"] == "Log in first: this route needs a bearer token."
-    forged = httpx.get(f"{url}/result", headers={"Authorization": "Bearer not-a-token"})
+    forged = httpx.Client(transport=researcher.session.transport).get(
+        f"{url}/result", headers={"Authorization": "Bearer not-a-token"}
+    )
     assert forged.status_code == 401
     assert forged.json()["detail"] == "Your session token is not valid. Log in again."
     with pytest.raises(DatasiteError, match="no code request 999999 you can see"):

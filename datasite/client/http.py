@@ -40,17 +40,30 @@ class ApiSession:
     >>> session.get("/datasets")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``transport`` carries the calls (``httpx``'s own by default; a test's
+        in-process app, see ``tests/inprocess.py``)."""
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=f"{self.url}/api/v1", timeout=timeout)
+        self.transport = transport
+        self.http = httpx.Client(
+            base_url=f"{self.url}/api/v1", timeout=timeout, transport=transport
+        )
         self.token = token
         self.user: dict[str, Any] = {}
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
 
     @classmethod
-    def login(cls, url: str, email: str, password: str) -> ApiSession:
-        session = cls(url)
+    def login(
+        cls, url: str, email: str, password: str, transport: httpx.BaseTransport | None = None
+    ) -> ApiSession:
+        session = cls(url, transport=transport)
         body = session.post("/auth/login", json={"email": email, "password": password})
         if body.get("warning"):
             warnings.warn(body["warning"], DevPasswordWarning, stacklevel=3)
