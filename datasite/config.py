@@ -1,5 +1,10 @@
 """Site settings, read from arguments or ``DATASITE_*`` environment variables.
 
+Every field has its variable: ``DATASITE_`` and the field's name in capitals
+(``DATASITE_RUN_CPU_SECONDS``), except ``scheduler_address``, which is
+``DATASITE_SCHEDULER``. Explicit arguments win over the environment; an empty variable
+counts as unset.
+
 The embedded default is SQLite and a local asset folder inside one data directory, so a
 site is a single folder an owner can back up; production points ``database_url`` at
 PostgreSQL.
@@ -7,10 +12,10 @@ PostgreSQL.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datasite.contract.job import Limits
 
@@ -28,15 +33,27 @@ DASK_ENV = {
 }
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Everything a datasite process needs to start.
 
     >>> s = Settings(data_dir=Path("/tmp/site"))
     >>> s.resolved_database_url()
     'sqlite:////tmp/site/datasite.db'
+    >>> import os
+    >>> os.environ["DATASITE_RUN_CPU_SECONDS"] = "7"
+    >>> Settings(data_dir=Path("/tmp/site")).run_cpu_seconds
+    7
+    >>> Settings(data_dir=Path("/tmp/site"), run_cpu_seconds=9).run_cpu_seconds
+    9
+    >>> del os.environ["DATASITE_RUN_CPU_SECONDS"]
     """
 
-    data_dir: Path
+    model_config = SettingsConfigDict(
+        env_prefix="DATASITE_", env_ignore_empty=True, extra="ignore", populate_by_name=True
+    )
+
+    #: the site's folder; ``./datasite-data`` when neither an argument nor the variable
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "datasite-data")
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str | None = None
@@ -47,7 +64,9 @@ class Settings(BaseModel):
     max_upload_bytes: int = 2 * 1024**3
     executor: str = "local"
     executor_concurrency: int = 2
-    scheduler_address: str | None = None
+    scheduler_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("scheduler_address", "DATASITE_SCHEDULER")
+    )
     # the Dask scheduler is reached over mutual TLS (tls://) with these (PEM files): the
     # cluster's CA, and the certificate and key the site presents as a client
     dask_tls_ca_file: str | None = None
@@ -91,27 +110,6 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Settings from ``DATASITE_*`` variables, with explicit arguments winning."""
-        env = {
-            "data_dir": os.environ.get("DATASITE_DATA_DIR"),
-            "host": os.environ.get("DATASITE_HOST"),
-            "port": os.environ.get("DATASITE_PORT"),
-            "database_url": os.environ.get("DATASITE_DATABASE_URL"),
-            "owner_email": os.environ.get("DATASITE_OWNER_EMAIL"),
-            "owner_password": os.environ.get("DATASITE_OWNER_PASSWORD"),
-            "dev_mode": os.environ.get("DATASITE_DEV_MODE"),
-            "executor": os.environ.get("DATASITE_EXECUTOR"),
-            "executor_concurrency": os.environ.get("DATASITE_EXECUTOR_CONCURRENCY"),
-            "scheduler_address": os.environ.get("DATASITE_SCHEDULER"),
-            "max_upload_bytes": os.environ.get("DATASITE_MAX_UPLOAD_BYTES"),
-            "token_ttl_seconds": os.environ.get("DATASITE_TOKEN_TTL_SECONDS"),
-            "run_cpu_seconds": os.environ.get("DATASITE_RUN_CPU_SECONDS"),
-            "run_wall_seconds": os.environ.get("DATASITE_RUN_WALL_SECONDS"),
-            "run_memory_bytes": os.environ.get("DATASITE_RUN_MEMORY_BYTES"),
-            "max_request_output_bytes": os.environ.get("DATASITE_MAX_REQUEST_OUTPUT_BYTES"),
-        }
-        env.update({field: os.environ.get(name) for field, name in DASK_ENV.items()})
-        values = {k: v for k, v in env.items() if v not in (None, "")}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values.setdefault("data_dir", Path.cwd() / "datasite-data")
-        return cls.model_validate(values)
+        """Settings from ``DATASITE_*`` variables, with explicit arguments (not None)
+        winning."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
