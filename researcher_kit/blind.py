@@ -166,8 +166,32 @@ def _node(value: Any) -> dict[str, Any]:
     raise TypeError(f"A filter compares columns with plain constants, not {type(value).__name__}.")
 
 
-class BlindColumn:
+class _NoRows:
+    """What every blind object refuses: its length, its values, any other attribute."""
+
+    _what = "object"
+
+    def __len__(self) -> int:
+        raise TypeError(_count_hint())
+
+    def __iter__(self) -> Any:
+        raise TypeError(_values_hint())
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(_values_hint())
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"A data-blind {self._what} has no {name!r}: its rows stay on the site. Select "
+            "columns (df['age']), filter rows (df[df['age'] > 40]) and release statistics "
+            "with rk.dp (count, sum, mean, quantile, histogram)."
+        )
+
+
+class BlindColumn(_NoRows):
     """One column of a :class:`BlindFrame`: its name and type, no values."""
+
+    _what = "column"
 
     def __init__(self, frame: BlindFrame, name: str) -> None:
         self.frame, self.name = frame, name
@@ -214,21 +238,6 @@ class BlindColumn:
 
     notnull = notna
 
-    def __len__(self) -> int:
-        raise TypeError(_count_hint())
-
-    def __iter__(self) -> Any:
-        raise TypeError(_values_hint())
-
-    def __array__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(_values_hint())
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(
-            f"A data-blind column has no {name!r}: its values stay on the site. "
-            "Release statistics with rk.dp (count, sum, mean, quantile, histogram)."
-        )
-
     def __repr__(self) -> str:
         return f"BlindColumn({self.name!r}, {self.dtype})"
 
@@ -245,8 +254,10 @@ def _values_hint() -> str:
     )
 
 
-class BlindFrame:
+class BlindFrame(_NoRows):
     """A table the function may query through DP releases but never read."""
+
+    _what = "frame"
 
     def __init__(
         self,
@@ -284,21 +295,6 @@ class BlindFrame:
         """Send one release about this frame's rows to the releaser."""
         return self.channel.call(
             call.model_copy(update={"table": self.table, "filter": self.where})
-        )
-
-    def __len__(self) -> int:
-        raise TypeError(_count_hint())
-
-    def __iter__(self) -> Any:
-        raise TypeError(_values_hint())
-
-    def __array__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(_values_hint())
-
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(
-            f"A data-blind frame has no {name!r}: its rows stay on the site. Select columns "
-            "(df['age']), filter rows (df[df['age'] > 40]) and release statistics with rk.dp."
         )
 
     def __repr__(self) -> str:

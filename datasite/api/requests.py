@@ -40,6 +40,7 @@ from datasite.contract.schemas import (
     DenyIn,
     ResultOut,
     RunOut,
+    WithheldDecisionIn,
 )
 from datasite.db.models import REQUEST_VIEW, CodeRequest, Dataset, RequestRun, User
 from datasite.errors import Conflict, Invalid, NotFound
@@ -342,38 +343,22 @@ def release_detail(
     return run_out(run, owner)
 
 
-@router.post("/{request_id}/runs/{run_id}/release-result", response_model=CodeRequestOut)
-def release_withheld(
+@router.post("/{request_id}/runs/{run_id}/withheld", response_model=CodeRequestOut)
+def decide_withheld(
     request_id: Id,
     run_id: Id,
+    body: WithheldDecisionIn,
     request: Request,
     owner: User = Depends(require("owner")),
     db: Session = Depends(db_session),
     the_site: Site = Depends(site),
 ) -> CodeRequestOut:
-    """The owner releases a result the site withheld (the run did not match its dry-run)."""
-    return _decide_withheld(request_id, run_id, request, owner, db, the_site, release=True)
-
-
-@router.post("/{request_id}/runs/{run_id}/discard-result", response_model=CodeRequestOut)
-def discard_withheld(
-    request_id: Id,
-    run_id: Id,
-    request: Request,
-    owner: User = Depends(require("owner")),
-    db: Session = Depends(db_session),
-    the_site: Site = Depends(site),
-) -> CodeRequestOut:
-    """The owner discards a withheld result: the request fails, its charge stays."""
-    return _decide_withheld(request_id, run_id, request, owner, db, the_site, release=False)
-
-
-def _decide_withheld(
-    request_id: int, run_id: int, request: Request, owner: User, db: Session, the_site: Site,
-    release: bool,
-) -> CodeRequestOut:  # fmt: skip
+    """The owner releases a result the site withheld (the run did not match its dry-run),
+    or discards it: the request fails and its charge stays."""
     db.rollback()  # the runner writes in its own session
-    the_site.runner.decide_withheld(request_id, run_id, owner, client_address(request), release)
+    the_site.runner.decide_withheld(
+        request_id, run_id, owner, client_address(request), body.release
+    )
     db.expire_all()
     return request_out(visible_request(db, request_id, owner), owner)
 

@@ -39,14 +39,16 @@ class OwnerRequest(RequestRecord):
 
     def release_result(self, run_id: int | None = None) -> OwnerRequest:
         """Release a result the site withheld (the run did not match its dry-run)."""
-        run = run_id if run_id is not None else self.data["runs"][-1]["id"]
-        self.data = self._session.post(f"/requests/{self.id}/runs/{run}/release-result")
-        return self
+        return self._decide_withheld(run_id, release=True)
 
     def discard_result(self, run_id: int | None = None) -> OwnerRequest:
         """Discard a withheld result: the request fails and its budget stays spent."""
+        return self._decide_withheld(run_id, release=False)
+
+    def _decide_withheld(self, run_id: int | None, release: bool) -> OwnerRequest:
         run = run_id if run_id is not None else self.data["runs"][-1]["id"]
-        self.data = self._session.post(f"/requests/{self.id}/runs/{run}/discard-result")
+        path = f"/requests/{self.id}/runs/{run}/withheld"
+        self.data = self._session.post(path, json={"release": release})
         return self
 
     def release_detail(self, run_id: int | None = None) -> dict[str, Any]:

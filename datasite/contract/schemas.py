@@ -266,6 +266,10 @@ class DenyIn(Strict):
     reason: str = Field(min_length=1, max_length=20_000)
 
 
+class WithheldDecisionIn(Strict):
+    release: bool  # true: the researcher gets the result; false: the request fails
+
+
 class GrantIn(Strict):
     email: str
     dataset: Name
