@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import html
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -117,8 +120,6 @@ class Request(RequestRecord):
         Each round trip is a long poll (``/requests/{id}/next``): the site answers the
         moment the state changes, so no time is lost between polls.
         """
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
         deadline = time.monotonic() + timeout
         if self.data.get("state") in (None, *until):
             self.refresh()  # it may be there already: read it now
@@ -126,9 +127,7 @@ class Request(RequestRecord):
         # this handle knows is out of date.
         if self.state in until:
             return self
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-        with Progress(*columns, transient=True, disable=not progress_shown()) as shown:
-            task = shown.add_task(f"Request {self.id}: {self.state}")
+        with progress_line(f"Request {self.id}: {self.state}") as show:
             while self.state not in until:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -139,7 +138,7 @@ class Request(RequestRecord):
                     f"/requests/{self.id}/next",
                     params={"state": self.state, "timeout": min(remaining, LONG_POLL_SECONDS)},
                 )
-                shown.update(task, description=f"Request {self.id}: {self.state}")
+                show(f"Request {self.id}: {self.state}")
         return self
 
     def result(self, timeout: float = 600.0) -> Any:
@@ -157,9 +156,7 @@ class Request(RequestRecord):
         while (latest := self._latest())["state"] not in ready:
             self.wait(max(deadline - time.monotonic(), 0.0), until=ready)
         if latest["state"] == "checked":
-            raise PermissionError(
-                f"Request {self.id} is waiting for a reviewer's decision; try again later."
-            )
+            raise PermissionError(self._waiting_message())
         if latest["state"] == "denied":
             raise PermissionError(f"Request {self.id} was denied: {latest['deny_reason']}")
         run = latest["run"]
@@ -168,6 +165,24 @@ class Request(RequestRecord):
         if run["state"] == "failed":
             raise RuntimeError(f"The run failed: {run['error_type']}: {run['error_message']}")
         return fetch_result(self._session, self.id, run)
+
+    def _waiting_message(self) -> str:
+        """Why a checked request has no result yet, and who can move it on."""
+        report = self.data.get("policy_report")
+        if not report:
+            report = self.refresh().data.get("policy_report") or {}
+        if report.get("verdict") == "blocked":
+            blocking = [
+                f["message"] for f in report.get("findings") or [] if f["severity"] == "blocking"
+            ]
+            why = f" ({blocking[0]})" if blocking else ""
+            return (
+                f"Request {self.id} is blocked by the policy checker{why}. Only the data owner "
+                "can approve a blocked request, with a written justification that goes into "
+                "the audit log; a reviewer cannot. Fix the code and submit it again, or ask "
+                "the owner."
+            )
+        return f"Request {self.id} is waiting for a reviewer's decision; try again later."
 
     def _latest(self) -> dict[str, Any]:
         """The state, deny reason and latest run: from this handle when the request is
@@ -200,8 +215,50 @@ def fetch_result(session: ApiSession, request_id: int, run: dict[str, Any]) -> A
     return decode_result(manifest, blobs)
 
 
+def for_people(value: float) -> str:
+    """A privacy budget as people read it: at most three decimals, at least one.
+
+    >>> for_people(1.0999999999999999), for_people(2), for_people(0.25), for_people(0.0001)
+    ('1.1', '2.0', '0.25', '0.0001')
+    """
+    if 0 < abs(value) < 0.001:
+        return f"{value:.1g}"
+    text = f"{round(value, 3):.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+class Listing(list):  # type: ignore[type-arg]
+    """A list the site returned, readable as ``site.requests`` or ``site.requests()``: both
+    mean the same, so old notebooks keep working whichever style they used."""
+
+    def __call__(self) -> Listing:
+        return self
+
+
+class Budget(dict):  # type: ignore[type-arg]
+    """One budget grant as the site returned it (a dict), printed for people.
+
+    >>> Budget(email="b@x", dataset="Pings", epsilon=3.0, spent_epsilon=1.9000000000000001,
+    ...        remaining_epsilon=1.0999999999999999, delta=0.0, remaining_delta=0.0)
+    <Budget Pings: epsilon 1.1 of 3.0 left (1.9 spent)>
+    """
+
+    def __repr__(self) -> str:
+        text = (
+            f"{self['dataset']}: epsilon {for_people(self['remaining_epsilon'])} of "
+            f"{for_people(self['epsilon'])} left ({for_people(self['spent_epsilon'])} spent"
+        )
+        if self.get("delta"):
+            text += f"; delta {self['remaining_delta']:.2g} of {self['delta']:.2g} left"
+        return f"<Budget {text})>"
+
+
 class Site:
-    """A researcher's logged-in session."""
+    """A researcher's logged-in session.
+
+    ``requests``, ``budgets`` and ``projects`` are lists fetched on each read; calling
+    them (``site.budgets()``) gives the same list.
+    """
 
     def __init__(self, session: ApiSession) -> None:
         self.session = session
@@ -211,11 +268,22 @@ class Site:
     def email(self) -> str:
         return self.session.user.get("email", "")
 
+    def __repr__(self) -> str:
+        try:
+            count = f"{len(self.session.get('/datasets'))} datasets"
+        except DatasiteError:
+            count = "datasets unknown (site unreachable)"
+        role = self.session.user.get("role", "")
+        who = f"{self.email} ({role})" if role else self.email
+        return f"<Site {self.session.url} as {who}: {count}>"
+
     def create_project(self, name: str, description: str = "") -> dict[str, Any]:
         return self.session.post("/projects", json={"name": name, "description": description})
 
-    def projects(self) -> list[dict[str, Any]]:
-        return self.session.get("/projects")
+    @property
+    def projects(self) -> Listing:
+        """Your projects (``site.projects`` or ``site.projects()``)."""
+        return Listing(self.session.get("/projects"))
 
     def submit(
         self, request: DPRequest, project: str, description: str = "", create_project: bool = True
@@ -233,15 +301,59 @@ class Site:
         return report_object(self.session.post("/precheck", json=request.payload(project="-")))
 
     @property
-    def requests(self) -> list[Request]:
-        return [Request(self.session, d) for d in self.session.get("/requests")]
+    def requests(self) -> Listing:
+        """Your requests (``site.requests`` or ``site.requests()``)."""
+        return Listing(Request(self.session, d) for d in self.session.get("/requests"))
 
     def request(self, request_id: int) -> Request:
         return Request(self.session, self.session.get(f"/requests/{request_id}"))
 
-    def budgets(self) -> list[dict[str, Any]]:
-        """What you may still spend, per dataset."""
-        return self.session.get("/budgets")
+    @property
+    def budgets(self) -> Listing:
+        """What you may still spend, per dataset (``site.budgets`` or ``site.budgets()``)."""
+        return Listing(Budget(b) for b in self.session.get("/budgets"))
+
+
+def _in_notebook_without_widgets() -> bool:
+    """rich draws its live progress in Jupyter with ipywidgets, and warns on every draw
+    when they are missing; a plain text line serves there instead."""
+    from rich.console import Console
+
+    if not Console().is_jupyter:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@contextmanager
+def progress_line(first: str) -> Iterator[Callable[[str], None]]:
+    """Show a waiting job's state: a rich spinner in a terminal (or a notebook with
+    ipywidgets), else one plain text line per change of state; nothing when
+    ``DATASITE_NO_PROGRESS`` is set. Yields the function that reports a new state."""
+    if not progress_shown():
+        yield lambda text: None
+        return
+    start = time.monotonic()
+    if _in_notebook_without_widgets():
+        last = [first]
+        print(f"{first} ...", file=sys.stdout, flush=True)
+
+        def plain(text: str) -> None:
+            if text != last[0]:
+                last[0] = text
+                print(f"{text} ({time.monotonic() - start:.0f} s)", file=sys.stdout, flush=True)
+
+        yield plain
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as shown:
+        task = shown.add_task(first)
+        yield lambda text: shown.update(task, description=text)
 
 
 def login(url: str, email: str, password: str) -> Site:
