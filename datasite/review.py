@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from datasite.contract.schemas import CodeRequestIn
     from datasite.execution.executor import Executor as JobExecutor
     from datasite.runs import Runner, Sessions
+    from datasite.store.storage import Storage
     from datasite.watch import StateWatch
     from policies.schema import Policy
 
@@ -119,6 +120,7 @@ class Reviewer:
         executor: Callable[[], JobExecutor],
         watch: StateWatch,
         background: Executor,
+        store: Storage,
         runner: Runner,
     ) -> None:
         self.sessions = sessions
@@ -126,6 +128,7 @@ class Reviewer:
         self.executor = executor
         self.watch = watch
         self.background = background
+        self.store = store
         self.runner = runner
 
     # -- submission and checking -------------------------------------------------------
@@ -225,8 +228,7 @@ class Reviewer:
             self.runner.launch(*launch)
 
     def _mock_paths(self, bound: dict[str, Asset]) -> dict[str, str]:
-        root = self.settings.assets_dir
-        return {arg: str(root / asset.mock_path) for arg, asset in bound.items()}
+        return {arg: str(self.store.path(asset.mock_path)) for arg, asset in bound.items()}
 
     def precheck(self, db: Session, body: CodeRequestIn, author: User) -> dict[str, Any]:
         """The report the site would give ``body``, checked on the mock; nothing is stored.

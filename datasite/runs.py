@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from datasite.config import Settings
     from datasite.db.models import User
     from datasite.execution.executor import Executor as JobExecutor
+    from datasite.store.storage import Storage
     from datasite.watch import StateWatch
 
     #: Opens a session the ``with`` block closes (``Site.sessions``).
@@ -75,7 +76,11 @@ WITHHELD = (
 
 
 def job_for(
-    request: CodeRequest, assets: dict[str, Asset], settings: Settings, job_id: str
+    request: CodeRequest,
+    assets: dict[str, Asset],
+    settings: Settings,
+    job_id: str,
+    store: Storage,
 ) -> JobSpec:
     """The sandbox job that runs ``request`` on the real tables of its bound assets.
 
@@ -89,7 +94,7 @@ def job_for(
         entry=request.entry,
         kind=kind,
         harness=RECORDING_HARNESS if kind is RequestKind.MECHANISM else DEFAULT_HARNESS,
-        inputs={arg: str(settings.assets_dir / assets[arg].real_path) for arg in request.bindings},
+        inputs={arg: str(store.path(assets[arg].real_path)) for arg in request.bindings},
         epsilon=request.epsilon,
         delta=request.delta,
         context=ContextOptions(**request.context_options),
@@ -102,7 +107,8 @@ class Runner:
 
     It is given what it uses: ``sessions`` opens a database session, ``executor()``
     returns the sandbox executor (started on first use), ``watch`` hears of every state
-    change, and ``background`` runs the executor's callbacks off its threads.
+    change, ``background`` runs the executor's callbacks off its threads, and ``store``
+    holds the asset tables.
     """
 
     def __init__(
@@ -112,12 +118,14 @@ class Runner:
         executor: Callable[[], JobExecutor],
         watch: StateWatch,
         background: Executor,
+        store: Storage,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.executor = executor
         self.watch = watch
         self.background = background
+        self.store = store
 
     def start(self, request_id: int, actor: User | None = None, address: str = "") -> int:
         """Begin the next run of an approved request; returns the run id."""
@@ -169,7 +177,7 @@ class Runner:
             run=run.id,
         )
         assets = {arg: db.get(Asset, asset_id) for arg, asset_id in request.bindings.items()}
-        return run.id, job_for(request, assets, self.settings, f"run-{run.id}")
+        return run.id, job_for(request, assets, self.settings, f"run-{run.id}", self.store)
 
     def launch(self, run_id: int, spec: JobSpec) -> None:
         """Hand a claimed, committed run to the executor; its outcome is recorded later."""

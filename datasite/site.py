@@ -22,6 +22,7 @@ from datasite.db.models import User
 from datasite.db.session import make_engine, make_sessionmaker, migrate
 from datasite.review import Reviewer
 from datasite.runs import Runner
+from datasite.store.storage import LocalStorage, Storage
 from datasite.watch import StateWatch
 
 if TYPE_CHECKING:
@@ -46,9 +47,15 @@ class Site:
     >>> site.close()
     """
 
-    def __init__(self, settings: Settings, executor: JobExecutor | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        executor: JobExecutor | None = None,
+        store: Storage | None = None,
+    ) -> None:
         """``executor`` runs the jobs (a test's in-process one); by default the one
-        ``settings`` names, started on first use."""
+        ``settings`` names, started on first use. ``store`` keeps the asset tables; by
+        default the folder ``settings.assets_dir``."""
         self.settings = settings
         for folder in (
             settings.data_dir,
@@ -64,6 +71,7 @@ class Site:
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="datasite-bg")
         self.watch = StateWatch()
         self._executor = executor
+        self.store: Storage = store or LocalStorage(settings.assets_dir)
         self._bootstrap_owner()
         collaborators = (
             self.sessions,
@@ -71,6 +79,7 @@ class Site:
             lambda: self.executor,
             self.watch,
             self.background,
+            self.store,
         )
         self.runner = Runner(*collaborators)
         self.reviewer = Reviewer(*collaborators, runner=self.runner)

@@ -36,7 +36,6 @@ from datasite.store.assets import (
     describe_table,
     receive_upload,
     schema_mismatches,
-    store_asset_file,
     upload_path,
 )
 
@@ -166,13 +165,13 @@ def create_dataset(
     )
     db.add(dataset)
     db.flush()
-    assets_dir = the_site.settings.assets_dir
-    moved: list[Path] = []
+    store = the_site.store
+    moved: list[str] = []
     try:
         for name, description, real, mock, columns, real_rows, mock_rows in checked:
-            real_rel = store_asset_file(real, assets_dir, dataset.id, name, "real")
-            mock_rel = store_asset_file(mock, assets_dir, dataset.id, name, "mock")
-            moved += [assets_dir / real_rel, assets_dir / mock_rel]
+            real_rel = store.put_table(real, dataset.id, "real")
+            mock_rel = store.put_table(mock, dataset.id, "mock")
+            moved += [real_rel, mock_rel]
             db.add(
                 Asset(
                     dataset_id=dataset.id,
@@ -197,8 +196,8 @@ def create_dataset(
         db.commit()
     except BaseException:
         db.rollback()
-        for path in moved:
-            path.unlink(missing_ok=True)
+        for key in moved:
+            store.delete(key)
         raise
     db.refresh(dataset)
     return dataset_out(dataset, owner)
@@ -290,9 +289,7 @@ def delete_dataset(
             "entries, which are kept; it is archived instead of deleted (hidden from "
             "researchers, no new requests).",
         )
-    files = [
-        the_site.settings.assets_dir / p for a in dataset.assets for p in (a.real_path, a.mock_path)
-    ]
+    files = [key for a in dataset.assets for key in (a.real_path, a.mock_path)]
     grants = db.execute(delete(BudgetGrant).where(BudgetGrant.dataset_id == dataset.id)).rowcount
     db.execute(delete(PolicySetting).where(PolicySetting.dataset_id == dataset.id))
     db.delete(dataset)
@@ -307,12 +304,8 @@ def delete_dataset(
         budgets_removed=grants,
     )
     db.commit()
-    for path in files:
-        path.unlink(missing_ok=True)
-    try:
-        (the_site.settings.assets_dir / str(dataset.id)).rmdir()
-    except OSError:
-        pass
+    for key in files:
+        the_site.store.delete(key)
     log.info("dataset %s deleted", dataset.id)
     return DatasetRemovedOut(
         name=dataset.name,
@@ -333,7 +326,7 @@ def download_mock(
     """The mock table as Parquet. There is deliberately no route for the real table."""
     found = find_asset(find_dataset(db, name, user), asset)
     return FileResponse(
-        the_site.settings.assets_dir / found.mock_path,
+        the_site.store.path(found.mock_path),
         media_type="application/vnd.apache.parquet",
         filename=f"{found.name}-mock.parquet",
     )

@@ -6,7 +6,6 @@ sits in the server's memory; only the Parquet footer is read to learn its schema
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -84,12 +83,3 @@ def schema_mismatches(real: list[dict[str, str]], mock: list[dict[str, str]]) ->
         if n in mock_types and mock_types[n] != t
     ]
     return problems
-
-
-def store_asset_file(source: Path, assets_dir: Path, dataset_id: int, asset: str, side: str) -> str:
-    """Move an upload to its place under the storage root; returns the relative path."""
-    relative = Path(str(dataset_id)) / f"{uuid.uuid4().hex}-{side}.parquet"
-    target = assets_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(source, target)
-    return str(relative)

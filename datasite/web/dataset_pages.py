@@ -7,7 +7,6 @@ with ``policy_store.save`` like the API does, and pending requests are re-checke
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from datasite import audit, policy_store
 from datasite.api.deps import client_address, db_session
 from datasite.db.models import Asset, Dataset
+from datasite.store.storage import Storage
 from datasite.web.access import PageError, WebSession, owner_post, staff_page
 from datasite.web.policy_form import form_fields, form_intro, parse_form, with_values
 from datasite.web.render import render
@@ -31,13 +31,11 @@ router = APIRouter(include_in_schema=False)
 PREVIEW_ROWS = 20
 
 
-def mock_preview(assets_dir: Path, asset: Asset, rows: int = PREVIEW_ROWS) -> dict[str, Any]:
+def mock_preview(store: Storage, asset: Asset, rows: int = PREVIEW_ROWS) -> dict[str, Any]:
     """The first ``rows`` rows of the asset's mock table, as strings for display."""
-    root = assets_dir.resolve()
-    path = (root / asset.mock_path).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    if not store.exists(asset.mock_path):
         return {"columns": [], "rows": [], "problem": "The mock file is missing."}
-    batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
+    batch = next(pq.ParquetFile(store.path(asset.mock_path)).iter_batches(batch_size=rows), None)
     if batch is None:
         return {"columns": [], "rows": [], "problem": "The mock table is empty."}
     table = batch.to_pydict()
@@ -93,7 +91,7 @@ def dataset_page(
     fields = form_fields(Policy, policy.model_dump(mode="json"))
     if posted is not None:
         fields = with_values(fields, posted, errors or {})
-    assets_dir = request.app.state.site.settings.assets_dir
+    store = request.app.state.site.store
     return render(
         request,
         "dataset.html",
@@ -101,7 +99,7 @@ def dataset_page(
             "title": f"Dataset {dataset.name}",
             "nav": "datasets",
             "dataset": dataset,
-            "previews": {a.id: mock_preview(assets_dir, a) for a in dataset.assets},
+            "previews": {a.id: mock_preview(store, a) for a in dataset.assets},
             "fields": fields,
             "policy_intro": form_intro(Policy),
             "policy_version": policy.version,
