@@ -23,6 +23,7 @@ from datasite.web.access import PageError, WebSession, staff_page, staff_post
 from datasite.web.highlight import highlighted_lines, place_findings
 from datasite.web.render import render
 from datasite.web.report_view import OUTPUT_TONES, report_view, tone_of
+from datasite.web.steward import GLOSSARY, for_people, plain_summary
 
 router = APIRouter(include_in_schema=False)
 
@@ -127,6 +128,7 @@ def request_page(
         .order_by(AuditEvent.id)
     )
     names = {a.id: a.name for a in code_request.dataset.assets}
+    bindings = {a: names.get(i, f"asset {i}") for a, i in code_request.bindings.items()}
     return render(
         request,
         "request.html",
@@ -134,7 +136,20 @@ def request_page(
             "title": f"Request {code_request.id}: {code_request.entry}",
             "nav": "queue",
             "req": code_request,
-            "bindings": {a: names.get(i, f"asset {i}") for a, i in code_request.bindings.items()},
+            "bindings": bindings,
+            "summary": plain_summary(
+                code_request.kind,
+                code_request.source,
+                report,
+                code_request.epsilon,
+                code_request.delta,
+                bindings,
+            ),
+            "glossary": GLOSSARY,
+            "people": for_people,
+            # stdout, stderr and tracebacks of runs on the private data may hold real
+            # values: the owner's to read, never a reviewer's.
+            "sees_run_output": session.user.role == "owner",
             "lines": lines,
             "report": view,
             "output_tones": OUTPUT_TONES,
