@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from datasite.client.http import ApiSession, DatasiteError, progress_shown
+from datasite.client.http import (
+    ApiSession,
+    DatasiteError,
+    in_notebook_without_widgets,
+    progress_shown,
+)
 from datasite.client.records import Named, Record, RequestRecord, html_table
 
 if TYPE_CHECKING:
@@ -314,20 +319,6 @@ class Site:
         return Listing(Budget(b) for b in self.session.get("/budgets"))
 
 
-def _in_notebook_without_widgets() -> bool:
-    """rich draws its live progress in Jupyter with ipywidgets, and warns on every draw
-    when they are missing; a plain text line serves there instead."""
-    from rich.console import Console
-
-    if not Console().is_jupyter:
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
 @contextmanager
 def progress_line(first: str) -> Iterator[Callable[[str], None]]:
     """Show a waiting job's state: a rich spinner in a terminal (or a notebook with
@@ -337,7 +328,7 @@ def progress_line(first: str) -> Iterator[Callable[[str], None]]:
         yield lambda text: None
         return
     start = time.monotonic()
-    if _in_notebook_without_widgets():
+    if in_notebook_without_widgets():
         last = [first]
         print(f"{first} ...", file=sys.stdout, flush=True)
 

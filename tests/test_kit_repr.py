@@ -109,7 +109,7 @@ def test_wait_in_a_notebook_without_ipywidgets_prints_plain_lines(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("DATASITE_NO_PROGRESS", raising=False)
-    monkeypatch.setattr(kit, "_in_notebook_without_widgets", lambda: True)
+    monkeypatch.setattr(kit, "in_notebook_without_widgets", lambda: True)
     states = iter(["checked", "approved", "running", "released"])
     session = FakeSession({})
     session.get = lambda path, **_: {"id": 3, "state": next(states)}  # type: ignore[method-assign]
@@ -141,4 +141,4 @@ def test_notebook_detection_wants_widgets(monkeypatch: pytest.MonkeyPatch) -> No
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_widgets)
-    assert kit._in_notebook_without_widgets()
+    assert kit.in_notebook_without_widgets()

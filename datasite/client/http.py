@@ -135,10 +135,27 @@ def progress_shown(asked: bool = True) -> bool:
     return asked and not os.environ.get("DATASITE_NO_PROGRESS")
 
 
+def in_notebook_without_widgets() -> bool:
+    """rich draws its live progress in Jupyter with ipywidgets, and warns on every draw
+    when they are missing; a plain text line serves there instead."""
+    from rich.console import Console
+
+    if not Console().is_jupyter:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 def _chunks(path: Path, size: int, label: str, progress: bool) -> Iterator[bytes]:
     from rich.progress import Progress
 
     show = progress_shown(progress)
+    if show and in_notebook_without_widgets():
+        print(f"Uploading {label} ({size / 2**20:.1f} MiB) ...", flush=True)
+        show = False
     with Progress(disable=not show, transient=True) as bar, path.open("rb") as source:
         task = bar.add_task(f"Uploading {label}", total=size)
         while chunk := source.read(1024 * 1024):
