@@ -51,12 +51,18 @@ def step(title: str) -> None:
     console.rule(f"[bold]{title}")
 
 
+def doing(what: str) -> None:
+    """Say what runs next, before a step that takes a few seconds."""
+    console.print(f"[dim]… {what}[/dim]")
+
+
 def run_demo(keep: Path | None = None) -> None:
     """Run the walkthrough; with ``keep`` the site's folder stays for inspection."""
     import researcher_kit as rk
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="datasite-demo-"))
     real, mock = diabetes_tables()
+    doing("starting a datasite server process (a few seconds)")
     with EmbeddedSite(
         folder / "site",
         owner_email=OWNER,
@@ -67,6 +73,7 @@ def run_demo(keep: Path | None = None) -> None:
 
         step("Data owner: upload, accounts, budget, policy")
         owner = admin.connect(site.url, OWNER, OWNER_PW)
+        doing("uploading the real table and its mock")
         owner.datasets.upload(
             name="Diabetes",
             assets={"patients": (real, mock)},
@@ -75,7 +82,10 @@ def run_demo(keep: Path | None = None) -> None:
             citation="Efron, Hastie, Johnstone, Tibshirani. Least Angle Regression. 2004.",
             progress=False,
         )
-        console.print(f"Uploaded Diabetes: {len(real)} real rows, {len(mock)} mock rows")
+        console.print(
+            f"Uploaded Diabetes: {len(real)} real rows (they stay on the site), "
+            f"{len(mock)} mock rows drawn from public bounds (researchers see these)"
+        )
         owner.users.create(email=BOB, name="Dr. Bob", password=BOB_PW, institution="University")
         owner.users.create(email=REVIEWER, name="Rita", role="reviewer", password=REVIEWER_PW)
         owner.budgets.grant(BOB, "Diabetes", epsilon=3.0)
@@ -98,10 +108,12 @@ def run_demo(keep: Path | None = None) -> None:
 
             return dp.mean(df["age"], bounds=(18, 90), epsilon=0.5)
 
+        doing("running mean_age on the mock and asking the site's checker for a report")
         trial = mean_age.run_on_mock()
         console.print(
-            f"On the mock: {trial.outputs!r}; measured spend epsilon="
-            f"{trial.spend.epsilon:g}; the site's verdict: {trial.report.verdict}"
+            f"On the mock: {trial.outputs:.1f} is a noisy mean of the {len(mock)} mock ages, "
+            f"measured epsilon {trial.spend.epsilon:g} (the mock costs no budget); "
+            f"the site's verdict: {trial.report.verdict}"
         )
         request = bob.submit(
             mean_age, project="Diabetes ages", description="Mean age of the cohort"
@@ -109,6 +121,7 @@ def run_demo(keep: Path | None = None) -> None:
         console.print(f"Submitted request {request.id}")
 
         step("Policy checker and reviewer")
+        doing("the checker dry-runs the request on the mock")
         request.wait(until=("checked",))
         reviewer = admin.connect(site.url, REVIEWER, REVIEWER_PW)
         pending = reviewer.requests.get(request.id)
@@ -117,8 +130,13 @@ def run_demo(keep: Path | None = None) -> None:
         console.print(f"Rita approved request {request.id}")
 
         step("Researcher: the result on the private data")
+        doing("running mean_age on the private data in the sandbox")
         noisy = request.result()
-        console.print(f"DP mean age: {noisy:.2f} (the true mean stays on the site)")
+        console.print(
+            f"DP mean age: {noisy:.1f} is a noisy mean of the {len(real)} patients' ages, "
+            f"clamped to 18-90, epsilon 0.5 (the true mean, {real['age'].mean():.1f}, stays "
+            "on the site; it is printed here only because the demo plays the owner too)"
+        )
 
         step("A Context request, approved automatically")
         owner.policies.set("Diabetes", max_epsilon_per_request=1.0, auto_approve=True)
@@ -133,8 +151,14 @@ def run_demo(keep: Path | None = None) -> None:
                 "mean_bmi": dp.ctx_mean(ctx, "bmi", bounds=(15.0, 45.0)),
             }
 
+        doing("submitting; the checker passes it and the site runs it without a person")
         auto = bob.submit(cohort, project="Diabetes ages")
-        console.print(f"Request {auto.id}: {auto.wait().state}; result {auto.result()}")
+        answer = auto.result()
+        console.print(
+            f"Request {auto.id}: {auto.wait().state}. {answer['patients']} is a noisy count of "
+            f"{len(real)} patients, epsilon 0.25; {answer['mean_bmi']:.1f} is a noisy mean BMI "
+            f"(true {real['bmi'].mean():.1f}), clamped to 15-45, epsilon 0.25"
+        )
 
         step("A DP model: diffprivlib logistic regression, returned with skops")
 
@@ -147,12 +171,23 @@ def run_demo(keep: Path | None = None) -> None:
                 "logistic_regression", features, df["target"] > 140, epsilon=1.0, data_norm=120.0
             )
 
+        doing("training the DP model on the private rows (a few seconds)")
         model_request = bob.submit(progression_model, project="Diabetes ages")
         console.print(f"Request {model_request.id}: {model_request.wait().state}")
         model = rk.dp.load_model(model_request.result())
+        held_out = patients.mock  # rows the model never saw; the researcher has them
+        accuracy = float(
+            (
+                model.predict(held_out[["age", "bmi", "bp"]].to_numpy())
+                == (held_out["target"] > 140)
+            ).mean()
+        )
         sample = np.array([[50.0, 30.0, 95.0], [30.0, 21.0, 80.0]])
         console.print(
-            f"{type(model).__name__} predicts {model.predict(sample).tolist()} for two new patients"
+            f"{type(model).__name__} trained with epsilon 1.0: accuracy {accuracy:.0%} on "
+            f"{len(held_out)} held-out mock rows (the mock is random, so this checks the model "
+            f"works rather than how well it learned); it predicts "
+            f"{model.predict(sample).tolist()} for two new patients"
         )
 
         step("A raw aggregate: blocked by the checker, denied by the reviewer")
@@ -161,6 +196,7 @@ def run_demo(keep: Path | None = None) -> None:
         def raw_mean(df):  # type: ignore[no-untyped-def]
             return float(df["target"].mean())
 
+        doing("submitting; the checker dry-runs it on the mock")
         raw = bob.submit(raw_mean, project="Diabetes ages")
         raw.wait(until=("checked",))
         report = reviewer.requests.get(raw.id).policy_report
@@ -172,10 +208,18 @@ def run_demo(keep: Path | None = None) -> None:
         console.print(f"Bob sees: {bob.request(raw.id).deny_reason}")
 
         step("Ledger and audit")
+        spent: dict[int, float] = {}
+        for entry in owner.budgets.ledger():
+            spent[entry["request_id"]] = spent.get(entry["request_id"], 0.0) + entry["epsilon"]
+        names = {r.id: (r.entry, r.state) for r in owner.requests.all()}
+        for request_id, epsilon in sorted(spent.items()):
+            entry, state = names.get(request_id, ("?", "?"))
+            console.print(f"  request {request_id} {entry:<20} {state:<9} epsilon {epsilon:.2f}")
         for grant in owner.budgets.list():
             console.print(
                 f"{grant['email']} on {grant['dataset']}: spent "
-                f"{grant['spent_epsilon']:g} of {grant['epsilon']:g}"
+                f"{grant['spent_epsilon']:.2f} of {grant['epsilon']:.1f}, "
+                f"{grant['remaining_epsilon']:.2f} left (the denied request spent nothing)"
             )
         for event in owner.audit(limit=8):
             console.print(f"{event['at'][:19]}  {event['actor']:<26} {event['action']}")
