@@ -65,6 +65,9 @@ def test_run_output_stays_with_the_owner(study_clients) -> None:
     seen_by_owner = owner.session.get(f"/requests/{request_id}/result")["run"]
     assert seen_by_researcher["stdout"] is None
     assert "secret row" in seen_by_owner["stdout"]
+    reviewer = rk.login(researcher.session.url, REVIEWER_EMAIL, REVIEWER_PASSWORD)
+    seen_by_reviewer = reviewer.session.get(f"/requests/{request_id}")["runs"][-1]
+    assert seen_by_reviewer["stdout"] is None and seen_by_reviewer["error_detail"] is None
 
 
 def test_refused_reads_and_approvals_say_why_and_change_nothing(study_clients) -> None:

@@ -68,7 +68,8 @@ RUN_FIELDS = (
 
 def run_out(run: RequestRun | Row[Any], viewer: User) -> RunOut:
     """A run as ``viewer`` may see it (a model or a row of :data:`RUN_FIELDS`)."""
-    private_ok = viewer.role in STAFF or run.detail_released
+    # What a private run printed or raised may hold real rows: the owner's, not a reviewer's.
+    private_ok = viewer.role == "owner" or run.detail_released
     staff_view = viewer.role in STAFF  # how long a run took is a channel: staff only
     return RunOut(
         id=run.id,
