@@ -267,6 +267,41 @@ class Releaser:
         shuffled = released.to_numpy()[order.permutation(len(released))]
         return pd.Series(shuffled, name=call.column, dtype=object)
 
+    def _synthesize(self, call: ReleaseCall) -> pd.DataFrame:
+        """A DP synthetic table (``rk.dp.synthesize``) of ``call.features`` (or every column).
+
+        The columns' kinds, bounds and categories are checked on the public schema and the
+        odometer is charged before any data is read.
+        """
+        from researcher_kit.dp import synthetic
+
+        known = self.schema(call.table)
+        columns = list(call.features or known)
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ReleaseRefused(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        if call.epsilon is None or call.epsilon <= 0:
+            raise ReleaseRefused("synthesize needs epsilon > 0")
+        settings = {
+            "bounds": call.column_bounds, "public_categories": call.public_categories,
+        }  # fmt: skip
+        try:
+            kinds = synthetic.plan_columns(
+                {c: known[c] for c in columns}, delta=call.delta, **settings
+            )
+        except ValueError as exc:
+            raise ReleaseRefused(str(exc)) from None
+        needs_delta = any(
+            k == "categorical" and c not in (call.public_categories or {}) for c, k in kinds.items()
+        )
+        self.budget.spend(call.epsilon, call.delta if needs_delta else 0.0)  # before reading
+        frame = self._columns(call, columns)
+        return synthetic.synthesize(
+            frame, call.epsilon, delta=call.delta, synthesizer=call.synthesizer or "mst",
+            rows=call.rows, bins=call.n_bins or 10, binning=call.binning or "uniform",
+            max_contributions=self.max_contributions, **settings,
+        )  # fmt: skip
+
     # -- Context queries -----------------------------------------------------------------
 
     def context(self, table: str) -> Any:

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 #: column names and types are public, the mock has the same).
 Op = Literal[
     "schema", "count", "sum", "mean", "quantile", "histogram", "fit_model", "context",
-    "privatize_text",
+    "privatize_text", "synthesize",
 ]  # fmt: skip
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 MAX_FILTER_DEPTH = 32
@@ -79,6 +79,13 @@ class ReleaseCall(BaseModel):
     oov: Literal["sample", "token"] | None = None
     max_words: int | None = Field(default=None, ge=1, le=10_000)
     vocabulary: int | None = Field(default=None, ge=100, le=400_000)
+    # synthesize: the columns are ``features``; bounds and categories are public inputs
+    synthesizer: Literal["mst", "aim"] | None = None
+    rows: int | None = Field(default=None, ge=1, le=2_000_000)
+    public_categories: dict[str, list[Any]] | None = None
+    column_bounds: dict[str, tuple[float, float]] | None = None
+    n_bins: int | None = Field(default=None, ge=2, le=64)
+    binning: Literal["uniform", "quantile"] | None = None
 
 
 def check_filter(node: Any, depth: int = 0, seen: list[int] | None = None) -> None:

@@ -21,6 +21,7 @@ Privacy units, stated per helper:
   its own; word counts and the row count are not hidden (see ``dp/text.py``).
 * ``ctx_*``: whatever the Context was bound with (add/remove, ``max_contributions``).
 * ``fit_model``: diffprivlib's add/remove-one-row guarantee.
+* ``synthesize``: a DP synthetic table (OpenDP's MST/AIM), add/remove, as the aggregates.
 
 OpenDP, diffprivlib and skops are imported on first use, so importing this package
 is cheap (the site imports it in every sandbox).
@@ -39,6 +40,7 @@ from researcher_kit.dp.context import (
 from researcher_kit.dp.models import MODELS, UntrustedModelError, fit_model, load_model
 from researcher_kit.dp.noise import noisy_column
 from researcher_kit.dp.spend import SpendEntry, SpendLog, record, total_spend, track
+from researcher_kit.dp.synthetic import synthesize
 from researcher_kit.dp.text import privatize_text
 
 #: The helpers that release DP outputs (and record spend); everything else in this
@@ -53,6 +55,7 @@ RELEASE_HELPERS = frozenset(
         "noisy_column",
         "privatize_text",
         "fit_model",
+        "synthesize",
         "ctx_count",
         "ctx_sum",
         "ctx_mean",
@@ -85,6 +88,7 @@ __all__ = [
     "quantile",
     "record",
     "sum",
+    "synthesize",
     "total_spend",
     "track",
 ]
