@@ -21,6 +21,7 @@ from datasite import audit, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.contract.lifecycle import State, TransitionError, check_transition
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
+from datasite.disclosure import review_outputs
 from datasite.errors import NotFound
 from datasite.execution.verdict import shown_error_type
 
@@ -263,6 +264,8 @@ class Runner:
         if shown != result.error_type:  # the researcher sees a fixed name, the owner all
             detail = f"error type: {result.error_type}\n{result.error_detail or ''}"
             result = result.model_copy(update={"error_type": shown, "error_detail": detail})
+        # Non-DP tables and models of a raw-data run: SDC rules, membership attack.
+        result, held, disclosure = review_outputs(self.sessions, self.store, run_id, result)
         if result.ok:
             folder.mkdir(parents=True, exist_ok=True)
             for name, data in result.blobs.items():
@@ -270,7 +273,7 @@ class Runner:
         with self.sessions() as db:
             run = db.get(RequestRun, run_id)
             request = run.request
-            reasons = withheld_because(request, result)
+            reasons = withheld_because(request, result) + held
             outcome = "withheld" if reasons else "released" if result.ok else "failed"
             run.state = outcome
             run.finished_at = utcnow()
@@ -281,6 +284,9 @@ class Runner:
             if reasons:
                 run.error_type, run.error_message = "Withheld", WITHHELD
                 run.error_detail = "Withheld because " + "; ".join(reasons) + "."
+            if disclosure:  # which rule fired on which cell, attack numbers: the owner's
+                head = "Disclosure control:\n" + "\n".join(disclosure)
+                run.error_detail = "\n\n".join(filter(None, [run.error_detail, head]))
             run.stdout, run.stderr = result.stdout, result.stderr
             run.duration_seconds = result.duration_seconds
             request.state = {"withheld": State.WITHHELD, "released": State.RELEASED}.get(

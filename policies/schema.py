@@ -24,6 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policies.sdc import SdcRules
+
 NonDPOutputs = Literal["block", "review", "allow"]
 
 #: DP constructors and helpers a request may call. Names are matched against the last
@@ -119,6 +121,12 @@ class Policy(BaseModel):
     max_contributions: int = Field(default=1, ge=1, le=100_000)
     min_group_size: int = Field(default=10, ge=1)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    #: Disclosure control of non-DP table outputs (``policies.sdc``); ACRO's defaults.
+    sdc: SdcRules = Field(default_factory=SdcRules)
+    #: A non-DP model whose membership-inference AUC exceeds this is withheld.
+    mia_max_auc: float = Field(default=0.6, gt=0.5, le=1)
+    #: Quasi-identifiers: a mock less k-anonymous on them than ``min_group_size`` is refused.
+    k_anonymity_qis: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +157,12 @@ class Policy(BaseModel):
         else:
             raise ValueError(f"{path.name}: a policy file is .yaml, .yml, .toml or .json")
         return cls.model_validate(data)
+
+    def sdc_rules(self) -> SdcRules:
+        """The SDC rules with the cell threshold resolved (``min_group_size`` by default)."""
+        if self.sdc.threshold is not None:
+            return self.sdc
+        return self.sdc.model_copy(update={"threshold": self.min_group_size})
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -214,5 +228,8 @@ DEFAULT_POLICY = Policy()
 - ``non_dp_outputs="block"``: an output that is not DP (a raw aggregate, rows, a model
   fitted without DP) blocks the request; an owner may still override with a justification.
 - ``auto_approve=False``: nothing is approved without a human unless the owner opts in.
+- ``sdc``: threshold ``min_group_size``, dominance n=2 k=0.90, p-ratio 0.10 (ACRO); no
+  small-number redaction or rounding unless set; failing cells suppressed.
+- ``mia_max_auc=0.6``: a non-DP model the loss attack beats with a higher AUC is withheld.
 - ``min_group_size=10``; audit: 1 s on the mock, at most 4000 trials, 95% confidence.
 """
