@@ -18,6 +18,9 @@ EXPECTED = {
     ("auto_approved", "running"),
     ("running", "released"),
     ("running", "failed"),
+    ("running", "withheld"),  # a raw-data run that did not match its dry-run
+    ("withheld", "released"),  # the owner releases it
+    ("withheld", "failed"),  # or discards it
     ("released", "running"),
 }
 

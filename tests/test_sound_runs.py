@@ -161,9 +161,18 @@ def sites(tmp_path: Path) -> Iterator[Callable[..., Site]]:
         site.close()
 
 
+#: What the real run's recording harness reports for a raw run that released nothing
+#: (``policies.instrument.recording_call``); without it the site withholds the result.
+RECORDED_NOTHING = {
+    "recorded": True,
+    "spend": {"epsilon": 0.0, "delta": 0.0, "groups": [], "diffprivlib": [], "contexts": []},
+}
+
+
 def released(spec: JobSpec, size: int = 1500) -> JobResult:
     manifest, blobs = encode_result(b"x" * size)
-    return JobResult(job_id=spec.job_id, ok=True, manifest=manifest, blobs=blobs, touched_data=True)
+    return JobResult(job_id=spec.job_id, ok=True, manifest=manifest, blobs=blobs,
+                     touched_data=True, harness_report=RECORDED_NOTHING)  # fmt: skip
 
 
 def test_a_requests_stored_output_is_capped_over_all_its_runs(sites) -> None:  # type: ignore[no-untyped-def]

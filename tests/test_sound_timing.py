@@ -14,7 +14,13 @@ from datasite.app import create_app
 from datasite.config import Settings
 from datasite.contract.job import JobResult, JobSpec
 from datasite.contract.results import encode_result
-from tests.test_sound_runs import FakeExecutor, add_request, approve, wait_finished
+from tests.test_sound_runs import (
+    RECORDED_NOTHING,
+    FakeExecutor,
+    add_request,
+    approve,
+    wait_finished,
+)
 
 OWNER = ("owner@site.example", "owner-password-123")
 RESEARCHER = ("res@uni.example", "res-password-123")
@@ -30,6 +36,7 @@ def slow_release(spec: JobSpec) -> JobResult:
         blobs=blobs,
         touched_data=True,
         duration_seconds=SECRET_SECONDS,
+        harness_report=RECORDED_NOTHING,
     )
 
 
