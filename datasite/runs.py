@@ -70,9 +70,10 @@ INTERRUPTED = "The datasite stopped while this run was in flight; the run did no
 RECORDING_HARNESS = "policies.instrument:recording_call"
 DEFAULT_HARNESS = "datasite.execution.harness:call_once"
 WITHHELD = (
-    "The result is withheld for the data owner: the run on the private data did not match "
-    "the request as approved. Its privacy budget stays spent; the owner decides whether to "
-    "release it."
+    "The result is withheld for the data owner: the run on the private data did not pass "
+    "the site's checks before release (it did not match the request as approved, or a "
+    "disclosure-control rule fired). Its privacy budget stays spent; the owner decides "
+    "whether to release it."
 )
 
 
