@@ -332,28 +332,56 @@ def datasets_upload(
         str, typer.Argument(help="Letters, digits, spaces, '-', '_' and '.'; at most 100.")
     ],
     real: Annotated[Path, typer.Option(help="The private table (CSV or Parquet).")],
-    mock: Annotated[Path, typer.Option(help="The mock table (CSV or Parquet).")],
     url: Url,
     login: Email,
     password: Password,
+    mock: Annotated[
+        Path | None, typer.Option(help="The mock table (CSV or Parquet), or --mock-synthetic.")
+    ] = None,
+    mock_synthetic: Annotated[
+        bool, typer.Option(help="The site makes the mock: a DP synthetic copy of --real.")
+    ] = False,
+    mock_epsilon: Annotated[
+        float | None, typer.Option(help="The epsilon the synthetic mock spends.")
+    ] = None,
+    mock_settings: Annotated[
+        str,
+        typer.Option(
+            help='Synthesizer settings as JSON: {"bounds": {"age": [0, 120]}, '
+            '"public_categories": {...}, "delta": 1e-6, "synthesizer": "mst", "bins": 10}.'
+        ),
+    ] = "{}",
     asset: Annotated[str, typer.Option(help="The asset's name inside the dataset.")] = "data",
     description: Annotated[str, typer.Option(help="What the data is (Markdown).")] = "",
     summary: Annotated[str, typer.Option(help="One line shown in listings.")] = "",
     citation: Annotated[str, typer.Option(help="How to cite the data.")] = "",
 ) -> None:
-    """Upload a dataset with one asset from two files."""
+    """Upload a dataset with one asset from two files (or one, with --mock-synthetic)."""
+    import json
+
     import pandas as pd
 
     def read(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
+    if mock_synthetic == (mock is not None):
+        raise typer.BadParameter("give exactly one of --mock or --mock-synthetic")
+    extra: dict = {}
+    if mock_synthetic:
+        try:
+            settings = json.loads(mock_settings)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--mock-settings is not JSON: {exc}") from None
+        extra = {"mock": "synthetic", "mock_epsilon": mock_epsilon, "mock_settings": settings}
+    tables = read(real) if mock_synthetic else (read(real), read(mock))  # type: ignore[arg-type]
     with _reported():
         _owner(url, login, password).datasets.upload(
             name=name,
-            assets={asset: (read(real), read(mock))},
+            assets={asset: tables},
             description=description,
             summary=summary,
             citation=citation,
+            **extra,
         )
     console.print(f"Uploaded {name}.")
 

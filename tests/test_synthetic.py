@@ -33,7 +33,9 @@ def test_blind_synthesize_charges_the_odometer_and_keeps_the_columns() -> None:
     real = wine()
     frames = local_frames({"df": real}, epsilon=1.5)
     releaser = frames["df"].channel.releaser
-    fake = dp.synthesize(frames["df"], epsilon=1.0, bounds=BOUNDS, public_categories=CLASSES, bins=4)
+    fake = dp.synthesize(
+        frames["df"], epsilon=1.0, bounds=BOUNDS, public_categories=CLASSES, bins=4
+    )
     assert list(fake.columns) == list(real.columns)
     assert releaser.budget.spent_epsilon == pytest.approx(1.0)
     assert [e.helper for e in releaser.spent.entries] == ["synthesize"]
@@ -60,3 +62,154 @@ def test_bad_inputs_are_refused_before_any_spend() -> None:
         plan_columns({"when": "datetime64[ns]"})
     with pytest.raises(SynthesisRefused, match="unknown column"):
         plan_columns({"a": "object"}, public_categories={"a": [1], "b": [2]})
+
+
+# -- the site: an owner upload with a synthetic mock, the report, the canary, a request ----
+
+SETTINGS = {"bounds": BOUNDS, "public_categories": CLASSES, "bins": 4, "target": "cultivar"}
+
+
+@pytest.fixture(scope="module")
+def synth_site(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real server (its own process) with a small cell limit for synthetic mocks."""
+    from datasite.client.embedded import EmbeddedSite
+    from tests.server import OWNER_EMAIL, OWNER_PASSWORD
+
+    server = EmbeddedSite(
+        tmp_path_factory.mktemp("synth") / "site",
+        owner_email=OWNER_EMAIL,
+        owner_password=OWNER_PASSWORD,
+        env={"DATASITE_NO_PROGRESS": "1", "DATASITE_MAX_SYNTHETIC_CELLS": "5000"},
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def uploaded(synth_site):  # type: ignore[no-untyped-def]
+    from tests.conftest import setup_site
+
+    owner, researcher, _, _ = setup_site(synth_site.url)
+    owner.datasets.upload(
+        name="Wine",
+        assets={"wine": wine()},
+        mock="synthetic",
+        mock_epsilon=1.0,
+        mock_settings=SETTINGS,
+        progress=False,
+    )
+    return owner, researcher
+
+
+def test_an_upload_with_a_synthetic_mock_records_the_spend_against_the_dataset(
+    uploaded,
+) -> None:  # type: ignore[no-untyped-def]
+    owner, researcher = uploaded
+    real = wine()
+    mock = owner.datasets.mock("Wine", "wine")
+    assert list(mock.columns) == list(real.columns)
+    numeric = ["alcohol", "color_intensity", "proline"]
+    assert dict(mock[numeric].dtypes) == dict(real[numeric].dtypes)
+    assert pd.api.types.is_string_dtype(mock["cultivar"])
+    assert 100 < len(mock) < 260 and not mock.equals(real)
+    events = [e for e in owner.audit() if e["action"] == "synthetic_mock_released"]
+    assert len(events) == 1 and events[0]["target_id"] == "Wine"
+    assert events[0]["detail"]["epsilon"] == pytest.approx(1.0)
+    assert events[0]["detail"]["spend"][0]["helper"] == "synthesize"
+    # the researcher sees the synthetic mock, never the report
+    assert len(researcher.datasets["Wine"].assets["wine"].mock) == len(mock)
+    from datasite.client.http import DatasiteError
+
+    with pytest.raises(DatasiteError) as refused:
+        researcher.session.get("/datasets/Wine/synthetic-report")
+    assert refused.value.status in (401, 403)
+
+
+def test_the_quality_report_shows_the_baseline_and_what_touched_the_real_data(uploaded) -> None:  # type: ignore[no-untyped-def]
+    owner, _ = uploaded
+    report = owner.datasets.synthetic_report("Wine")
+    assert set(report["tvd_1way"]) == set(wine().columns)
+    assert 0 <= report["tvd_2way"] <= 1 and 0 <= report["tvd_2way_independent_baseline"] <= 1
+    assert report["ml_utility"]["target"] == "cultivar"
+    assert 0 <= report["ml_utility"]["train_real_test_real"] <= 1
+    expected = 100 * (
+        0.4 * (1 - report["tvd_1way_mean"])
+        + 0.4 * (1 - report["tvd_2way"])
+        + 0.2 * min(report["ml_utility"]["utility"], 1)
+    )
+    assert report["score"] == pytest.approx(expected, abs=0.06)
+    assert "ml_utility" in report["touches_real_data"]
+    assert report["svg"]["distributions"].startswith("<svg")
+    assert report["svg"]["correlations"].count("<rect") == 2 * len(wine().columns) ** 2
+    assert report["settings"]["epsilon"] == 1.0
+
+
+def test_bad_synthetic_uploads_get_a_clear_error_and_no_audit_event(uploaded) -> None:  # type: ignore[no-untyped-def]
+    from datasite.client.http import DatasiteError
+
+    owner, _ = uploaded
+    before = len(owner.audit())
+    real = wine()
+    dated = real.assign(when=pd.Timestamp("2020-01-01"))
+    big = pd.concat([real] * 10, ignore_index=True)  # 1,780 x 4 > 5,000 cells
+    cases = [
+        (real, 0.0, SETTINGS, "greater than 0"),
+        (dated, 1.0, SETTINGS, "cannot be synthesized"),
+        (real, 1.0, {**SETTINGS, "bounds": {}}, "needs public bounds"),
+        (big, 1.0, SETTINGS, "over this site's limit"),
+    ]
+    for table, epsilon, settings, message in cases:
+        with pytest.raises(DatasiteError, match=message):
+            owner.datasets.upload(
+                name="Bad", assets={"t": table}, mock="synthetic", mock_epsilon=epsilon,
+                mock_settings=settings, progress=False,
+            )  # fmt: skip
+    assert "Bad" not in {d["name"] for d in owner.datasets.list()}
+    assert len(owner.audit()) == before
+
+
+def test_the_canary_test_counts_replays_dp_and_non_dp(uploaded) -> None:  # type: ignore[no-untyped-def]
+    owner, _ = uploaded
+    result = owner.datasets.canary_test("Wine")
+    assert result["column"] == "cultivar" and result["owner_only"]
+    frequencies = [s["frequency"] for s in result["secrets"]]
+    assert frequencies == [1, 5, 10, 50]
+    dp_replays = [s["replays_dp"] for s in result["secrets"]]
+    non_dp = [s["replays_non_dp"] for s in result["secrets"]]
+    assert dp_replays[:2] == [0, 0]  # rare secrets never get through the DP threshold
+    assert non_dp[-1] > 0  # without DP the frequent secret comes back
+    assert any(e["action"] == "synthetic_canary_run" for e in owner.audit())
+
+
+def test_a_synthetic_data_request_is_auto_approved(uploaded) -> None:  # type: ignore[no-untyped-def]
+    import researcher_kit as rk
+    from tests.conftest import RESEARCHER_EMAIL
+
+    owner, researcher = uploaded
+    owner.policies.set("Wine", auto_approve=True, max_epsilon_per_request=1.0)
+    owner.budgets.grant(RESEARCHER_EMAIL, "Wine", epsilon=1.0)
+    wine_asset = researcher.datasets["Wine"].assets["wine"]
+
+    @rk.dp_request(asset=wine_asset, epsilon=0.5)
+    def fake_wine(df):  # type: ignore[no-untyped-def]
+        from researcher_kit import dp
+
+        return dp.synthesize(
+            df, epsilon=0.5, bins=4,
+            bounds={"alcohol": (10.0, 16.0), "proline": (200, 1800),
+                    "color_intensity": (0.0, 14.0)},
+            public_categories={"cultivar": ["a", "b", "c"]},
+        )  # fmt: skip
+
+    request = researcher.submit(fake_wine, project="Synthetic")
+    request.wait(until=("released", "failed", "checked"))
+    report = owner.requests.get(request.id).policy_report
+    assert request.state == "released", (request.state, report.verdict, report.findings)
+    table = request.result()
+    assert list(table.columns) == list(wine().columns) and len(table) > 50
+    actions = [e["action"] for e in owner.audit() if e["target_id"] == str(request.id)]
+    assert "request_auto_approved" in actions
+    grant = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
+    assert grant["spent_epsilon"] == pytest.approx(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
@@ -38,6 +39,7 @@ from datasite.store.assets import (
     schema_mismatches,
     upload_path,
 )
+from datasite.synthetic_mock import AUDIT_ACTION as SYNTHETIC_MOCK
 
 router = APIRouter(tags=["datasets"])
 log = logging.getLogger("datasite")
@@ -137,11 +139,13 @@ def create_dataset(
         raise Invalid("Invalid request: asset names must differ.")
     uploads = the_site.settings.uploads_dir
     checked: list[tuple[str, str, Path, Path, list, int, int]] = []
+    synthetic: dict[str, dict] = {}  # asset -> the synthetic mock's settings and spend
     for asset in body.assets:
-        real, mock = (
-            upload_path(uploads, asset.real_upload),
-            upload_path(uploads, asset.mock_upload),
-        )
+        real = upload_path(uploads, asset.real_upload)
+        if asset.synthetic is not None:
+            mock, synthetic[asset.name] = _synthetic_mock(real, uploads, asset)
+        else:
+            mock = upload_path(uploads, str(asset.mock_upload))
         if real == mock:
             raise Invalid(f"Asset {asset.name!r}: the mock must be its own upload.")
         real_columns, real_rows = describe_table(real)
@@ -193,6 +197,11 @@ def create_dataset(
             target_id=dataset.name,
             assets=names,
         )
+        for asset_name, released in synthetic.items():  # the owner-level DP spend
+            audit.record(
+                db, SYNTHETIC_MOCK, actor=owner, address=client_address(request),
+                target_type="dataset", target_id=dataset.name, asset=asset_name, **released,
+            )  # fmt: skip
         db.commit()
     except BaseException:
         db.rollback()
@@ -201,6 +210,22 @@ def create_dataset(
         raise
     db.refresh(dataset)
     return dataset_out(dataset, owner)
+
+
+def _synthetic_mock(real: Path, uploads: Path, asset: Any) -> tuple[Path, dict]:
+    """A DP synthetic mock of ``real`` as a new upload file (see ``datasite.synthetic_mock``)."""
+    import secrets
+
+    from datasite.synthetic_mock import SyntheticMockError, make_synthetic_mock
+
+    if not real.exists():
+        raise Invalid(f"Asset {asset.name!r}: the real upload is missing.")
+    out = uploads / f"{secrets.token_hex(16)}.parquet"  # a new upload of the site's own
+    try:
+        return out, make_synthetic_mock(real, out, asset.synthetic.model_dump())
+    except SyntheticMockError as exc:
+        out.unlink(missing_ok=True)
+        raise Invalid(f"Asset {asset.name!r}: {exc}.") from None
 
 
 @router.get("/datasets", response_model=list[DatasetOut])
@@ -330,3 +355,57 @@ def download_mock(
         media_type="application/vnd.apache.parquet",
         filename=f"{found.name}-mock.parquet",
     )
+
+
+def _synthetic_tables(db: Session, the_site: Site, name: str, asset: str | None):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from datasite.synthetic_mock import released_settings
+
+    dataset = find_dataset(db, name)
+    try:
+        asset_name, settings = released_settings(db, dataset.name, asset)
+    except LookupError as exc:
+        raise NotFound(f"{str(exc).capitalize()}.") from None
+    found = find_asset(dataset, asset_name)
+    real = pd.read_parquet(the_site.store.path(found.real_path))
+    mock = pd.read_parquet(the_site.store.path(found.mock_path))
+    return dataset, asset_name, real, mock, settings
+
+
+@router.get("/datasets/{name}/synthetic-report")
+def synthetic_report(
+    name: str,
+    asset: str | None = None,
+    _: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> dict:
+    """The quality report of a synthetic mock against the real table (owner only)."""
+    from datasite.synthetic_mock import report
+
+    _, asset_name, real, mock, settings = _synthetic_tables(db, the_site, name, asset)
+    return {"dataset": name, "asset": asset_name, **report(real, mock, settings)}
+
+
+@router.post("/datasets/{name}/synthetic-canary")
+def synthetic_canary(
+    name: str,
+    request: Request,
+    asset: str | None = None,
+    owner: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> dict:
+    """Plant secrets in a copy of the real table, synthesize (DP, non-DP), count replays."""
+    from datasite.synthetic_mock import canary
+
+    dataset, asset_name, real, _, settings = _synthetic_tables(db, the_site, name, asset)
+    result = canary(real, settings)
+    audit.record(
+        db, "synthetic_canary_run", actor=owner, address=client_address(request),
+        target_type="dataset", target_id=dataset.name, asset=asset_name,
+        epsilon=result["epsilon"], delta=result["delta"],
+    )  # fmt: skip
+    db.commit()
+    return {"dataset": name, "asset": asset_name, **result}

@@ -66,31 +66,58 @@ class Datasets(_Section):
     def upload(
         self,
         name: str,
-        assets: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+        assets: dict[str, tuple[pd.DataFrame, pd.DataFrame]] | dict[str, pd.DataFrame],
         description: str = "",
         summary: str = "",
         citation: str = "",
         contributors: list[str] | None = None,
         asset_descriptions: dict[str, str] | None = None,
         progress: bool = True,
+        mock: str | None = None,
+        mock_epsilon: float | None = None,
+        mock_settings: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Upload a dataset whose assets are ``{name: (real_df, mock_df)}``.
 
         Each table streams to the site as Parquet; the dataset appears only once every
         asset has arrived and its mock matches its real table column for column.
+
+        With ``mock="synthetic"`` the assets are ``{name: real_df}`` and the site makes
+        each mock itself, a DP synthetic copy spending ``mock_epsilon`` (recorded against
+        the dataset). ``mock_settings`` (``bounds`` for numeric columns, required;
+        ``public_categories``, ``delta``, ``synthesizer``, ``bins``, ``target``) are the
+        fields of ``datasite.contract.schemas.SyntheticMockIn``.
         """
+        if mock not in (None, "synthetic"):
+            raise ValueError('mock is None (give (real, mock) pairs) or "synthetic"')
+        synthetic = None
+        if mock == "synthetic":
+            synthetic = {**(mock_settings or {}), "epsilon": mock_epsilon}
         described = []
-        for asset, (real, mock) in assets.items():
+        for asset, tables in assets.items():
+            real = tables if synthetic is not None else tables[0]
             real_up = self._session.upload_table(real, f"{asset} (real)", progress)
-            mock_up = self._session.upload_table(mock, f"{asset} (mock)", progress)
-            described.append(
-                {
-                    "name": asset,
-                    "real_upload": real_up["upload_id"],
-                    "mock_upload": mock_up["upload_id"],
-                    "description": (asset_descriptions or {}).get(asset, ""),
-                }
-            )
+            entry = {
+                "name": asset,
+                "real_upload": real_up["upload_id"],
+                "description": (asset_descriptions or {}).get(asset, ""),
+            }
+            if synthetic is not None:
+                entry["synthetic"] = synthetic
+            else:
+                mock_up = self._session.upload_table(tables[1], f"{asset} (mock)", progress)
+                entry["mock_upload"] = mock_up["upload_id"]
+            described.append(entry)
+        if synthetic is not None:  # the site fits the synthesizer before it answers
+            return self._session.post(
+                "/datasets",
+                json={
+                    "name": name, "description": description, "summary": summary,
+                    "citation": citation, "contributors": contributors or [],
+                    "assets": described,
+                },
+                timeout=600,
+            )  # fmt: skip
         return self._session.post(
             "/datasets",
             json={
@@ -111,6 +138,20 @@ class Datasets(_Section):
 
     def mock(self, dataset: str, asset: str) -> pd.DataFrame:
         return self._session.get_table(f"/datasets/{dataset}/assets/{asset}/mock")
+
+    def synthetic_report(self, name: str, asset: str | None = None) -> dict[str, Any]:
+        """The quality report of a synthetic mock (owner only; it reads the real table)."""
+        params = {"asset": asset} if asset else {}
+        return self._session.get(
+            f"/datasets/{quote(name, safe='')}/synthetic-report", params=params, timeout=600
+        )
+
+    def canary_test(self, name: str, asset: str | None = None) -> dict[str, Any]:
+        """Plant secrets in a copy of the real table, synthesize (DP, non-DP), count replays."""
+        params = {"asset": asset} if asset else {}
+        return self._session.post(
+            f"/datasets/{quote(name, safe='')}/synthetic-canary", params=params, timeout=600
+        )
 
     def archive(self, name: str) -> dict[str, Any]:
         """Hide ``name`` from researchers and refuse new requests on it; its requests,

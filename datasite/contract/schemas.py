@@ -9,7 +9,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["owner", "reviewer", "researcher"]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -112,11 +112,36 @@ class UploadOut(BaseModel):
     rows: int
 
 
+class SyntheticMockIn(Strict):
+    """A mock the site makes itself: a DP synthetic copy of the real table (its settings).
+
+    Numeric columns need public ``bounds``; categorical columns keep their categories
+    only where ``public_categories`` declares them, else they are found under ``delta``.
+    """
+
+    epsilon: float = Field(gt=0, le=100, description="The epsilon the synthetic mock spends.")
+    delta: float = Field(default=0.0, ge=0, lt=1e-3)
+    synthesizer: Literal["mst", "aim"] = "mst"
+    bins: int = Field(default=10, ge=2, le=64)
+    binning: Literal["uniform", "quantile"] = "uniform"
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    public_categories: dict[str, list[Any]] = Field(default_factory=dict)
+    rows: int | None = Field(default=None, ge=1, le=2_000_000)
+    target: str | None = Field(default=None, max_length=200, description="For ML utility.")
+
+
 class AssetIn(Strict):
     name: Name
     description: str = Field(default="", max_length=20_000)
     real_upload: str = Field(min_length=1, max_length=64)
-    mock_upload: str = Field(min_length=1, max_length=64)
+    mock_upload: str | None = Field(default=None, min_length=1, max_length=64)
+    synthetic: SyntheticMockIn | None = None
+
+    @model_validator(mode="after")
+    def _one_mock(self) -> AssetIn:
+        if (self.mock_upload is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of mock_upload or synthetic (a DP synthetic mock)")
+        return self
 
 
 class DatasetIn(Strict):

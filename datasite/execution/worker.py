@@ -64,6 +64,10 @@ OPTIONAL = (
     "researcher_kit.releaser",
     "policies.instrument",
     "policies.audit",
+    # DP synthetic data (rk.dp.synthesize, the `synth` extra): Private-PGM and JAX,
+    # which imports modules the releaser may no longer import itself (http.server).
+    "mbi",
+    "opendp.extras.mbi",
 )
 
 

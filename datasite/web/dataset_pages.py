@@ -21,7 +21,7 @@ from datasite import audit, policy_store
 from datasite.api.deps import client_address, db_session
 from datasite.db.models import Asset, Dataset
 from datasite.store.storage import Storage
-from datasite.web.access import PageError, WebSession, owner_post, staff_page
+from datasite.web.access import PageError, WebSession, owner_page, owner_post, staff_page
 from datasite.web.policy_form import form_fields, form_intro, parse_form, with_values
 from datasite.web.render import render
 from datasite.web.session import CSRF_FIELD
@@ -106,10 +106,63 @@ def dataset_page(
             "form_error": (errors or {}).get(""),
             "has_errors": bool(errors),
             "saved": request.query_params.get("saved") == "1" and posted is None,
+            "synthetic": _synthetic_assets(db, dataset, session),
         },
         user=session.user,
         csrf=session.csrf,
         status=status,
+    )
+
+
+def _synthetic_assets(db: Session, dataset: Dataset, session: WebSession) -> set[str]:
+    """The assets whose mock the site synthesized (shown to the owner, with the report)."""
+    if session.user.role != "owner":
+        return set()
+    from datasite.synthetic_mock import released_settings
+
+    found = set()
+    for asset in dataset.assets:
+        try:
+            found.add(released_settings(db, dataset.name, asset.name)[0])
+        except LookupError:
+            pass
+    return found
+
+
+@router.get("/datasets/{name}/synthetic-report", response_class=HTMLResponse)
+def synthetic_report_page(
+    request: Request,
+    name: str,
+    asset: str | None = None,
+    session: WebSession = Depends(owner_page),
+    db: Session = Depends(db_session),
+) -> HTMLResponse:
+    """The quality report of a synthetic mock (owner only: it reads the real table)."""
+    import pandas as pd
+
+    from datasite.synthetic_mock import released_settings, report
+
+    dataset = _dataset(db, name)
+    try:
+        asset_name, settings = released_settings(db, dataset.name, asset)
+    except LookupError as exc:
+        raise PageError(404, "No synthetic mock", f"{str(exc).capitalize()}.") from None
+    found = next(a for a in dataset.assets if a.name == asset_name)
+    store = request.app.state.site.store
+    real = pd.read_parquet(store.path(found.real_path))
+    mock = pd.read_parquet(store.path(found.mock_path))
+    return render(
+        request,
+        "synthetic_report.html",
+        {
+            "title": f"Synthetic mock report: {dataset.name}",
+            "nav": "datasets",
+            "dataset": dataset,
+            "asset": asset_name,
+            "report": report(real, mock, settings),
+        },
+        user=session.user,
+        csrf=session.csrf,
     )
 
 

@@ -58,6 +58,7 @@ RELEASES = {
     "histogram": "a noisy histogram",
     "fit_model": "a model trained with differential privacy",
     "noisy_column": "a noisy copy of a column",
+    "synthesize": "a DP synthetic table (MST or AIM)",
     "ctx_count": "a noisy count of rows",
     "ctx_sum": "a noisy sum",
     "ctx_mean": "a noisy mean",

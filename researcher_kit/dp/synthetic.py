@@ -8,11 +8,14 @@ Privacy unit: add/remove one person's rows (at most ``max_contributions`` of the
 for the aggregates. What the caller must say, and why:
 
 * **Numeric columns** need public ``bounds={"col": (lower, upper)}``: they are never
-  derived from the data. Each is cut into ``bins`` bins, equal-width inside the bounds
-  (``binning="uniform"``) or at DP quantiles (``binning="quantile"``, a
-  ``quantile_share`` of epsilon spent on the exponential mechanism over a grid inside the
-  bounds). Values outside the bounds fall in the end bins (clamping). A synthetic value
-  is drawn uniformly inside its bin (rounded for integer columns).
+  derived from the data. Integer columns whose range holds at most ``exact_integers``
+  values keep every value (each a category known from the bounds). The others are cut
+  into ``bins`` bins, equal-width inside the bounds (``binning="uniform"``) or at DP
+  quantiles (``binning="quantile"``, a ``quantile_share`` of epsilon spent on the
+  exponential mechanism over a grid inside the bounds), plus one bin for the lower bound
+  itself (zero-inflated columns keep their zeros). Values outside the bounds fall in the
+  end bins (clamping). A synthetic value is drawn uniformly inside its bin (rounded for
+  integer columns).
 * **Categorical columns** (strings, categories, booleans) keep the categories the caller
   declares public (``public_categories={"col": [...]}``); values outside them become
   missing. Undeclared ones are found by OpenDP's stable-key (thresholded) release, which
@@ -56,6 +59,9 @@ MAX_ROWS = 2_000_000
 MAX_BINS = 64
 #: Mirror-descent iterations per model fit (mbi's default is 1000; MST fits twice).
 DEFAULT_ITERATIONS = 300
+#: Public knobs of OpenDP's MST/AIM a caller may set (AIM: rounds, queries = the largest
+#: interaction degree, max_size in MB; MST: num_selections).
+ALGORITHM_OPTIONS = frozenset({"rounds", "queries", "max_size", "num_selections"})
 
 
 class SynthesisRefused(ValueError):
@@ -134,6 +140,8 @@ def synthesize(
     binning: Literal["uniform", "quantile"] = "uniform",
     quantile_share: float = 0.1,
     iterations: int = DEFAULT_ITERATIONS,
+    exact_integers: int = 100,
+    options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     max_contributions: int = 1,
 ) -> pd.DataFrame:
@@ -151,6 +159,9 @@ def synthesize(
         raise SynthesisRefused(f"rows must be between 1 and {MAX_ROWS}")
     if binning not in ("uniform", "quantile") or not 0 < quantile_share < 1:
         raise SynthesisRefused("binning is 'uniform' or 'quantile' (0 < quantile_share < 1)")
+    refused = sorted(set(options or {}) - ALGORITHM_OPTIONS)
+    if refused:
+        raise SynthesisRefused(f"options may set {sorted(ALGORITHM_OPTIONS)}, not {refused}")
     if epsilon is not None and not (math.isfinite(epsilon) and epsilon > 0):
         raise SynthesisRefused(f"epsilon must be finite and > 0, not {epsilon!r}")
     if is_blind(frame):
@@ -203,11 +214,41 @@ def synthesize(
         public_categories=dict(public_categories or {}), bounds=dict(bounds or {}),
         bins=int(bins), binning=binning, quantile_share=quantile_share,
         iterations=iterations, max_contributions=max_contributions,
+        exact_integers=exact_integers, options=dict(options or {}),
     )  # fmt: skip
 
 
+#: Relative budget cuts tried in turn when OpenDP's budget split rounds against us.
+RETRY_SHAVES = (0.0, 1e-6, 1e-3)
+
+
+def _roomier_prior(x: float) -> float:
+    """OpenDP's ``prior`` (the next float down), a relative 1e-12 further down.
+
+    MST and AIM split a budget with ``prior`` and then compose the parts, whose sum,
+    rounded up at each addition, can exceed the whole by a few ulps ("insufficient
+    budget for query"). A part smaller by a trillionth leaves room for that rounding;
+    a smaller part only ever spends less, so the guarantee is unchanged.
+    """
+    return float(np.nextafter(x * (1 - 1e-12), -np.inf))
+
+
+def _patch_budget_split() -> None:
+    from opendp.extras.mbi import _aim, _mst, _table
+
+    for module in (_aim, _mst, _table):
+        if getattr(module, "prior", None) is not _roomier_prior:
+            module.prior = _roomier_prior
+
+
 def _below(value: float, ulps: int = 4) -> float:
-    """``value`` rounded down a few ulps (OpenDP's budget split rounds against us)."""
+    """``value`` rounded down (OpenDP's budget split rounds against us).
+
+    A few ulps of the total are not enough: the shortfall shows up in the inner splits
+    ("insufficient budget for query: 0.04999999999999993 > 0.04999999999999992"), so
+    the total loses a relative 1e-9 (a billionth of the budget, unspent) and a few ulps.
+    """
+    value = value * (1 - 1e-9)
     for _ in range(ulps):
         value = math.nextafter(value, 0.0)
     return value
@@ -246,13 +287,24 @@ def _fit_and_sample(
     quantile_share: float,
     iterations: int,
     max_contributions: int,
+    exact_integers: int,
+    options: dict[str, Any],
 ) -> pd.DataFrame:
     import opendp.prelude as dp
     import polars as pl
     from mbi.estimation import mirror_descent
 
     dp.enable_features("contrib")
-    numeric = [c for c, k in kinds.items() if k == "numeric"]
+    _patch_budget_split()
+    # Integer columns whose public range holds at most ``exact_integers`` values keep
+    # every value (each one a public category); the others are binned.
+    exact = {
+        c: (math.ceil(bounds[c][0]), math.floor(bounds[c][1]))
+        for c, k in kinds.items()
+        if k == "numeric" and pd.api.types.is_integer_dtype(frame[c].dtype)
+        and math.floor(bounds[c][1]) - math.ceil(bounds[c][0]) < exact_integers
+    }  # fmt: skip
+    numeric = [c for c, k in kinds.items() if k == "numeric" and c not in exact]
     quantile_eps = epsilon * quantile_share if binning == "quantile" and numeric else 0.0
     edges = {
         c: _edges(frame[c], bounds[c], bins, binning, quantile_eps / len(numeric)) for c in numeric
@@ -261,55 +313,76 @@ def _fit_and_sample(
     data = {}
     for column, kind in kinds.items():
         series = frame[column]
-        if kind == "numeric":
+        if column in exact:
+            lower, upper = exact[column]
+            data[column] = series.clip(lower, upper).astype("Int64").tolist()
+        elif kind == "numeric":
             data[column] = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
         elif column in public_categories:
             data[column] = series.astype(object).where(series.notna(), None).tolist()
         else:
             data[column] = series.astype("string").to_numpy(dtype=object, na_value=None)
-    lazy = pl.DataFrame(
-        {
-            c: pl.Series(c, v, dtype=pl.Float64 if kinds[c] == "numeric" else None)
-            for c, v in data.items()
-        }  # fmt: skip
-    ).lazy()
+    types = {c: pl.Int64 if c in exact else pl.Float64 for c in kinds if kinds[c] == "numeric"}
+    lazy = pl.DataFrame({c: pl.Series(c, v, dtype=types.get(c)) for c, v in data.items()}).lazy()
     keys: dict[str, list[Any]] = {}
     for column, values in public_categories.items():
         cats = list(dict.fromkeys(values))
         keys[column] = (
             [str(v) for v in cats] if lazy.collect_schema()[column] == pl.String else cats
         )
-    cuts = {c: [float(e) for e in edges[c][1:-1]] for c in numeric if len(edges[c]) > 2}
+    for column, (lower, upper) in exact.items():
+        keys[column] = list(range(lower, upper + 1))
+    # Cuts are left-open: the lower bound is the first cut, so bin 0 holds the values at
+    # (or clamped to) the lower bound exactly (zero-inflated columns keep their zeros).
+    cuts = {c: [float(e) for e in edges[c][:-1]] for c in numeric}
     estimator = functools.partial(mirror_descent, iters=int(iterations))
-    # With every column keyed (public categories, numeric cuts) the one-way release of
-    # keyed columns is skipped: the algorithm measures what it needs itself (faster).
-    oneway = "unkeyed" if len(keys) + len(cuts) == len(kinds) else "all"
+    # One-way marginals of every column are measured first (MST's design); skipping them
+    # for keyed columns (oneway="unkeyed") is faster but leaves the pair selection blind.
+    oneway = "all"
     algorithm = (dp.mbi.MST if synthesizer == "mst" else dp.mbi.AIM)(
-        estimator=estimator, oneway=oneway
+        estimator=estimator, oneway=oneway, **options
     )
-    eps = _below(epsilon - quantile_eps)
-    loss = dp.loss_of(epsilon=eps, delta=delta) if delta else dp.loss_of(epsilon=eps)
-    context = dp.Context.compositor(
-        data=lazy,
-        privacy_unit=dp.unit_of(contributions=max_contributions),
-        privacy_loss=loss,
-        split_evenly_over=1,
-    )
-    query = (
-        context.query()
-        .select(*kinds)
-        .contingency_table(keys=keys or None, cuts=cuts or None, algorithm=algorithm)
-    )
-    table = query.release()
+    table = None
+    for shave in RETRY_SHAVES:
+        eps = _below((epsilon - quantile_eps) * (1 - shave))
+        loss = dp.loss_of(epsilon=eps, delta=delta) if delta else dp.loss_of(epsilon=eps)
+        context = dp.Context.compositor(
+            data=lazy,
+            privacy_unit=dp.unit_of(contributions=max_contributions),
+            privacy_loss=loss,
+            split_evenly_over=1,
+        )
+        query = (
+            context.query()
+            .select(*kinds)
+            .contingency_table(keys=keys or None, cuts=cuts or None, algorithm=algorithm)
+        )
+        try:
+            table = query.release()
+            break
+        except dp.OpenDPException as exc:
+            # OpenDP's inner budget split can come out an ulp short whatever the total
+            # ("insufficient budget for query: 0.04999999995 > 0.04999999994999997"): a
+            # failure of float arithmetic, not of the data, so a refit on a slightly
+            # smaller budget releases nothing more. Nothing of the failed fit is kept.
+            if "insufficient budget" not in str(exc) or shave == RETRY_SHAVES[-1]:
+                raise
+    assert table is not None
     indices = table.model.synthetic_data(rows, "sample").df
     out: dict[str, Any] = {}
     generator = np.random.default_rng()
     for column, kind in kinds.items():
         index = indices[column].to_numpy()
-        if kind == "numeric":
-            edge = edges[column] if column in cuts else np.asarray(edges[column])[[0, -1]]
-            index = np.clip(index, 0, len(edge) - 2)
-            values = generator.uniform(edge[index], edge[index + 1])
+        if column in exact:
+            keyset = table.keys[column].to_list()
+            lower = exact[column][0]
+            values = np.array([lower if keyset[i] is None else keyset[i] for i in index])
+            out[column] = values.astype(frame[column].dtype)
+        elif kind == "numeric":
+            edge = np.asarray(edges[column], dtype=float)
+            index = np.clip(index, 0, len(edge) - 1)
+            inner = np.maximum(index, 1)
+            values = np.where(index == 0, edge[0], generator.uniform(edge[inner - 1], edge[inner]))
             if pd.api.types.is_integer_dtype(frame[column].dtype):
                 values = np.clip(np.rint(values), math.ceil(edge[0]), math.floor(edge[-1]))
                 out[column] = values.astype(frame[column].dtype)
