@@ -234,9 +234,10 @@ def _roomier_prior(x: float) -> float:
 
 
 def _patch_budget_split() -> None:
-    from opendp.extras.mbi import _aim, _mst, _table
+    from opendp.extras.mbi import _mst, _table
 
-    for module in (_aim, _mst, _table):
+    # not AIM's: it clamps its per-round budget at 0 with prior and breaks when shifted
+    for module in (_mst, _table):
         if getattr(module, "prior", None) is not _roomier_prior:
             module.prior = _roomier_prior
 
