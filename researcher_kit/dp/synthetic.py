@@ -150,6 +150,14 @@ def synthesize(
     On a blind frame this asks the releaser (``op="synthesize"``); the answer is the
     synthetic table. ``delta`` is used (and charged) only when some categorical column
     has no public categories. See the module doc for bounds, bins and categories.
+
+    >>> import pandas as pd
+    >>> from researcher_kit import dp
+    >>> people = pd.DataFrame({"age": [25, 35, 45, 55] * 50, "smoker": ["yes", "no"] * 100})
+    >>> fake = dp.synthesize(people, epsilon=1.0, bounds={"age": (18, 90)}, bins=4,
+    ...                      public_categories={"smoker": ["yes", "no"]})
+    >>> list(fake.columns), set(fake["smoker"]) <= {"yes", "no"}
+    (['age', 'smoker'], True)
     """
     if synthesizer not in SYNTHESIZERS:
         raise SynthesisRefused(f"synthesizer must be one of {SYNTHESIZERS}, not {synthesizer!r}")
