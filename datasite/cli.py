@@ -131,7 +131,8 @@ def serve(
         int | None, typer.Option(help="Parallel sandbox runs (local executor)", min=1)
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="tcp://host:port of a Dask scheduler")
+        str | None,
+        typer.Option(help="tls://host:port of a Dask scheduler (see DATASITE_DASK_TLS_*)"),
     ] = None,
 ) -> None:
     """Run a datasite. Every option can also come from its DATASITE_* variable.
