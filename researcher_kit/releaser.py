@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -64,6 +65,8 @@ OPENDP_PLUGINS = frozenset(
     {"dp_count", "dp_frame_len", "dp_len", "dp_mean", "dp_median", "dp_n_unique",
      "dp_null_count", "dp_quantile", "dp_sum", "noise"}
 )  # fmt: skip
+COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+           "==": operator.eq, "!=": operator.ne}  # fmt: skip
 _DENIED_EXPR_KEYS = ("anonymous", "python", "udf", "pickle", "map", "opaque", "renamealias")
 
 
@@ -95,18 +98,23 @@ class Releaser:
         self.max_contributions = max_contributions
         self.spent = SpendLog()
         self._contexts: dict[str, Any] = {}
+        self._schemas: dict[str, dict[str, str]] = {}
 
     # -- the public schema ---------------------------------------------------------------
 
     def schema(self, table: str) -> dict[str, str]:
-        """Column names and types (public: the mock has the same)."""
-        source = self._source(table)
-        if isinstance(source, pd.DataFrame):
-            return {str(c): str(t) for c, t in source.dtypes.items()}
-        import pyarrow.parquet as pq
+        """Column names and types (public: the mock has the same); read once per table."""
+        if table not in self._schemas:
+            source = self._source(table)
+            if isinstance(source, pd.DataFrame):
+                found = {str(c): str(t) for c, t in source.dtypes.items()}
+            else:
+                import pyarrow.parquet as pq
 
-        arrow = pq.read_schema(source)
-        return {name: str(arrow.field(name).type) for name in arrow.names}
+                arrow = pq.read_schema(source)
+                found = {name: str(arrow.field(name).type) for name in arrow.names}
+            self._schemas[table] = found
+        return self._schemas[table]
 
     def _source(self, table: str) -> TableSource:
         if table not in self.tables:
@@ -354,11 +362,7 @@ def _evaluate(node: dict[str, Any], frame: pd.DataFrame) -> Any:
         return node["lit"]
     if "cmp" in node:
         left, right = _evaluate(node["left"], frame), _evaluate(node["right"], frame)
-        import operator
-
-        ops = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-               "==": operator.eq, "!=": operator.ne}  # fmt: skip
-        return ops[node["cmp"]](left, right)
+        return COMPARE[node["cmp"]](left, right)
     if "and" in node or "or" in node:
         parts = [_as_mask(_evaluate(c, frame), frame) for c in (node.get("and") or node["or"])]
         combine = np.logical_and if "and" in node else np.logical_or

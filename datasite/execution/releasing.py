@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import time
@@ -53,13 +54,11 @@ class ReleaserProcess:
         """Wait for the ledger (the job's end is closed by now), then reap the process."""
         data = bytearray()
         deadline = time.monotonic() + EXIT_SECONDS
-        os.set_blocking(self.ledger, False)
-        while time.monotonic() < deadline and len(data) <= LEDGER_CAP:
-            try:
-                chunk = os.read(self.ledger, 1 << 16)
-            except BlockingIOError:
-                time.sleep(0.002)
-                continue
+        while len(data) <= LEDGER_CAP:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.ledger], [], [], remaining)[0]:
+                break
+            chunk = os.read(self.ledger, 1 << 16)
             if not chunk:
                 break
             data += chunk
