@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 #: column names and types are public, the mock has the same).
 Op = Literal[
     "schema", "count", "sum", "mean", "quantile", "histogram", "fit_model", "context",
-    "privatize_text", "synthesize",
+    "privatize_text", "synthesize", "train_torch",
 ]  # fmt: skip
 COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 MAX_FILTER_DEPTH = 32
@@ -86,6 +86,9 @@ class ReleaseCall(BaseModel):
     column_bounds: dict[str, tuple[float, float]] | None = None
     n_bins: int | None = Field(default=None, ge=2, le=64)
     binning: Literal["uniform", "quantile"] | None = None
+    # train_torch: DP-SGD settings (architecture, epochs, ...), checked by the releaser
+    # (researcher_kit.dp.deep.Training); the columns are ``features`` and ``target``/``label``
+    training: dict[str, Any] | None = None
 
 
 def check_filter(node: Any, depth: int = 0, seen: list[int] | None = None) -> None:

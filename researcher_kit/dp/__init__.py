@@ -22,11 +22,14 @@ Privacy units, stated per helper:
 * ``ctx_*``: whatever the Context was bound with (add/remove, ``max_contributions``).
 * ``fit_model``: diffprivlib's add/remove-one-row guarantee.
 * ``synthesize``: a DP synthetic table (OpenDP's MST/AIM), add/remove, as the aggregates.
+* ``train_torch``: Opacus DP-SGD, add/remove one row (group privacy for
+  ``max_contributions > 1``, see ``dp/deep.py``); needs the ``.[torch]`` extra.
 
 OpenDP, diffprivlib and skops are imported on first use, so importing this package
 is cheap (the site imports it in every sandbox).
 """
 
+from researcher_kit.dp import deep
 from researcher_kit.dp.aggregates import count, histogram, mean, quantile, sum
 from researcher_kit.dp.budget import Budget, BudgetExceeded
 from researcher_kit.dp.context import (
@@ -37,6 +40,7 @@ from researcher_kit.dp.context import (
     ctx_sum,
     local_context,
 )
+from researcher_kit.dp.deep import train_torch
 from researcher_kit.dp.models import MODELS, UntrustedModelError, fit_model, load_model
 from researcher_kit.dp.noise import noisy_column
 from researcher_kit.dp.spend import SpendEntry, SpendLog, record, total_spend, track
@@ -56,6 +60,7 @@ RELEASE_HELPERS = frozenset(
         "privatize_text",
         "fit_model",
         "synthesize",
+        "train_torch",
         "ctx_count",
         "ctx_sum",
         "ctx_mean",
@@ -91,4 +96,6 @@ __all__ = [
     "synthesize",
     "total_spend",
     "track",
+    "train_torch",
+    "deep",
 ]
