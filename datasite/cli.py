@@ -437,6 +437,51 @@ def datasets_delete(
     console.print(done["detail"])
 
 
+class Side(StrEnum):
+    real = "real"
+    mock = "mock"
+
+
+@datasets_app.command("anonymity")
+def datasets_anonymity(
+    name: DatasetName,
+    url: Url,
+    login: Email,
+    password: Password,
+    qi: Annotated[
+        list[str] | None,
+        typer.Option(help="A quasi-identifier column (repeat it); the policy's by default."),
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option(help="The k to meet; the policy's min_group_size by default.")
+    ] = None,
+    sensitive: Annotated[
+        list[str] | None, typer.Option(help="A sensitive column for l-diversity (repeat it).")
+    ] = None,
+    side: Annotated[Side, typer.Option(help="Check the real table or the mock.")] = Side.real,
+    asset: Annotated[str | None, typer.Option(help="The asset, if several hold the QIs.")] = None,
+) -> None:
+    """k-anonymity (and l-diversity) of a table on its quasi-identifiers, with its
+    smallest groups; exit status 1 when below k. Group sizes and values are private.
+    """
+    from rich.markup import escape
+
+    with _reported():
+        report = _owner(url, login, password).datasets.check_anonymity(
+            name, quasi_identifiers=qi, k=k, sensitive=sensitive, side=side.value, asset=asset
+        )
+    colour = "green" if report["passes"] else "red"
+    console.print(f"{report['asset']} ({report['side']}): [{colour}]{report['summary']}[/{colour}]")
+    qis = report["quasi_identifiers"]
+    rows = [  # the values as text, never as Rich markup ("[40, 55)" is a value)
+        {**{q: escape(str(v)) for q, v in g["values"].items()}, "rows": g["size"]}
+        for g in report["smallest"]
+    ]
+    _table(rows, [*qis, "rows"])
+    if not report["passes"]:
+        raise typer.Exit(1)
+
+
 @requests_app.command("list")
 def requests_list(
     url: Url,

@@ -7,6 +7,9 @@ When the dataset's policy lets raw-data requests return outputs that are not DP
 - each table output (DataFrame, Series) is checked with ``policies.sdc`` against the real
   rows it was computed from; failing cells are suppressed (NaN, the blob re-encoded) or
   the result is withheld for the owner, per ``Policy.sdc.on_fail``;
+- a row-level table (one carrying the policy's ``k_anonymity_qis`` as columns) is checked
+  for k-anonymity on them instead (``datasite.anonymity``) and withheld below
+  ``min_group_size``;
 - each model output is attacked with ``policies.membership``; a non-DP model above
   ``Policy.mia_max_auc`` is withheld, a diffprivlib model gets the numbers as evidence.
 
@@ -61,6 +64,7 @@ def check_outputs(
     result: JobResult, policy: Any, raws: list[pd.DataFrame]
 ) -> tuple[JobResult, list[str], list[str]]:
     """``(result, withhold reasons, notes for the owner)`` for one run's outputs."""
+    from datasite.anonymity import check_rows, row_level_qis
     from policies.membership import AttackReport, attack_model, is_dp_model
     from policies.sdc import check_table
 
@@ -91,6 +95,11 @@ def check_outputs(
                     f"{path} is a non-DP model whose membership-attack AUC {report.auc:.3f} "
                     f"exceeds the policy's {policy.mia_max_auc:g}"
                 )
+            continue
+        if row_level_qis(value, policy):  # rows, not cells: k on the declared QIs
+            reason, note = check_rows(value, policy, name=path)
+            notes.append(note)
+            reasons.extend([reason] if reason else [])
             continue
         check = check_table(value, rules, _raw_for(value, raws), name=path)
         described = [f.describe() for f in check.findings]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from datasite import audit
+from datasite import audit, policy_store
 from datasite.api.deps import STAFF, client_address, current_user, db_session, owner_only, site
+from datasite.api.errors import describe_validation
 from datasite.contract.schemas import (
     AssetOut,
     DatasetIn,
@@ -40,6 +42,7 @@ from datasite.store.assets import (
     upload_path,
 )
 from datasite.synthetic_mock import AUDIT_ACTION as SYNTHETIC_MOCK
+from policies.schema import Policy
 
 router = APIRouter(tags=["datasets"])
 log = logging.getLogger("datasite")
@@ -137,6 +140,7 @@ def create_dataset(
     names = [a.name for a in body.assets]
     if len(set(names)) != len(names):
         raise Invalid("Invalid request: asset names must differ.")
+    policy = _upload_policy(body.policy)
     uploads = the_site.settings.uploads_dir
     checked: list[tuple[str, str, Path, Path, list, int, int]] = []
     synthetic: dict[str, dict] = {}  # asset -> the synthetic mock's settings and spend
@@ -159,6 +163,8 @@ def create_dataset(
         checked.append(
             (asset.name, asset.description, real, mock, real_columns, real_rows, mock_rows)
         )
+    if policy is not None:  # a mock less k-anonymous than the policy asks: nothing stored
+        _refuse_less_anonymous_mocks(policy, checked, synthetic)
     dataset = Dataset(
         name=body.name,
         description=body.description,
@@ -197,6 +203,12 @@ def create_dataset(
             target_id=dataset.name,
             assets=names,
         )
+        if policy is not None:
+            audit.record(
+                db, "policy_set", actor=owner, address=client_address(request),
+                target_type="dataset", target_id=dataset.name,
+                version=policy_store.save(db, dataset.id, None, policy.model_dump(mode="json")),
+            )  # fmt: skip
         for asset_name, released in synthetic.items():  # the owner-level DP spend
             audit.record(
                 db, SYNTHETIC_MOCK, actor=owner, address=client_address(request),
@@ -210,6 +222,28 @@ def create_dataset(
         raise
     db.refresh(dataset)
     return dataset_out(dataset, owner)
+
+
+def _upload_policy(document: dict[str, Any] | None) -> Policy | None:
+    if document is None:
+        return None
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as exc:
+        raise Invalid(f"Invalid policy: {describe_validation(exc.errors())}.") from exc
+
+
+def _refuse_less_anonymous_mocks(policy: Policy, checked: list, synthetic: dict) -> None:
+    """``datasite.anonymity``'s refusal; a synthetic mock made for this upload goes too."""
+    from datasite.anonymity import refuse_less_anonymous_mocks
+
+    mocks = {c[0]: (c[3], [col["name"] for col in c[4]]) for c in checked}
+    try:
+        refuse_less_anonymous_mocks(policy, mocks)
+    except Invalid:
+        for name in synthetic:
+            mocks[name][0].unlink(missing_ok=True)
+        raise
 
 
 def _synthetic_mock(real: Path, uploads: Path, asset: Any) -> tuple[Path, dict]:
@@ -354,6 +388,30 @@ def download_mock(
         the_site.store.path(found.mock_path),
         media_type="application/vnd.apache.parquet",
         filename=f"{found.name}-mock.parquet",
+    )
+
+
+@router.get("/datasets/{name}/anonymity")
+def anonymity(
+    name: str,
+    quasi_identifiers: list[str] | None = Query(default=None, max_length=100),
+    sensitive: list[str] | None = Query(default=None, max_length=100),
+    k: int | None = Query(default=None, ge=1, le=1_000_000_000),
+    side: Literal["real", "mock"] = "real",
+    asset: str | None = None,
+    _: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> dict:
+    """k, l and the smallest groups of the real table or the mock on quasi-identifiers
+    (the policy's and its ``min_group_size`` unless given). Owner only: group sizes and
+    QI values are private (``datasite.anonymity``)."""
+    from datasite.anonymity import dataset_anonymity
+
+    dataset = find_dataset(db, name)
+    policy = policy_store.dataset_policy(db, dataset.id)
+    return dataset_anonymity(
+        dataset, policy, the_site.store, quasi_identifiers, sensitive, k, side, asset
     )
 
 

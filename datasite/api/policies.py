@@ -32,6 +32,14 @@ def _validated(document: dict[str, Any], partial: bool) -> None:
         raise Invalid(f"Invalid policy: {describe_validation(exc.errors())}.") from exc
 
 
+def _refuse_less_anonymous_mocks(dataset: Any, policy: Policy, the_site: Site) -> None:
+    """A policy whose k-anonymity the stored mocks do not meet is refused (``datasite.
+    anonymity``): the mock researchers already hold must not be less anonymous than it."""
+    from datasite.anonymity import refuse_less_anonymous_mocks, stored_mocks
+
+    refuse_less_anonymous_mocks(policy, stored_mocks(dataset, the_site.store))
+
+
 @router.get("/datasets/{name}/policy")
 def get_policy(
     name: str, user: User = Depends(current_user), db: Session = Depends(db_session)
@@ -57,6 +65,7 @@ def set_policy(
     dataset = find_dataset(db, name)
     document.pop("version", None)
     _validated(document, partial=False)
+    _refuse_less_anonymous_mocks(dataset, Policy.model_validate(document), the_site)
     version = policy_store.save(db, dataset.id, None, document)
     audit.record(
         db,

@@ -76,6 +76,7 @@ class Datasets(_Section):
         mock: str | None = None,
         mock_epsilon: float | None = None,
         mock_settings: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Upload a dataset whose assets are ``{name: (real_df, mock_df)}``.
 
@@ -87,6 +88,10 @@ class Datasets(_Section):
         the dataset). ``mock_settings`` (``bounds`` for numeric columns, required;
         ``public_categories``, ``delta``, ``synthesizer``, ``bins``, ``target``) are the
         fields of ``datasite.contract.schemas.SyntheticMockIn``.
+
+        ``policy`` (a policy document) is in force from the start; a mock less k-anonymous
+        on its ``k_anonymity_qis`` than its ``min_group_size`` is refused, naming its
+        smallest groups, and nothing is stored.
         """
         if mock not in (None, "synthetic"):
             raise ValueError('mock is None (give (real, mock) pairs) or "synthetic"')
@@ -108,13 +113,14 @@ class Datasets(_Section):
                 mock_up = self._session.upload_table(tables[1], f"{asset} (mock)", progress)
                 entry["mock_upload"] = mock_up["upload_id"]
             described.append(entry)
+        extra = {"policy": policy} if policy is not None else {}
         if synthetic is not None:  # the site fits the synthesizer before it answers
             return self._session.post(
                 "/datasets",
                 json={
                     "name": name, "description": description, "summary": summary,
                     "citation": citation, "contributors": contributors or [],
-                    "assets": described,
+                    "assets": described, **extra,
                 },
                 timeout=600,
             )  # fmt: skip
@@ -127,6 +133,7 @@ class Datasets(_Section):
                 "citation": citation,
                 "contributors": contributors or [],
                 "assets": described,
+                **extra,
             },
         )
 
@@ -138,6 +145,31 @@ class Datasets(_Section):
 
     def mock(self, dataset: str, asset: str) -> pd.DataFrame:
         return self._session.get_table(f"/datasets/{dataset}/assets/{asset}/mock")
+
+    def check_anonymity(
+        self,
+        name: str,
+        quasi_identifiers: list[str] | None = None,
+        k: int | None = None,
+        sensitive: list[str] | None = None,
+        side: str = "real",
+        asset: str | None = None,
+    ) -> dict[str, Any]:
+        """k (and l on ``sensitive``) and the smallest groups of the real table or the
+        mock (``side``) on ``quasi_identifiers``; the policy's QIs and ``min_group_size``
+        unless given. Owner only: the groups' sizes and values are private."""
+        params: dict[str, Any] = {"side": side}
+        if quasi_identifiers:
+            params["quasi_identifiers"] = list(quasi_identifiers)
+        if sensitive:
+            params["sensitive"] = list(sensitive)
+        if k is not None:
+            params["k"] = k
+        if asset:
+            params["asset"] = asset
+        return self._session.get(
+            f"/datasets/{quote(name, safe='')}/anonymity", params=params, timeout=600
+        )
 
     def synthetic_report(self, name: str, asset: str | None = None) -> dict[str, Any]:
         """The quality report of a synthetic mock (owner only; it reads the real table)."""

@@ -151,6 +151,11 @@ class DatasetIn(Strict):
     citation: str = Field(default="", max_length=20_000)
     contributors: list[str] = Field(default_factory=list, max_length=200)
     assets: list[AssetIn] = Field(min_length=1, max_length=100)
+    policy: dict[str, Any] | None = Field(
+        default=None,
+        description="The dataset's policy, in force from the start; a mock less "
+        "k-anonymous on its k_anonymity_qis than its min_group_size is refused.",
+    )
 
     _name = field_validator("name")(check_dataset_name)
 

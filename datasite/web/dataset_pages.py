@@ -18,8 +18,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from datasite import audit, policy_store
+from datasite.anonymity import refuse_less_anonymous_mocks, stored_mocks
 from datasite.api.deps import client_address, db_session
 from datasite.db.models import Asset, Dataset
+from datasite.errors import Invalid
 from datasite.store.storage import Storage
 from datasite.web.access import PageError, WebSession, owner_page, owner_post, staff_page
 from datasite.web.policy_form import form_fields, form_intro, parse_form, with_values
@@ -107,11 +109,27 @@ def dataset_page(
             "has_errors": bool(errors),
             "saved": request.query_params.get("saved") == "1" and posted is None,
             "synthetic": _synthetic_assets(db, dataset, session),
+            "anonymity": _mock_anonymity(store, dataset, policy),
         },
         user=session.user,
         csrf=session.csrf,
         status=status,
     )
+
+
+def _mock_anonymity(store: Storage, dataset: Dataset, policy: Policy) -> dict[int, str]:
+    """Per asset, one line on the mock's k on the policy's QIs (the mock is public)."""
+    import pandas as pd
+
+    from datasite.anonymity import check_anonymity, declared_qis
+
+    lines = {}
+    for asset in dataset.assets:
+        qis = declared_qis(policy, [c["name"] for c in asset.columns])
+        if qis and store.exists(asset.mock_path):
+            mock = pd.read_parquet(store.path(asset.mock_path), columns=qis)
+            lines[asset.id] = check_anonymity(mock, qis, k=policy.min_group_size).summary()
+    return lines
 
 
 def _synthetic_assets(db: Session, dataset: Dataset, session: WebSession) -> set[str]:
@@ -199,6 +217,13 @@ def _save_policy(
                 request, db, session, name, posted=posted, errors=errors, status=422
             )
         dataset = _dataset(db, name)
+        try:  # the stored mock must meet the policy's k-anonymity (datasite.anonymity)
+            mocks = stored_mocks(dataset, the_site.store)
+            refuse_less_anonymous_mocks(Policy.model_validate(document), mocks)
+        except Invalid as exc:
+            return dataset_page(
+                request, db, session, name, posted=posted, errors={"": str(exc)}, status=422
+            )
         version = policy_store.save(db, dataset.id, None, document)
         audit.record(
             db,
