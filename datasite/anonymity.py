@@ -17,12 +17,17 @@ three places, all through :func:`check_anonymity`:
   is checked on the real run (``datasite.disclosure``) and withheld for the owner below k
   (:func:`row_level_qis`, :func:`check_rows`).
 
-k and l come from pycanon (``pycanon.anonymity``, installed ``--no-deps``: its pins are
-older than ours) run on the QIs' integer codes, so that a missing value is a group of its
-own (pycanon's ``groupby`` would drop those rows) and any index works (pycanon mixes
-labels and positions). The group sizes and the smallest groups come from one vectorised
-pandas ``groupby``, which also gives k and l when pycanon is absent; the report says
-which engine answered and whether both agreed.
+k, l, the group sizes and the smallest groups come from one vectorised pandas
+``groupby`` on the columns' integer codes (a missing value is a group of its own). pycanon
+(``pycanon.anonymity``, installed ``--no-deps``: its pins are older than ours) computes k
+and l again on the same codes as a cross-check where it is fast enough: its
+``l_diversity`` loops over the groups in Python (about 1 s for 960 groups of 1M rows,
+57 s for 180,000 groups; ``bench/bench_sdc.py``), so ``engine="auto"`` asks it only for
+tables of at most :data:`PYCANON_MAX_ROWS` rows and :data:`PYCANON_MAX_GROUPS` groups
+(mocks, released outputs, tables like the demo's). Handing it codes also avoids two of its
+behaviours: its ``groupby`` drops rows with a missing QI, and it mixes index labels with
+positions (a table whose index is not 0..n-1 fails). The report says which engine
+answered and whether both agreed.
 
 >>> import pandas as pd
 >>> frame = pd.DataFrame({"age": [30, 30, 30, 41, 41], "sex": ["f", "f", "f", "m", "m"],
@@ -48,6 +53,9 @@ log = logging.getLogger("datasite.anonymity")
 Engine = Literal["auto", "pycanon", "pandas"]
 #: How many of the smallest groups a report lists (and a refusal names).
 SMALLEST_LISTED = 5
+#: ``engine="auto"``: pycanon cross-checks tables up to this size (see the module's text).
+PYCANON_MAX_ROWS = 200_000
+PYCANON_MAX_GROUPS = 2_000
 
 
 @dataclass
@@ -186,7 +194,8 @@ def check_anonymity(
     if sensitive:
         distinct = codes[sensitive].assign(_g=group).groupby("_g").nunique()
         report.l = int(distinct.min(axis=1).min())
-    if engine != "pandas":
+    small = rows <= PYCANON_MAX_ROWS and report.groups <= PYCANON_MAX_GROUPS
+    if engine == "pycanon" or (engine == "auto" and small):
         try:
             k_pc, l_pc = _pycanon_k_l(codes, qis, sensitive)
         except ImportError:

@@ -364,3 +364,14 @@ def test_the_policy_form_refuses_what_the_mock_does_not_meet(inprocess_site, dia
         f"/datasets/{name}/policy", data=posted, headers=cookie, follow_redirects=False
     )
     assert saved.status_code == 303, saved.text[:500]
+
+
+def test_auto_leaves_large_tables_to_the_groupby(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import datasite.anonymity as anonymity
+
+    frame = diabetes_banded()
+    assert check_anonymity(frame, ["sex", "ageband"]).engine == "pycanon"
+    monkeypatch.setattr(anonymity, "PYCANON_MAX_GROUPS", 5)  # 10 groups: too many now
+    report = check_anonymity(frame, ["sex", "ageband"], ["target"])
+    assert (report.engine, report.cross_checked, report.k) == ("pandas", None, 5)
+    assert check_anonymity(frame, ["sex", "ageband"], engine="pycanon").cross_checked is True
