@@ -356,6 +356,13 @@ def datasets_upload(
     description: Annotated[str, typer.Option(help="What the data is (Markdown).")] = "",
     summary: Annotated[str, typer.Option(help="One line shown in listings.")] = "",
     citation: Annotated[str, typer.Option(help="How to cite the data.")] = "",
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YAML, TOML or JSON policy in force from the start; a mock less "
+            "k-anonymous on its k_anonymity_qis than its min_group_size is refused."
+        ),
+    ] = None,
 ) -> None:
     """Upload a dataset with one asset from two files (or one, with --mock-synthetic)."""
     import json
@@ -376,6 +383,10 @@ def datasets_upload(
         extra = {"mock": "synthetic", "mock_epsilon": mock_epsilon, "mock_settings": settings}
     tables = read(real) if mock_synthetic else (read(real), read(mock))  # type: ignore[arg-type]
     with _reported():
+        if policy is not None:
+            from policies.schema import Policy
+
+            extra["policy"] = Policy.from_file(policy).model_dump(mode="json")
         _owner(url, login, password).datasets.upload(
             name=name,
             assets={asset: tables},

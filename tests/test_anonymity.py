@@ -375,3 +375,37 @@ def test_auto_leaves_large_tables_to_the_groupby(monkeypatch) -> None:  # type: 
     report = check_anonymity(frame, ["sex", "ageband"], ["target"])
     assert (report.engine, report.cross_checked, report.k) == ("pandas", None, 5)
     assert check_anonymity(frame, ["sex", "ageband"], engine="pycanon").cross_checked is True
+
+
+def test_the_cli_upload_with_a_policy_refuses_a_1_anonymous_mock(  # type: ignore[no-untyped-def]
+    inprocess_site, inprocess_study_clients, monkeypatch, tmp_path
+) -> None:
+    from datasite.cli import app
+
+    owner, _ = inprocess_study_clients
+    for key, value in {
+        "DATASITE_NO_TOKEN_CACHE": "1",
+        "COLUMNS": "250",
+        "DATASITE_URL": inprocess_site.url,
+        "DATASITE_EMAIL": OWNER_EMAIL,
+        "DATASITE_PASSWORD": OWNER_PASSWORD,
+    }.items():
+        monkeypatch.setenv(key, value)
+    real = cancer_banded()
+    real.to_parquet(tmp_path / "real.parquet")
+    real.sample(frac=1.0, random_state=4).to_parquet(tmp_path / "mock.parquet")
+    (tmp_path / "policy.yaml").write_text(
+        "k_anonymity_qis: [radius_band, mean texture]\nmin_group_size: 3\n"
+    )
+    name = _name()
+    args = ["datasets", "upload", name, "--real", str(tmp_path / "real.parquet")]
+    args += ["--mock", str(tmp_path / "mock.parquet"), "--policy", str(tmp_path / "policy.yaml")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1, refused.output
+    assert "the mock is 1-anonymous on radius_band, mean texture" in refused.output
+    assert "Smallest groups: (radius_band=" in refused.output
+    assert name not in [d["name"] for d in owner.datasets.list()]
+    (tmp_path / "policy.yaml").write_text("k_anonymity_qis: [radius_band]\nmin_group_size: 3\n")
+    created = CliRunner().invoke(app, args)
+    assert created.exit_code == 0, created.output
+    assert owner.policies.get(name)["k_anonymity_qis"] == ["radius_band"]
