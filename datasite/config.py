@@ -62,8 +62,14 @@ class Settings(BaseSettings):
     dev_mode: bool = False  # the embedded development site: fixed owner password allowed
     token_ttl_seconds: int = 8 * 3600
     max_upload_bytes: int = 2 * 1024**3
+    # real tables are stored as Parquet files of at most this many rows (one unit of
+    # parallel work for the releaser); DATASITE_PARTITION_ROWS
+    partition_rows: int = Field(default=1024 * 1024, ge=1)
     executor: str = "local"
     executor_concurrency: int = 2
+    #: how long a stopping server (Ctrl-C, SIGTERM) waits for runs in flight before it
+    #: cancels them; DATASITE_SHUTDOWN_GRACE_SECONDS
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     scheduler_address: str | None = Field(
         default=None, validation_alias=AliasChoices("scheduler_address", "DATASITE_SCHEDULER")
     )

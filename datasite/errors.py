@@ -64,3 +64,10 @@ class UploadTooLarge(UploadError):
     """The upload is over the site's size limit."""
 
     status = 413
+
+
+class StorageFailed(DomainError):
+    """The site could not write a table (a full disk, a storage outage); nothing was kept."""
+
+    status = 503
+    title = "Storage failed"

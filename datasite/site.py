@@ -71,7 +71,10 @@ class Site:
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="datasite-bg")
         self.watch = StateWatch()
         self._executor = executor
-        self.store: Storage = store or LocalStorage(settings.assets_dir)
+        self.store: Storage = store or LocalStorage(settings.assets_dir, settings.partition_rows)
+        if isinstance(self.store, LocalStorage):
+            for folder in self.store.sweep_partial():
+                log.warning("removed an incomplete asset folder left by a crash: %s", folder)
         self._bootstrap_owner()
         collaborators = (
             self.sessions,

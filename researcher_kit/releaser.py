@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import io
 import json
-import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,7 +50,9 @@ from datasite.contract.release import (
     filter_columns,
 )
 from researcher_kit.dp.budget import Budget
+from researcher_kit.dp.partitioned import Mapper, PartitionedTable
 from researcher_kit.dp.spend import SpendLog, track
+from researcher_kit.filters import mask
 
 #: Estimator settings a model call may pass on (public, data-independent); the privacy
 #: parameters (epsilon, bounds, norms, classes) go through the kit's named arguments.
@@ -65,8 +66,6 @@ OPENDP_PLUGINS = frozenset(
     {"dp_count", "dp_frame_len", "dp_len", "dp_mean", "dp_median", "dp_n_unique",
      "dp_null_count", "dp_quantile", "dp_sum", "noise"}
 )  # fmt: skip
-COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-           "==": operator.eq, "!=": operator.ne}  # fmt: skip
 _DENIED_EXPR_KEYS = ("anonymous", "python", "udf", "pickle", "map", "opaque", "renamealias")
 
 
@@ -74,9 +73,10 @@ class ReleaseRefused(ValueError):
     """The call is not one the releaser performs (bad column, filter, parameter or step)."""
 
 
-#: A table: a Parquet path, an open Parquet file (the site's releaser opens its inputs
-#: before it gives up root), or a DataFrame (the researcher's mock).
-TableSource = str | Path | BinaryIO | pd.DataFrame
+#: A table: a Parquet file or partition folder (path), an open Parquet file, a
+#: partitioned table (the site's releaser opens its inputs before it gives up root), or a
+#: DataFrame (the researcher's mock).
+TableSource = str | Path | BinaryIO | PartitionedTable | pd.DataFrame
 
 
 class Releaser:
@@ -90,8 +90,14 @@ class Releaser:
         *,
         queries: int = 1,
         max_contributions: int = 1,
+        mapper: Mapper | None = None,
     ) -> None:
-        self.tables = dict(tables)
+        self.tables = {
+            name: PartitionedTable.from_folder(source, mapper)
+            if isinstance(source, str | Path) and Path(source).is_dir()
+            else source
+            for name, source in tables.items()
+        }
         self.budget = Budget(epsilon=epsilon, delta=delta)
         self.epsilon, self.delta = epsilon, delta
         self.queries = queries
@@ -111,7 +117,8 @@ class Releaser:
             else:
                 import pyarrow.parquet as pq
 
-                arrow = pq.read_schema(source)
+                partitioned = isinstance(source, PartitionedTable)
+                arrow = source.schema() if partitioned else pq.read_schema(source)
                 found = {name: str(arrow.field(name).type) for name in arrow.names}
             self._schemas[table] = found
         return self._schemas[table]
@@ -132,8 +139,8 @@ class Releaser:
         self.spent.entries.extend(log.entries)
         return value
 
-    def _columns(self, call: ReleaseCall, wanted: list[str]) -> pd.DataFrame:
-        """The rows ``call.filter`` keeps, with only the ``wanted`` columns (read lazily)."""
+    def _needed(self, call: ReleaseCall, wanted: list[str]) -> list[str]:
+        """The columns a release reads (``wanted`` and the filter's), checked first."""
         if call.filter is not None:
             try:
                 check_filter(call.filter)
@@ -144,9 +151,16 @@ class Releaser:
         unknown = [c for c in needed if c not in known]
         if unknown:
             raise ReleaseRefused(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        return needed
+
+    def _columns(self, call: ReleaseCall, wanted: list[str]) -> pd.DataFrame:
+        """The rows ``call.filter`` keeps, with only the ``wanted`` columns (read lazily)."""
+        needed = self._needed(call, wanted)
         source = self._source(call.table)
         if isinstance(source, pd.DataFrame):
             frame = source[needed] if needed else pd.DataFrame(index=source.index)
+        elif isinstance(source, PartitionedTable):
+            frame = source.read(needed)
         elif needed:
             frame = pd.read_parquet(source, columns=needed)
         else:  # a count without columns: the row count from the file's metadata, as rows
@@ -154,14 +168,24 @@ class Releaser:
 
             frame = pd.DataFrame(index=pd.RangeIndex(pq.ParquetFile(source).metadata.num_rows))
         if call.filter is not None:
-            mask = np.asarray(_evaluate(call.filter, frame), dtype=bool)
-            frame = frame.loc[mask]
+            frame = frame.loc[mask(call.filter, frame)]
         return frame
 
-    def _column(self, call: ReleaseCall) -> pd.Series:
+    def _data(self, call: ReleaseCall, column: str | None) -> Any:
+        """What an aggregate helper reads: the (filtered) column, the rows when ``column``
+        is None, or, for a partitioned table, a handle the helper scans partition by
+        partition without loading the table."""
+        source = self._source(call.table)
+        if isinstance(source, PartitionedTable):
+            self._needed(call, [column] if column else [])
+            return source.column(column, call.filter)
+        frame = self._columns(call, [column] if column else [])
+        return frame[column] if column else frame
+
+    def _column(self, call: ReleaseCall) -> Any:
         if not call.column:
             raise ReleaseRefused(f"{call.op} needs a column")
-        return self._columns(call, [call.column])[call.column]
+        return self._data(call, call.column)
 
     def _kit(self) -> Any:
         from researcher_kit import dp
@@ -176,8 +200,7 @@ class Releaser:
         }
 
     def _count(self, call: ReleaseCall) -> int:
-        frame = self._columns(call, [call.column] if call.column else [])
-        data = frame[call.column] if call.column else frame
+        data = self._data(call, call.column)
         return self._kit().count(
             data, mechanism=call.mechanism, delta=call.delta, **self._common(call)
         )
@@ -234,7 +257,7 @@ class Releaser:
         frame = self._columns(call, list(dict.fromkeys(wanted)))
         X = frame[call.features].to_numpy(dtype=float)
         if call.label is not None:
-            y = _as_mask(_evaluate(call.label, frame), frame).astype(int)
+            y = mask(call.label, frame).astype(int)
         else:
             y = frame[call.target].to_numpy() if call.target else None
         params = {k: tuple(v) if k in ("bounds", "bounds_y") and isinstance(v, list) else v
@@ -264,7 +287,7 @@ class Releaser:
         except ValueError as exc:
             raise ReleaseRefused(str(exc)) from None
         self.budget.spend(charge)  # BudgetExceeded before any data is read
-        column = self._column(call)
+        column = self._columns(call, [call.column])[call.column]
         released = text.privatize_text(
             column, call.epsilon, unit=unit, oov=oov, max_words=max_words,
             vocabulary=vocabulary,
@@ -320,6 +343,8 @@ class Releaser:
             source = self._source(table)
             if isinstance(source, pd.DataFrame):
                 frame = pl.from_pandas(source).lazy()
+            elif isinstance(source, PartitionedTable):  # lazy: OpenDP's plan scans the files
+                frame = pl.scan_parquet(list(source.files))
             elif isinstance(source, str | Path):
                 frame = pl.scan_parquet(source)
             else:  # an open file: OpenDP serializes the plan, so the rows go in memory
@@ -352,32 +377,6 @@ def _plain_json(value: Any) -> bool:
     if type(value) in (list, tuple):
         return all(_plain_json(v) for v in value)
     return False
-
-
-def _evaluate(node: dict[str, Any], frame: pd.DataFrame) -> Any:
-    """A checked filter tree, evaluated on ``frame`` with pandas (vectorized)."""
-    if "col" in node:
-        return frame[node["col"]]
-    if "lit" in node:
-        return node["lit"]
-    if "cmp" in node:
-        left, right = _evaluate(node["left"], frame), _evaluate(node["right"], frame)
-        return COMPARE[node["cmp"]](left, right)
-    if "and" in node or "or" in node:
-        parts = [_as_mask(_evaluate(c, frame), frame) for c in (node.get("and") or node["or"])]
-        combine = np.logical_and if "and" in node else np.logical_or
-        return combine.reduce(parts) if parts else np.full(len(frame), "and" in node)
-    if "not" in node:
-        return ~_as_mask(_evaluate(node["not"], frame), frame)
-    if "isin" in node:
-        return pd.Series(_evaluate(node["isin"], frame)).isin(node["values"]).to_numpy()
-    return pd.isna(_evaluate(node["isnull"], frame))
-
-
-def _as_mask(value: Any, frame: pd.DataFrame) -> np.ndarray:
-    if np.isscalar(value):
-        return np.full(len(frame), bool(value))
-    return np.asarray(pd.Series(value).fillna(False), dtype=bool)
 
 
 def _argument(argument: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,15 +63,17 @@ def study_clients(shared_server: EmbeddedSite):  # type: ignore[no-untyped-def]
     return owner, researcher
 
 
-def _inprocess(tmp: Path) -> Iterator[InProcessSite]:
+def inprocess(tmp: Path, **settings: Any) -> Iterator[InProcessSite]:
     """A site in this process (``tests.inprocess``); every ``ApiSession`` opened on its
-    address goes through its transport, so the clients are the usual ones."""
+    address goes through its transport, so the clients are the usual ones. ``settings``
+    are ``Settings`` fields for this site."""
     from datasite.client.http import ApiSession
 
     url = create_pg_database() if use_postgres() else None
     site = InProcessSite(
-        tmp / "site", database_url=url, owner_email=OWNER_EMAIL, owner_password=OWNER_PASSWORD
-    )
+        tmp / "site", database_url=url, owner_email=OWNER_EMAIL, owner_password=OWNER_PASSWORD,
+        **settings,
+    )  # fmt: skip
     original = ApiSession.__init__
 
     def through_site(self, address, token=None, timeout=60.0, transport=None):  # type: ignore[no-untyped-def]
@@ -91,7 +94,7 @@ def _inprocess(tmp: Path) -> Iterator[InProcessSite]:
 @pytest.fixture(scope="module")
 def inprocess_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSite]:
     """One in-process site shared by the tests of a module."""
-    yield from _inprocess(tmp_path_factory.mktemp("inprocess"))
+    yield from inprocess(tmp_path_factory.mktemp("inprocess"))
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,7 @@ class InProcessExecutor:
                 if spec.kind.data_blind:
                     releaser, inputs = _blind_inputs(spec)
                 else:
-                    inputs = {n: load_table(p, spec.kind) for n, p in spec.inputs.items()}
+                    inputs = {n: load_table(p) for n, p in spec.inputs.items()}
                 phase, report = _Phase.FUNCTION, start_report()
                 value = harness(fn, inputs, spec)
                 phase = _Phase.OUTPUT

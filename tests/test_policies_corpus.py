@@ -38,7 +38,7 @@ class InProcessExecutor:
         report = start_report()
         if spec.kind.data_blind:
             return self._blind(spec, namespace[spec.entry])
-        inputs = {k: load_table(v, spec.kind) for k, v in spec.inputs.items()}
+        inputs = {k: load_table(v) for k, v in spec.inputs.items()}
         try:
             value = resolve_harness(spec.harness)(namespace[spec.entry], inputs, spec)
         except Exception as exc:  # noqa: BLE001 - reported like the sandbox does

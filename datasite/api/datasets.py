@@ -31,7 +31,7 @@ from datasite.db.models import (
     User,
     utcnow,
 )
-from datasite.errors import Conflict, Invalid, NotFound
+from datasite.errors import Conflict, Invalid, NotFound, StorageFailed
 from datasite.site import Site
 from datasite.store.assets import (
     UploadError,
@@ -219,7 +219,16 @@ def create_dataset(
         db.rollback()
         for key in moved:
             store.delete(key)
+        if isinstance(exc, OSError):  # the disk, not the input: the uploads stay for a retry
+            log.error("storing dataset %r failed: %s", body.name, exc)
+            raise StorageFailed(
+                f"The site could not store the tables ({exc.strerror or type(exc).__name__}); "
+                "nothing was kept and the uploads are still there: try again."
+            ) from None
         raise
+    for _, _, real, mock, *_ in checked:  # the tables are stored: the uploads are done
+        real.unlink(missing_ok=True)
+        mock.unlink(missing_ok=True)
     db.refresh(dataset)
     return dataset_out(dataset, owner)
 

@@ -66,7 +66,7 @@ class Datasets(_Section):
     def upload(
         self,
         name: str,
-        assets: dict[str, tuple[pd.DataFrame, pd.DataFrame]] | dict[str, pd.DataFrame],
+        assets: dict[str, tuple[Any, Any]] | dict[str, Any],
         description: str = "",
         summary: str = "",
         citation: str = "",
@@ -81,7 +81,10 @@ class Datasets(_Section):
         """Upload a dataset whose assets are ``{name: (real_df, mock_df)}``.
 
         Each table streams to the site as Parquet; the dataset appears only once every
-        asset has arrived and its mock matches its real table column for column.
+        asset has arrived and its mock matches its real table column for column. A
+        table is a DataFrame, a ``.parquet`` or ``.csv`` path, or an iterable of
+        DataFrame chunks, so tables larger than memory upload in bounded memory; the
+        site stores real tables as partitions (``DATASITE_PARTITION_ROWS`` rows each).
 
         With ``mock="synthetic"`` the assets are ``{name: real_df}`` and the site makes
         each mock itself, a DP synthetic copy spending ``mock_epsilon`` (recorded against
@@ -135,6 +138,7 @@ class Datasets(_Section):
                 "assets": described,
                 **extra,
             },
+            timeout=600,  # the site partitions each real table before it answers
         )
 
     def list(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasite.contract.tables import write_parquet
+from datasite.contract.tables import write_upload
 
 
 class DatasiteError(RuntimeError):
@@ -105,17 +105,20 @@ class ApiSession:
         """A Parquet response as a DataFrame."""
         return pq.read_table(pa.BufferReader(self.get(path))).to_pandas()
 
-    def upload_table(
-        self, frame: pd.DataFrame, label: str = "table", progress: bool = True
-    ) -> dict:
-        """Write ``frame`` to a temporary Parquet file and stream it to ``/uploads``.
+    def upload_table(self, table: Any, label: str = "table", progress: bool = True) -> dict:
+        """Stream a table to ``/uploads`` as Parquet, in 1 MiB chunks with a progress bar.
 
-        The file is sent in 1 MiB chunks, so the upload holds the DataFrame plus one chunk
-        in memory, never a second full copy; ``progress`` shows a rich progress bar.
+        ``table`` is a DataFrame, the path of a ``.parquet`` file (sent as it is), the
+        path of a ``.csv`` file, or an iterable of DataFrame chunks; CSV files and chunks
+        are converted batch by batch to a temporary Parquet file first, so a table larger
+        than memory uploads in bounded memory.
         """
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "upload.parquet"
-            write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+            if isinstance(table, str | Path) and Path(table).suffix.lower() == ".parquet":
+                path = Path(table)
+            else:
+                path = Path(folder) / "upload.parquet"
+                write_upload(table, path)
             size = path.stat().st_size
             return self.post(
                 "/uploads",
@@ -124,6 +127,7 @@ class ApiSession:
                     "content-type": "application/vnd.apache.parquet",
                     "content-length": str(size),
                 },
+                timeout=max(60.0, size / 20e6),  # a large table takes its time on the wire
             )
 
     def close(self) -> None:

@@ -7,8 +7,10 @@ rest). It runs in the sandboxed child, after the jail is entered, with this sign
     def harness(fn: Callable, inputs: dict[str, Any], spec: JobSpec) -> Any
 
 - ``fn`` is the submitted entry function; ``inputs`` maps each argument name of
-  ``spec.inputs`` to its table, already loaded: a pandas DataFrame for MECHANISM
-  requests, a Polars DataFrame for CONTEXT requests (``load_table``).
+  ``spec.inputs`` to its table (``load_table``): a pandas DataFrame, or a Polars
+  ``LazyFrame`` over the input's Parquet files when the function annotates that argument
+  as one (``def f(df: pl.LazyFrame)``), so a large table is scanned, not loaded.
+  (Data-blind requests get blind proxies instead; they never reach this.)
 - The return value is the run's output and goes through ``results.encode_result``.
 - Extra information goes into ``current_report()``: ``report.details`` (any JSON)
   becomes ``JobResult.harness_report`` and ``report.spend`` (a list of JSON dicts,
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from datasite.contract.harness import current_report, function_arguments
-from datasite.contract.job import JobSpec, RequestKind
+from datasite.contract.job import JobSpec
 
 TRUSTED_HARNESS_PACKAGES = ("datasite", "policies", "researcher_kit")
 Harness = Callable[[Callable[..., Any], dict[str, Any], JobSpec], Any]
@@ -52,15 +54,57 @@ def resolve_harness(path: str) -> Harness:
     return harness
 
 
-def load_table(source: str | IO[bytes], kind: RequestKind) -> Any:
-    """Read one Parquet input the way functions of ``kind`` receive it."""
-    if kind is RequestKind.CONTEXT:
+def load_table(source: str | list[IO[bytes]], lazy: bool = False) -> Any:
+    """One input from its Parquet files (open ones, or a path: a file or partition folder)."""
+    import os
+
+    from datasite.contract.tables import partition_files
+
+    if isinstance(source, str):
+        sources: list[Any] = partition_files(source) if os.path.isdir(source) else [source]
+    else:
+        sources = list(source)
+    if lazy:  # open files are scanned by their /proc path, so Polars reads only what it needs
         import polars as pl
 
-        return pl.read_parquet(source)
+        return pl.scan_parquet([_scannable(s) for s in sources])
     import pandas as pd
 
-    return pd.read_parquet(source)
+    if len(sources) == 1:
+        return pd.read_parquet(sources[0])
+    return pd.concat([pd.read_parquet(s) for s in sources], ignore_index=True)
+
+
+def _scannable(source: Any) -> Any:
+    """A path Polars can scan lazily for an open file (it would copy a file object whole)."""
+    import os
+
+    if hasattr(source, "fileno"):
+        path = f"/proc/self/fd/{source.fileno()}"
+        if os.path.exists(path):
+            return path
+    return source
+
+
+def wants_lazy(fn: Callable[..., Any], argument: str) -> bool:
+    """Whether ``fn`` annotates ``argument`` as a Polars ``LazyFrame``.
+
+    >>> import polars as pl
+    >>> def f(df: pl.LazyFrame, other): ...
+    >>> wants_lazy(f, "df"), wants_lazy(f, "other")
+    (True, False)
+    """
+    import inspect
+
+    try:
+        parameter = inspect.signature(fn).parameters.get(argument)
+    except (TypeError, ValueError):
+        return False
+    if parameter is None or parameter.annotation is inspect.Parameter.empty:
+        return False
+    annotation = parameter.annotation
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return name.rsplit(".", 1)[-1] == "LazyFrame"
 
 
 def call_once(fn: Callable[..., Any], inputs: dict[str, Any], spec: JobSpec) -> Any:

@@ -24,12 +24,13 @@ import json
 import logging
 import math
 import os
+import resource
 import select
 import signal
 import socket
 import time
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from datasite.contract.framing import WireError, read_message, write_message
 from datasite.contract.job import JobSpec
@@ -91,6 +92,21 @@ def start_releaser(spec: JobSpec, keep_open: tuple[int, ...] = ()) -> ReleaserPr
     return ReleaserProcess(pid=pid, job_end=theirs.detach(), ledger=ledger_read)
 
 
+def _open_input(path: str) -> Any:
+    """An input, opened while still root: a Parquet file, or a partition folder.
+
+    A folder is held by a directory descriptor; its files are then read through
+    ``/proc/self/fd/<fd>/``, which needs no search permission on the folders above it,
+    so the releaser can read them after it has given root up, and nothing else can.
+    """
+    from researcher_kit.dp.partitioned import PartitionedTable
+
+    if os.path.isdir(path):
+        folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        return PartitionedTable.from_folder(f"/proc/self/fd/{folder}")
+    return open(path, "rb")  # noqa: SIM115 - held for the releaser's life
+
+
 def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
     from researcher_kit.blind import answer
     from researcher_kit.releaser import Releaser
@@ -104,9 +120,13 @@ def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
         sandbox.clean_environment(home="/nonexistent")
         # Open the inputs as root, then give root up: the releaser runs site code only,
         # but a bug in a library it feeds (Polars, OpenDP) should find no privilege.
-        tables = {name: open(path, "rb") for name, path in spec.inputs.items()}  # noqa: SIM115
+        tables = {name: _open_input(path) for name, path in spec.inputs.items()}
         sandbox.drop_privileges(sandbox.SandboxConfig(jail_root="", uid=RELEASER_UID,
                                                       gid=RELEASER_UID))  # fmt: skip
+        # The run's memory limit holds here too: a release reads a partitioned table a
+        # batch at a time, so the limit is about the release, never the table's size.
+        memory = sandbox.address_space_in_use() + spec.limits.memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         releaser = Releaser(
             tables,
             spec.epsilon,

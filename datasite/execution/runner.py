@@ -27,8 +27,9 @@ from datasite.contract.framing import pack
 from datasite.contract.harness import start_report
 from datasite.contract.job import JobSpec
 from datasite.contract.results import ResultError, encode_result
+from datasite.contract.tables import partition_files
 from datasite.execution import sandbox
-from datasite.execution.harness import load_table, resolve_harness
+from datasite.execution.harness import load_table, resolve_harness, wants_lazy
 
 SOURCE_NAME = "<submitted>"
 MODULE_NAME = "datasite_job"
@@ -159,6 +160,13 @@ def close_all_but(keep: set[int]) -> None:
     os.closerange(low, 65536)
 
 
+def _open_parts(path: str) -> list[Any]:
+    """The open Parquet file(s) of an input: one file, or each part of a partition folder."""
+    if os.path.isdir(path):
+        return [open(part, "rb") for part in partition_files(path)]  # noqa: SIM115
+    return [open(path, "rb")]  # noqa: SIM115 - closed once the table is loaded
+
+
 def _blind_inputs(spec: JobSpec, fd: int) -> dict[str, Any]:
     """Blind proxies over the releaser's socket, one per input, with the public schema."""
     from datasite.contract.job import RequestKind
@@ -188,7 +196,7 @@ def job_main(
         harness = resolve_harness(spec.harness)
         blind = spec.kind.data_blind
         paths = {} if blind else spec.inputs
-        files = {name: open(path, "rb") for name, path in paths.items()}  # noqa: SIM115
+        files = {name: _open_parts(path) for name, path in paths.items()}
         sandbox.apply_limits(spec.limits, sandbox.address_space_in_use())
         os.umask(0o022)
         if namespaced:
@@ -209,9 +217,12 @@ def job_main(
         if blind:
             inputs = _blind_inputs(spec, fds["release"])
         else:
-            inputs = {name: load_table(handle, spec.kind) for name, handle in files.items()}
-        for handle in files.values():
-            handle.close()
+            lazy = {name for name in files if wants_lazy(fn, name)}
+            inputs = {name: load_table(parts, name in lazy) for name, parts in files.items()}
+            for name, parts in files.items():
+                if name not in lazy:  # a LazyFrame reads its files when it is collected
+                    for handle in parts:
+                        handle.close()
         reporter.send({"event": "loaded"})
         phase, report = _Phase.FUNCTION, start_report()
         value = harness(fn, inputs, spec)

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from researcher_kit.blind import is_blind, release_from
-from researcher_kit.dp._opendp import calibrate, opendp, then_noise
+from researcher_kit.dp._opendp import as_approximate, calibrate, opendp, then_noise
 from researcher_kit.dp._release import SELECTION, check_bounds, is_integer_query, run, values
 from researcher_kit.dp.budget import Budget
+from researcher_kit.dp.partitioned import Scan, exact, is_partitioned, quantile_scores
 
 __all__ = ["count", "histogram", "mean", "quantile", "sum"]
 
@@ -62,6 +63,29 @@ def _noised(transformation: Any, mechanism: str, d_in: int) -> Any:
     return calibrated
 
 
+def _noise_alone(transformation: Any, mechanism: str, d_in: int) -> Any:
+    """:func:`_noised`'s calibration, as the noise measurement alone.
+
+    For an aggregate computed outside OpenDP (a partitioned table's exact partials,
+    added up): the same scale, on the transformation's output space, so the release is
+    ``transformation >> noise`` with the same privacy map.
+    """
+    chain = _noised(transformation, mechanism, d_in)
+
+    def calibrated(eps: float, dlt: float) -> tuple[Any, float]:
+        _, scale = chain(eps, dlt)
+        space = (transformation.output_domain, transformation.output_metric)
+        noise = space >> then_noise(mechanism, scale)
+        return (as_approximate(noise, dlt) if mechanism == "gaussian" else noise), scale
+
+    return calibrated
+
+
+def _calibration(data: Any) -> Any:
+    """How a helper's noise is calibrated for ``data``: the whole chain, or noise alone."""
+    return _noise_alone if is_partitioned(data) else _noised
+
+
 def count(
     data: pd.Series | pd.DataFrame,
     epsilon: float | None = None,
@@ -88,12 +112,14 @@ def count(
         helper="count",
         mechanism=mechanism,
         column=data.name if isinstance(data, pd.Series) else None,
-        calibrated=_noised(counting, mechanism, max_contributions),
+        calibrated=_calibration(data)(counting, mechanism, max_contributions),
         sensitivity=float(counting.map(max_contributions)),
         epsilon=epsilon,
         delta=delta,
         budget=budget,
-        data=np.ones(len(data), dtype=bool),
+        data=exact(Scan("count"), data)[0]
+        if is_partitioned(data)
+        else np.ones(len(data), dtype=bool),
         integer=True,
     )
     return int(released)
@@ -128,16 +154,20 @@ def sum(
         )
     integer = is_integer_query(series, bounds)
     summing = _clamped(integer, bounds) >> opendp().t.then_sum()
+    if is_partitioned(series):
+        data = exact(Scan("sum", integer=integer, bounds=tuple(bounds)), series)[0]
+    else:
+        data = values(series, integer)
     released = run(
         helper="sum",
         mechanism=mechanism,
         column=series.name,
-        calibrated=_noised(summing, mechanism, max_contributions),
+        calibrated=_calibration(series)(summing, mechanism, max_contributions),
         sensitivity=float(summing.map(max_contributions)),
         epsilon=epsilon,
         delta=delta,
         budget=budget,
-        data=values(series, integer),
+        data=data,
         details={"bounds": list(bounds)},
         integer=integer,
     )
@@ -176,12 +206,16 @@ def mean(
     clamped = _clamped(integer, bounds)
     summing = clamped >> dp.t.then_sum()
     counting = clamped >> dp.t.then_count()
-    sum_part = _noised(summing, mechanism, max_contributions)
-    count_part = _noised(counting, mechanism, max_contributions)
+    calibration = _calibration(series)
+    sum_part = calibration(summing, mechanism, max_contributions)
+    count_part = calibration(counting, mechanism, max_contributions)
+    partitioned = is_partitioned(series)
 
     def calibrated(eps: float, dlt: float) -> tuple[Any, float]:
         noisy_sum, sum_scale = sum_part(eps / 2, dlt / 2)
         noisy_count, _ = count_part(eps / 2, dlt / 2)
+        if partitioned:  # the exact (sum, count) pair, each noised by its own half
+            return lambda pair: (noisy_sum(pair[0]), noisy_count(pair[1])), sum_scale
         return dp.c.make_composition([noisy_sum, noisy_count]), sum_scale
 
     total, n = run(
@@ -193,7 +227,9 @@ def mean(
         epsilon=epsilon,
         delta=delta,
         budget=budget,
-        data=values(series, integer),
+        data=exact(Scan("mean", integer=integer, bounds=tuple(bounds)), series)
+        if partitioned
+        else values(series, integer),
         details={"bounds": list(bounds), "count_sensitivity": max_contributions},
         integer=integer,
     )
@@ -243,8 +279,21 @@ def quantile(
                 dp.max_divergence(), candidates=grid, alpha=alpha, scale=scale
             )
 
-        return calibrate(build, max_contributions, eps, dlt, 0.0)
+        chain, scale = calibrate(build, max_contributions, eps, dlt, 0.0)
+        if not is_partitioned(series):
+            return chain, scale
+        # the same selection on scores computed from the partitions' rank counts
+        scoring = clamped >> dp.t.then_quantile_score_candidates(grid, alpha)
+        space = (scoring.output_domain, scoring.output_metric)
+        select = dp.m.make_noisy_max(*space, dp.max_divergence(), scale, negate=True)
+        return lambda scores: grid[select(scores)], scale
 
+    if is_partitioned(series):
+        below, above = exact(Scan("ranks", integer=integer, bounds=tuple(bounds),
+                                  candidates=tuple(grid)), series)  # fmt: skip
+        data = quantile_scores(below, above, alpha)
+    else:
+        data = values(series, integer)
     released = run(
         helper="quantile",
         mechanism=SELECTION,
@@ -254,7 +303,7 @@ def quantile(
         epsilon=epsilon,
         delta=0.0,
         budget=budget,
-        data=values(series, integer),
+        data=data,
         details={"alpha": alpha, "bounds": list(bounds), "candidates": len(grid)},
     )
     return int(released) if integer else float(released)
@@ -307,15 +356,15 @@ def histogram(
     if categories is not None:
         if len(set(categories)) != len(categories) or not categories:
             raise ValueError("categories must be distinct and non-empty")
-        # A row-wise relabelling with a public list is 1-stable: vectorized in pandas.
-        codes = pd.Index(list(categories)).get_indexer(series).astype(np.int64)
         counting = _rows(True) >> dp.t.then_count_by_categories(
             categories=list(range(len(categories))), null_category=True, MO=metric
         )
-        data, index = (
-            np.require(codes, requirements=["C", "W"]),
-            pd.Index([*categories, OTHER], dtype=object),
-        )
+        index = pd.Index([*categories, OTHER], dtype=object)
+        if is_partitioned(series):
+            data = exact(Scan("categories", categories=tuple(categories)), series)[0]
+        else:  # a row-wise relabelling with a public list is 1-stable: vectorized in pandas
+            codes = pd.Index(list(categories)).get_indexer(series).astype(np.int64)
+            data = np.require(codes, requirements=["C", "W"])
     else:
         edges = [float(b) for b in bins]  # type: ignore[union-attr]
         if len(edges) < 2 or any(a >= b for a, b in zip(edges, edges[1:], strict=False)):
@@ -330,13 +379,18 @@ def histogram(
                 categories=list(range(len(edges) - 1)), null_category=False, MO=metric
             )
         )
-        data = values(series, integer=False)
+        if is_partitioned(series):
+            data = exact(Scan("bins", edges=tuple(edges)), series)[0]
+        else:
+            data = values(series, integer=False)
         index = pd.IntervalIndex.from_breaks(edges, closed="left")
+    if is_partitioned(series):
+        data = [int(c) for c in data]
     released = run(
         helper="histogram",
         mechanism=mechanism,
         column=series.name,
-        calibrated=_noised(counting, mechanism, max_contributions),
+        calibrated=_calibration(series)(counting, mechanism, max_contributions),
         sensitivity=float(counting.map(max_contributions)),
         epsilon=epsilon,
         delta=delta,

@@ -1,0 +1,249 @@
+"""Large assets (issue 15): upload, run step and peak memory at 1M-100M rows x 5 columns.
+
+For each size the table (5 columns: id, age, hours, score, group) is generated batch by
+batch into one Parquet file, then:
+
+- ``upload_s``: the owner's upload through a real server process (``EmbeddedSite``):
+  the file streams over HTTP, the site stores it as partitions of 1M rows.
+- ``local``: the approved run step of a data-blind ``rk.dp.mean(df["hours"])`` on the
+  stored partitions, a full sandbox job through ``LocalExecutor`` (releaser process,
+  jailed job, release quantum) with a 2 GiB run memory limit. ``peak_rss_mb`` is the
+  largest peak RSS (``VmHWM``) of the run's processes (releaser and job), sampled every
+  10 ms from ``/proc``.
+- ``context``: the same mean as an OpenDP Context request (``rk.dp.ctx_mean``): OpenDP's
+  Polars plan over a lazy scan of the partition files.
+- ``releaser``: the releaser alone in this process, partitions on local threads.
+- ``dask`` / ``dask-threads``: the same release with the partitions scanned on a 2-worker
+  ``dask.distributed.LocalCluster`` of separate worker processes / of threads.
+- ``floor_s`` (every row): the same DP mean in one process: a Polars lazy scan of the
+  one column (clamped sum and count) plus OpenDP Laplace noise.
+
+Targets: 100M rows with at most 2 GiB peak per process; the run step at most 2x the
+floor from 10M rows up and 5x at 1M; the Context path at most 3x; Dask at most the
+local time plus 1 s.
+
+Writes ``bench/results/large_assets.json`` (a list of ``rows``, ``path``, ``run_s``,
+``floor_s``, ``peak_rss_mb``, ``state`` and more). Run:
+``.venv/bin/python bench/bench_large_assets.py --rows 1000000 10000000 50000000 100000000``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasite.contract.job import JobSpec, Limits, RequestKind
+from datasite.contract.release import ReleaseCall
+from datasite.execution.executor import LocalExecutor
+
+RESULTS = Path(__file__).parent / "results" / "large_assets.json"
+BOUNDS = (0.0, 20.0)
+MEAN = """
+from researcher_kit import dp
+
+def f(df):
+    return dp.mean(df["hours"], bounds=(0.0, 20.0), epsilon=1.0)
+"""
+CONTEXT_MEAN = """
+from researcher_kit import dp
+
+def f(df):
+    return dp.ctx_mean(df, "hours", bounds=(0.0, 20.0))
+"""
+MEMORY = 2 * 1024**3
+
+
+def generate(rows: int, path: Path, batch: int = 5_000_000) -> None:
+    rng = np.random.default_rng(0)
+    schema = pa.schema([("id", pa.int64()), ("age", pa.int64()), ("hours", pa.float64()),
+                        ("score", pa.float64()), ("group", pa.int64())])  # fmt: skip
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, batch):
+            n = min(batch, rows - start)
+            writer.write_table(pa.table({
+                "id": np.arange(start, start + n, dtype=np.int64),
+                "age": rng.integers(18, 90, n), "hours": rng.gamma(2.0, 1.0, n),
+                "score": rng.normal(0, 1, n), "group": rng.integers(0, 5, n),
+            }, schema=schema), row_group_size=128 * 1024)  # fmt: skip
+
+
+def floor(files: list[str]) -> float:
+    """The floor: Polars' lazy scan of one column plus OpenDP Laplace, in one process."""
+    import opendp.prelude as dp
+    import polars as pl
+
+    dp.enable_features("contrib")
+    started = time.perf_counter()
+    clamped = pl.col("hours").drop_nulls().clip(*BOUNDS)
+    row = pl.scan_parquet(files).select(clamped.sum().alias("s"), clamped.count().alias("n"))
+    total, n = row.collect().row(0)
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    noisy_sum = dp.m.make_laplace(*space, scale=2 * BOUNDS[1] / 1.0)
+    count_space = dp.atom_domain(T=int), dp.absolute_distance(T=int)
+    noisy_n = dp.m.make_laplace(*count_space, scale=2.0)
+    _ = noisy_sum(float(total)) / max(1, noisy_n(int(n)))
+    return time.perf_counter() - started
+
+
+class PeakRss:
+    """The largest VmHWM of the processes of the given uids, sampled until stopped."""
+
+    def __init__(self, uids: set[int]) -> None:
+        self.uids, self.peak_kb, self._stop = uids, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                if int(fields.get("Uid", "-1 ").split()[0]) in self.uids and "VmHWM" in fields:
+                    self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
+
+
+def sandbox_run(executor: LocalExecutor, folder: str, source: str, kind: str) -> dict:
+    from datasite.execution.releasing import RELEASER_UID
+
+    limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
+    spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
+                   inputs={"df": folder}, epsilon=1.0, limits=limits)  # fmt: skip
+    with PeakRss({RELEASER_UID, 65534}) as peak:
+        started = time.perf_counter()
+        result = executor.submit(spec).result()
+        elapsed = time.perf_counter() - started
+    state = "ok" if result.ok else f"failed: {result.error_type}: {result.error_message}"
+    return {"run_s": elapsed, "peak_rss_mb": round(peak.peak_kb / 1024, 1), "state": state}
+
+
+def releaser_run(folder: str, mapper: Any = None) -> dict:
+    import resource
+
+    from researcher_kit.releaser import Releaser
+
+    releaser = Releaser({"df": folder}, epsilon=1.0, mapper=mapper)
+    call = ReleaseCall(op="mean", table="df", column="hours", bounds=BOUNDS, epsilon=1.0)
+    started = time.perf_counter()
+    try:
+        releaser.handle(call)
+        state = "ok"
+    except Exception as exc:  # noqa: BLE001 - recorded as the row's state
+        state = f"failed: {type(exc).__name__}: {exc}"
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"run_s": elapsed, "peak_rss_mb": round(peak, 1), "state": state}
+
+
+def upload(source: Path, work: Path) -> tuple[float, str]:
+    """The owner's upload through a real server; returns its time and the stored folder."""
+    from datasite import admin
+    from datasite.client.embedded import EmbeddedSite
+
+    site = EmbeddedSite(work / "site", owner_email="owner@bench.example",
+                        owner_password="bench-password-1", env={"DATASITE_NO_PROGRESS": "1",
+                        "DATASITE_MAX_UPLOAD_BYTES": str(64 * 1024**3)}).start()  # fmt: skip
+    try:
+        owner = admin.connect(site.url, "owner@bench.example", "bench-password-1")
+        mock_path = work / "mock.parquet"
+        first = next(pq.ParquetFile(source).iter_batches(batch_size=1000))
+        pq.write_table(pa.Table.from_batches([first]), mock_path)
+        started = time.perf_counter()
+        owner.datasets.upload(name="Big", assets={"t": (source, mock_path)}, progress=False)
+        elapsed = time.perf_counter() - started
+    finally:
+        site.stop()
+    (folder,) = [p for p in (work / "site").rglob("*-real.parquet") if p.is_dir()]
+    return elapsed, str(folder)
+
+
+def measure(rows: int, work: Path, dask_clients: dict[str, Any], runs: int) -> list[dict]:
+    from researcher_kit.dp.partitioned import dask_mapper
+
+    source = work / "source.parquet"
+    generate(rows, source)
+    upload_s, folder = upload(source, work)
+    source.unlink()
+    files = sorted(str(p) for p in Path(folder).glob("part-*.parquet"))
+    floors = [floor(files) for _ in range(runs + 1)][1:]
+    floor_s = float(np.median(floors))
+    out: list[dict] = []
+
+    def row(path: str, results: list[dict]) -> None:
+        run_s = float(np.median([r["run_s"] for r in results]))
+        out.append({"rows": rows, "path": path, "run_s": round(run_s, 3),
+                    "floor_s": round(floor_s, 3), "ratio": round(run_s / floor_s, 2),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                    "state": results[-1]["state"], "upload_s": round(upload_s, 2),
+                    "partitions": len(files)})  # fmt: skip
+        print(json.dumps(out[-1]), flush=True)
+
+    def timed(measure_once: Any) -> list[dict]:
+        measure_once()  # a warm-up run (imports, worker start), not counted
+        return [measure_once() for _ in range(runs)]
+
+    with LocalExecutor(concurrency=1) as executor:
+        row("local", timed(lambda: sandbox_run(executor, folder, MEAN, "blind")))
+        row("context", timed(lambda: sandbox_run(executor, folder, CONTEXT_MEAN, "context")))
+    row("releaser", timed(lambda: releaser_run(folder)))
+    for name, client in dask_clients.items():
+        row(name, timed(lambda c=client: releaser_run(folder, dask_mapper(c))))
+    shutil.rmtree(work / "site", ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-dask", action="store_true")
+    args = parser.parse_args()
+    from distributed import Client, LocalCluster
+
+    clusters = []
+    clients: dict[str, Any] = {}
+    if not args.no_dask:
+        for name, processes in (("dask", True), ("dask-threads", False)):
+            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                                   dashboard_address=None)  # fmt: skip
+            clusters.append(cluster)
+            clients[name] = Client(cluster)
+    rows_out: list[dict] = []
+    try:
+        for rows in args.rows:
+            with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
+                rows_out += measure(rows, Path(folder), clients, args.runs)
+    finally:
+        for client in clients.values():
+            client.close()
+        for cluster in clusters:
+            cluster.close()
+    RESULTS.write_text(json.dumps(rows_out, indent=2) + "\n")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

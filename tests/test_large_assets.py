@@ -1,0 +1,439 @@
+"""Large assets: partitioned storage, streamed partition-parallel releases, bounded memory.
+
+The exact aggregates of the partitioned path are compared with OpenDP's own
+transformations on the whole table; its releases with the single-process ones (same
+distribution); column pruning is shown on the bytes a release reads; the Dask path runs
+on a real ``LocalCluster``; the sandbox tests run a real releaser process under a memory
+limit smaller than the table.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats
+
+from datasite.contract.job import JobSpec, Limits, RequestKind
+from datasite.contract.results import decode_result
+from datasite.contract.tables import partition_files, write_partitioned
+from researcher_kit import dp
+from researcher_kit.dp._opendp import opendp
+from researcher_kit.dp.aggregates import _clamped, _rows
+from researcher_kit.dp.partitioned import (
+    PartitionedTable,
+    Scan,
+    dask_mapper,
+    exact,
+    quantile_scores,
+)
+from researcher_kit.releaser import Releaser
+
+MARKER = 31_337.0  # a private value only the real table holds
+
+
+def people(rows: int = 20_000, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(0, 100, rows).astype("int64"),
+            "income": rng.normal(50.0, 20.0, rows),
+            "sex": rng.choice(["F", "M", "X"], rows),
+            "secret": rng.normal(0.0, 1.0, rows),
+        }
+    )
+    frame.loc[::13, "income"] = np.nan
+    frame.loc[7, "secret"] = MARKER
+    return frame
+
+
+def partitioned(frame: pd.DataFrame, folder: Path, rows_per_file: int = 3_000) -> Path:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_partitioned(table.to_batches(max_chunksize=1_000), folder, table.schema, rows_per_file)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return people()
+
+
+@pytest.fixture(scope="module")
+def parts(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> PartitionedTable:
+    return PartitionedTable.from_folder(partitioned(frame, tmp_path_factory.mktemp("p") / "t"))
+
+
+def writable(series: pd.Series) -> np.ndarray:
+    return np.array(series.to_numpy(dtype=float, na_value=np.nan), copy=True)
+
+
+# -- the exact aggregates are OpenDP's -----------------------------------------------------
+
+
+def test_partials_add_up_to_what_opendp_computes_on_the_whole_table(frame, parts) -> None:  # type: ignore[no-untyped-def]
+    od = opendp()
+    assert len(parts.files) == 7
+    income = writable(frame["income"])
+    age = frame["age"].to_numpy().copy()
+    assert exact(Scan("count"), parts.column(None)) == [len(frame)]
+    int_sum = _clamped(True, (10, 90)) >> od.t.then_sum()
+    assert exact(Scan("sum", integer=True, bounds=(10, 90)), parts.column("age"))[0] == int_sum(
+        age
+    )
+    float_sum = _clamped(False, (0.0, 100.0)) >> od.t.then_sum()
+    total, nonmissing = exact(Scan("mean", bounds=(0.0, 100.0)), parts.column("income"))
+    assert total == pytest.approx(float_sum(income), rel=1e-12)
+    assert nonmissing == int(frame["income"].notna().sum())
+    edges = [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+    top = float(np.nextafter(100.0, -np.inf))
+    binning = (
+        _rows(False)
+        >> od.t.then_drop_null()
+        >> od.t.then_clamp((0.0, top))
+        >> od.t.then_find_bin(edges=edges[1:-1])
+        >> od.t.then_count_by_categories(categories=list(range(5)), null_category=False)
+    )
+    bins = exact(Scan("bins", edges=tuple(edges)), parts.column("income"))[0]
+    assert [int(c) for c in bins] == binning(income)
+    categories = exact(Scan("categories", categories=("F", "M")), parts.column("sex"))[0]
+    assert [int(c) for c in categories] == [
+        int((frame["sex"] == "F").sum()), int((frame["sex"] == "M").sum()),
+        int((frame["sex"] == "X").sum()),
+    ]  # fmt: skip
+    grid = list(np.linspace(0.0, 100.0, 51))
+    below, above = exact(
+        Scan("ranks", bounds=(0.0, 100.0), candidates=tuple(grid)), parts.column("income")
+    )
+    for alpha in (0.5, 0.1, 0.37):
+        scoring = _clamped(False, (0.0, 100.0)) >> od.t.then_quantile_score_candidates(grid, alpha)
+        assert quantile_scores(below, above, alpha) == list(scoring(income)), alpha
+
+
+def test_a_filter_keeps_the_same_rows_in_both_paths(frame, parts) -> None:  # type: ignore[no-untyped-def]
+    older = {"and": [{"cmp": ">=", "left": {"col": "age"}, "right": {"lit": 60}},
+                     {"cmp": "==", "left": {"col": "sex"}, "right": {"lit": "F"}}]}  # fmt: skip
+    expected = int(((frame["age"] >= 60) & (frame["sex"] == "F")).sum())
+    assert exact(Scan("count"), parts.column(None, older)) == [expected]
+
+
+def test_the_partitioned_release_has_the_single_process_distribution(frame, parts) -> None:  # type: ignore[no-untyped-def]
+    """Same noise (OpenDP, same scale) on the same exact sum: the two samples of 300
+    releases each are indistinguishable (two-sample Kolmogorov-Smirnov)."""
+    whole = frame["age"]
+    single = [dp.sum(whole, bounds=(0, 100), epsilon=0.05) for _ in range(300)]
+    split = [dp.sum(parts.column("age"), bounds=(0, 100), epsilon=0.05) for _ in range(300)]
+    assert stats.ks_2samp(single, split).pvalue > 1e-3
+    assert abs(np.mean(split) - np.clip(whole, 0, 100).sum()) < 4 * 2000 / np.sqrt(300) * 1.5
+    with dp.track() as spent:
+        dp.mean(parts.column("income"), bounds=(0.0, 100.0), epsilon=0.3)
+    assert [e.helper for e in spent.entries] == ["mean"] and spent.epsilon == pytest.approx(0.3)
+
+
+def test_releaser_serves_every_aggregate_from_partitions(frame, parts) -> None:  # type: ignore[no-untyped-def]
+    from datasite.contract.release import ReleaseCall
+
+    releaser = Releaser({"df": Path(parts.files[0]).parent}, epsilon=10.0)
+    call = ReleaseCall.model_validate
+    mean = releaser.handle(call({"op": "mean", "table": "df", "column": "income",
+                                 "bounds": [0, 100], "epsilon": 2.0}))  # fmt: skip
+    median = releaser.handle(call({"op": "quantile", "table": "df", "column": "age",
+                                   "alpha": 0.5, "bounds": [0, 100], "epsilon": 2.0}))  # fmt: skip
+    counts = releaser.handle(call({"op": "histogram", "table": "df", "column": "sex",
+                                   "categories": ["F", "M"], "epsilon": 2.0}))  # fmt: skip
+    n = releaser.handle(call({"op": "count", "table": "df", "epsilon": 2.0}))
+    assert abs(mean - frame["income"].mean()) < 1.0 and abs(median - 50) < 5
+    assert abs(n - len(frame)) < 20 and list(counts.index) == ["F", "M", "(other)"]
+    assert releaser.spent.epsilon == pytest.approx(8.0)
+
+
+# -- only the columns and row groups a release needs are read ------------------------------
+
+
+class CountingFile(io.RawIOBase):
+    """A file that records the byte ranges read from it."""
+
+    def __init__(self, path: str, reads: list[tuple[str, int, int]]) -> None:
+        self._file, self._path, self._reads = open(path, "rb"), path, reads  # noqa: SIM115
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        start = self._file.tell()
+        n = self._file.readinto(buffer)
+        self._reads.append((self._path, start, start + (n or 0)))
+        return n or 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def column_chunks(path: str, column: str) -> list[tuple[int, int]]:
+    meta = pq.ParquetFile(path).metadata
+    position = meta.schema.to_arrow_schema().get_field_index(column)
+    spans = []
+    for index in range(meta.num_row_groups):
+        chunk = meta.row_group(index).column(position)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        spans.append((start, start + chunk.total_compressed_size))
+    return spans
+
+
+def test_untouched_columns_and_excluded_row_groups_are_never_read(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch
+) -> None:
+    frame = people(rows=80_000).sort_values("age", ignore_index=True)  # row groups by age
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    folder = tmp_path / "t"
+    folder.mkdir()
+    pq.write_table(table, folder / "part-00000.parquet", row_group_size=10_000)
+    path = str(folder / "part-00000.parquet")
+    reads: list[tuple[str, int, int]] = []
+    original = pq.ParquetFile
+    monkeypatch.setattr(pq, "ParquetFile", lambda p, **kw: original(CountingFile(p, reads), **kw))
+    older = {"cmp": ">=", "left": {"col": "age"}, "right": {"lit": 90}}
+    released = dp.mean(PartitionedTable((path,)).column("income", older), bounds=(0, 100),
+                       epsilon=1.0)  # fmt: skip
+    assert 0 <= released <= 100 and reads
+
+    size = Path(path).stat().st_size  # the footer's read-ahead: the last 64 KiB at most
+    data_reads = [(a, b) for _, a, b in reads if not (b == size and b - a <= 65_536 + 8)]
+    assert size > 1_000_000
+
+    def touched(spans: list[tuple[int, int]]) -> list[int]:
+        return [i for i, (a, b) in enumerate(spans)
+                if any(start < b and end > a for start, end in data_reads)]  # fmt: skip
+
+    assert touched(column_chunks(path, "secret")) == []
+    assert touched(column_chunks(path, "sex")) == []
+    read_groups = touched(column_chunks(path, "income"))
+    assert read_groups and len(read_groups) < 3  # of 8 row groups, only the oldest ages
+    expected = int((frame["age"] >= 90).sum())
+    assert exact(Scan("count"), PartitionedTable((path,)).column(None, older)) == [expected]
+
+
+# -- Dask: the same partials on a real cluster ---------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_dask_local_cluster_computes_the_same_exact_aggregates(parts) -> None:  # type: ignore[no-untyped-def]
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        as cluster,
+        Client(cluster) as client,
+    ):
+        on_dask = PartitionedTable(parts.files, dask_mapper(client))
+        for scan, column in [
+            (Scan("count"), None),
+            (Scan("sum", integer=True, bounds=(0, 100)), "age"),
+            (Scan("bins", edges=(0.0, 50.0, 100.0)), "income"),
+        ]:
+            local = exact(scan, parts.column(column))
+            remote = exact(scan, on_dask.column(column))
+            assert [np.asarray(v).tolist() for v in remote] == [
+                np.asarray(v).tolist() for v in local
+            ]
+        mean = dp.mean(on_dask.column("income"), bounds=(0.0, 100.0), epsilon=1.0)
+        assert abs(mean - 50) < 2
+
+
+# -- the sandbox: a real releaser process under a memory limit smaller than the table ------
+
+
+@pytest.fixture(scope="module")
+def executor():  # type: ignore[no-untyped-def]
+    from datasite.execution.executor import LocalExecutor
+
+    with LocalExecutor(concurrency=1) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def big_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """8M rows x 3 float columns (about 190 MB of values) in 8 partitions."""
+    root = tmp_path_factory.mktemp("big")
+    root.chmod(0o700)  # the releaser reads through its directory descriptor only
+    rng = np.random.default_rng(0)
+    schema = pa.schema([("x", pa.float64()), ("y", pa.float64()), ("z", pa.float64())])
+
+    def batches():  # type: ignore[no-untyped-def]
+        for _ in range(16):
+            n = 500_000
+            yield pa.table({"x": rng.uniform(0, 10, n), "y": rng.uniform(0, 1, n),
+                            "z": rng.normal(0, 1, n)}, schema=schema)  # fmt: skip
+
+    folder = root / "real"
+    write_partitioned(batches(), folder, schema, rows_per_file=1_000_000)
+    return str(folder)
+
+
+MEMORY = 256 * 1024**2
+
+
+def run(executor, folder: str, source: str, kind: str = "blind", memory: int = MEMORY):  # type: ignore[no-untyped-def]
+    spec = JobSpec(job_id="large", source=textwrap.dedent(source), entry="f",
+                   kind=RequestKind(kind), inputs={"df": folder}, epsilon=1.0,
+                   limits=Limits(wall_seconds=120, memory_bytes=memory))  # fmt: skip
+    return executor.submit(spec).result()
+
+
+@pytest.mark.integration
+def test_a_blind_release_over_a_table_larger_than_the_memory_limit(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
+    assert len(partition_files(big_folder)) == 8
+    source = """
+        from researcher_kit import dp
+
+        def f(df):
+            mean = dp.mean(df["x"], bounds=(0, 10), epsilon=0.5)
+            high = dp.count(df[df["y"] > 0.9], epsilon=0.5)
+            return mean, high
+    """
+    result = run(executor, big_folder, source)
+    assert result.ok, (result.error_type, result.error_message, result.error_detail)
+    mean, high = decode_result(result.manifest, result.blobs)
+    assert abs(mean - 5.0) < 0.05 and abs(high - 800_000) < 5_000  # sd 850 + noise
+    assert [e["helper"] for e in result.spend] == ["mean", "count"]
+    whole = """
+        def f(df):
+            return float(df["x"].mean())
+    """
+    result = run(executor, big_folder, whole, kind="mechanism")
+    assert not result.ok  # the same table, loaded as a pandas DataFrame, is over the limit
+
+
+@pytest.mark.integration
+def test_raw_code_that_asks_for_a_lazy_frame_scans_the_partitions(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
+    """Polars' thread pools reserve about 1 GiB of address space, so this run gets 1.5 GiB
+    (``RLIMIT_AS``); what it touches is one column, a batch at a time."""
+    lazy = """
+        import polars as pl
+
+        def f(df: pl.LazyFrame):
+            mean = df.select(pl.col("x").clip(0, 10).mean())
+            return float(mean.collect(engine="streaming")[0, 0])
+    """
+    result = run(executor, big_folder, lazy, kind="mechanism", memory=1536 * 1024**2)
+    assert result.ok, (result.error_type, result.error_message, result.error_detail)
+    assert abs(decode_result(result.manifest, result.blobs) - 5.0) < 0.01
+
+
+# -- storage through the site: partitions, streamed uploads, an interrupted upload ---------
+
+
+@pytest.fixture(scope="module")
+def small_parts_site(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An in-process site that stores real tables in partitions of 500 rows."""
+    from tests.conftest import inprocess
+
+    yield from inprocess(tmp_path_factory.mktemp("parts"), partition_rows=500)
+
+
+def owner_of(site):  # type: ignore[no-untyped-def]
+    from datasite import admin
+    from tests.server import OWNER_EMAIL, OWNER_PASSWORD
+
+    return admin.connect(site.url, OWNER_EMAIL, OWNER_PASSWORD)
+
+
+def stored(site, name: str) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from datasite.db.models import Asset, Dataset
+
+    with site.site.sessions() as db:
+        dataset = db.scalar(select(Dataset).where(Dataset.name == name))
+        asset = db.scalar(select(Asset).where(Asset.dataset_id == dataset.id))
+        return site.site.store.path(asset.real_path), site.site.store.path(asset.mock_path)
+
+
+def test_an_upload_is_stored_in_partitions_from_a_csv_file_or_chunks(  # type: ignore[no-untyped-def]
+    small_parts_site, tmp_path
+) -> None:
+    owner = owner_of(small_parts_site)
+    frame = people(rows=2_300)
+    csv = tmp_path / "people.csv"
+    frame.to_csv(csv, index=False)
+    chunks = (frame.iloc[i : i + 700] for i in range(0, len(frame), 700))
+    mock = people(rows=100, seed=9).drop(columns=[])  # same columns, other people
+    mock["secret"] = 0.0
+    owner.datasets.upload(name="FromChunks", assets={"t": (chunks, mock)}, progress=False)
+    real_path, mock_path = stored(small_parts_site, "FromChunks")
+    assert real_path.is_dir() and mock_path.is_file()
+    assert [Path(p).name for p in partition_files(real_path)] == [
+        f"part-0000{i}.parquet" for i in range(5)
+    ]
+    assert pd.read_parquet(real_path).equals(frame)
+    owner.datasets.upload(name="FromCsv", assets={"t": (csv, mock)}, progress=False)
+    assert pd.read_parquet(stored(small_parts_site, "FromCsv")[0])["age"].sum() == frame[
+        "age"
+    ].sum()
+    assert list(small_parts_site.settings.uploads_dir.iterdir()) == []  # uploads are done
+
+
+def test_an_interrupted_partitioned_write_keeps_nothing_and_can_be_retried(  # type: ignore[no-untyped-def]
+    small_parts_site, monkeypatch
+) -> None:
+    import errno
+
+    from datasite.client.http import DatasiteError
+    from datasite.store import storage
+
+    owner = owner_of(small_parts_site)
+    session = owner.session
+    real, mock = people(rows=1_800), people(rows=100, seed=5)
+    real_id = session.upload_table(real, progress=False)["upload_id"]
+    mock_id = session.upload_table(mock, progress=False)["upload_id"]
+    body = {"name": "Halfway", "assets": [{"name": "t", "real_upload": real_id,
+                                            "mock_upload": mock_id}]}  # fmt: skip
+    original = storage.write_partitioned
+
+    def disk_full_after_two_parts(batches, folder, schema, rows_per_file):  # type: ignore[no-untyped-def]
+        def some():  # type: ignore[no-untyped-def]
+            for i, batch in enumerate(batches):
+                if i * 1024 >= 2 * rows_per_file:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                yield batch
+
+        return original(some(), folder, schema, rows_per_file)
+
+    monkeypatch.setattr(storage, "write_partitioned", disk_full_after_two_parts)
+    monkeypatch.setattr(storage, "BATCH_ROWS", 1024)
+    with pytest.raises(DatasiteError) as refused:
+        session.post("/datasets", json=body)
+    assert refused.value.status == 503
+    assert "No space left on device" in str(refused.value) and "try again" in str(refused.value)
+    assert "Halfway" not in [d["name"] for d in owner.datasets.list()]
+    assets = small_parts_site.settings.assets_dir
+    assert not [p for p in assets.rglob("*") if p.name.endswith(".partial")]
+    monkeypatch.setattr(storage, "write_partitioned", original)
+    session.post("/datasets", json=body)  # the same uploads, again
+    real_path, _ = stored(small_parts_site, "Halfway")
+    assert len(partition_files(real_path)) == 4 and pd.read_parquet(real_path).equals(real)
+
+
+def test_a_crash_mid_write_leaves_a_partial_folder_the_next_start_removes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datasite.store.storage import LocalStorage
+
+    store = LocalStorage(tmp_path / "assets")
+    leftover = store.root / "4" / ".abc-real.parquet.partial"
+    leftover.mkdir(parents=True)
+    (leftover / "part-00000.parquet").write_bytes(b"PAR1")
+    assert store.sweep_partial() == ["4/.abc-real.parquet.partial"] and not leftover.exists()
