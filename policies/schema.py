@@ -125,7 +125,8 @@ class Policy(BaseModel):
     sdc: SdcRules = Field(default_factory=SdcRules)
     #: A non-DP model whose membership-inference AUC exceeds this is withheld.
     mia_max_auc: float = Field(default=0.6, gt=0.5, le=1)
-    #: Quasi-identifiers: a mock less k-anonymous on them than ``min_group_size`` is refused.
+    #: Quasi-identifiers, with ``min_group_size`` as k: a mock less k-anonymous on them is
+    #: refused, a non-DP row-level output below k withheld (``datasite.anonymity``).
     k_anonymity_qis: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -231,5 +232,6 @@ DEFAULT_POLICY = Policy()
 - ``sdc``: threshold ``min_group_size``, dominance n=2 k=0.90, p-ratio 0.10 (ACRO); no
   small-number redaction or rounding unless set; failing cells suppressed.
 - ``mia_max_auc=0.6``: a non-DP model the loss attack beats with a higher AUC is withheld.
+- ``k_anonymity_qis=[]``: no quasi-identifiers declared, so no k-anonymity checks.
 - ``min_group_size=10``; audit: 1 s on the mock, at most 4000 trials, 95% confidence.
 """
