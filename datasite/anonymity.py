@@ -140,10 +140,13 @@ def _codes(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The columns as integer codes, a missing value a code of its own, index 0..n-1."""
     import pandas as pd
 
-    return pd.DataFrame(
-        {c: pd.factorize(frame[c], use_na_sentinel=False)[0] for c in columns},
-        index=pd.RangeIndex(len(frame)),
-    )
+    def codes(column: pd.Series) -> Any:
+        try:
+            return pd.factorize(column, use_na_sentinel=False)[0]
+        except TypeError:  # unhashable values (lists from a Parquet list column): by text
+            return pd.factorize(column.map(repr), use_na_sentinel=False)[0]
+
+    return pd.DataFrame({c: codes(frame[c]) for c in columns}, index=pd.RangeIndex(len(frame)))
 
 
 def _pycanon_k_l(codes: pd.DataFrame, qis: list[str], sensitive: list[str]):  # type: ignore[no-untyped-def]

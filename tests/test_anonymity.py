@@ -409,3 +409,9 @@ def test_the_cli_upload_with_a_policy_refuses_a_1_anonymous_mock(  # type: ignor
     created = CliRunner().invoke(app, args)
     assert created.exit_code == 0, created.output
     assert owner.policies.get(name)["k_anonymity_qis"] == ["radius_band"]
+
+
+def test_unhashable_values_are_grouped_by_their_text() -> None:
+    frame = pd.DataFrame({"codes": [[1, 2], [1, 2], [3]], "sex": ["f", "f", "m"]})
+    report = check_anonymity(frame, ["codes", "sex"], k=2)
+    assert (report.k, report.groups, report.smallest[0].size) == (1, 2, 1)
