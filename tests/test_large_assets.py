@@ -317,6 +317,16 @@ def test_a_blind_release_over_a_table_larger_than_the_memory_limit(executor, big
     """
     result = run(executor, big_folder, whole, kind="mechanism")
     assert not result.ok  # the same table, loaded as a pandas DataFrame, is over the limit
+    rows = """
+        from researcher_kit import dp
+
+        def f(df):
+            return dp.fit_model("linear_regression", df[["x", "y"]], df["z"], epsilon=0.5,
+                                bounds=([0, 0], [10, 1]), bounds_y=(-4, 4))
+    """
+    result = run(executor, big_folder, rows)
+    assert not result.ok  # a release that needs the rows in memory meets the limit too
+    assert result.error_type in ("ReleaseFailed", "ReleaseError"), result.error_detail
 
 
 @pytest.mark.integration

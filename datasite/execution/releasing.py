@@ -92,6 +92,15 @@ def start_releaser(spec: JobSpec, keep_open: tuple[int, ...] = ()) -> ReleaserPr
     return ReleaserProcess(pid=pid, job_end=theirs.detach(), ledger=ledger_read)
 
 
+def _data_in_use() -> int:
+    """Bytes of private writable memory this process maps now (``VmData``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _open_input(path: str) -> Any:
     """An input, opened while still root: a Parquet file, or a partition folder.
 
@@ -125,8 +134,10 @@ def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
                                                       gid=RELEASER_UID))  # fmt: skip
         # The run's memory limit holds here too: a release reads a partitioned table a
         # batch at a time, so the limit is about the release, never the table's size.
-        memory = sandbox.address_space_in_use() + spec.limits.memory_bytes
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        # RLIMIT_DATA (private writable memory), not RLIMIT_AS: Polars' and OpenDP's
+        # allocators reserve gigabytes of address space they never touch.
+        memory = _data_in_use() + spec.limits.memory_bytes
+        resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
         releaser = Releaser(
             tables,
             spec.epsilon,
