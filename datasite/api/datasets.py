@@ -215,7 +215,7 @@ def create_dataset(
                 target_type="dataset", target_id=dataset.name, asset=asset_name, **released,
             )  # fmt: skip
         db.commit()
-    except BaseException:
+    except BaseException as exc:
         db.rollback()
         for key in moved:
             store.delete(key)
