@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 
 from datasite import audit, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.contract.lifecycle import State, TransitionError, check_transition
+from datasite.contract.run_args import digest as run_args_digest
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
 from datasite.disclosure import review_outputs
 from datasite.errors import NotFound
@@ -66,7 +69,19 @@ _NEW_RUN_DEFAULTS = {
     "detail_released": False,
     "duration_seconds": 0.0,
 }
-INTERRUPTED = "The datasite stopped while this run was in flight; the run did not finish."
+INTERRUPTED = (
+    "The datasite stopped while this run was in flight; the run did not finish. It may "
+    "have read the private data, so its budget stays spent; how long it ran is unknown."
+)
+CANCELLED = (
+    "The datasite was stopped while this run was in flight; the run was cancelled before "
+    "it finished."
+)
+#: What a cancelled run's researcher is told about its budget (see ``_refund_unused``).
+CANCELLED_REFUNDED = " It had read no private data: its budget was refunded."
+CANCELLED_KEPT = " It had already read the private data: its budget stays spent."
+#: How long a stopping site waits for a cancelled run to answer before killing its worker.
+CANCEL_SECONDS = 15.0
 RECORDING_HARNESS = "policies.instrument:recording_call"
 DEFAULT_HARNESS = "datasite.execution.harness:call_once"
 WITHHELD = (
@@ -128,18 +143,37 @@ class Runner:
         self.watch = watch
         self.background = background
         self.store = store
+        #: run id -> (monotonic start, the executor's future once it has one): claimed,
+        #: launched runs whose outcome is not recorded yet.
+        self._in_flight: dict[int, list] = {}
+        self._flight = threading.Condition()
+        self._closing = False
+        self._deadline = 0.0
+        self._cancelled: set[int] = set()
 
-    def start(self, request_id: int, actor: User | None = None, address: str = "") -> int:
-        """Begin the next run of an approved request; returns the run id."""
+    def start(
+        self,
+        request_id: int,
+        actor: User | None = None,
+        address: str = "",
+        run_args: dict[str, Any] | None = None,
+    ) -> int:
+        """Begin the next run of an approved request; returns the run id. ``run_args``:
+        this run's checked public inputs (``datasite.contract.run_args``)."""
         with self.sessions() as db:
-            run_id, spec = self.claim(db, request_id, actor, address)
+            run_id, spec = self.claim(db, request_id, actor, address, run_args)
             db.commit()
         self.watch.changed(request_id)
         self.launch(run_id, spec)
         return run_id
 
     def claim(
-        self, db: Session, request_id: int, actor: User | None = None, address: str = ""
+        self,
+        db: Session,
+        request_id: int,
+        actor: User | None = None,
+        address: str = "",
+        run_args: dict[str, Any] | None = None,
     ) -> tuple[int, JobSpec]:
         """Count one run and mark the request ``running`` in the caller's transaction.
 
@@ -177,43 +211,179 @@ class Runner:
             target_type="request",
             target_id=request_id,
             run=run.id,
+            **({"run_args": run_args_digest(run_args)} if run_args is not None else {}),
         )
         assets = {arg: db.get(Asset, asset_id) for arg, asset_id in request.bindings.items()}
-        return run.id, job_for(request, assets, self.settings, f"run-{run.id}", self.store)
+        spec = job_for(request, assets, self.settings, f"run-{run.id}", self.store)
+        if run_args is not None:
+            spec = spec.model_copy(update={"run_args": run_args})
+        return run.id, spec
 
     def launch(self, run_id: int, spec: JobSpec) -> None:
-        """Hand a claimed, committed run to the executor; its outcome is recorded later."""
+        """Hand a claimed, committed run to the executor; its outcome is recorded later.
+
+        A site that is stopping starts no run: it is recorded as cancelled, refunded.
+        """
+        with self._flight:
+            closing = self._closing
+            if not closing:
+                self._in_flight[run_id] = [time.monotonic(), None]
+        if closing:
+            self._finish(run_id, _cancelled(spec.job_id, "the site was already stopping"))
+            return
         try:
             future = self.executor().submit(spec)
         except Exception as exc:  # the executor could not even take the job
             log.exception("executor refused run %s", run_id)
-            self._finish(
-                run_id,
-                JobResult(
-                    job_id=spec.job_id,
-                    ok=False,
-                    error_type=type(exc).__name__,
-                    error_message="The datasite could not start the run.",
-                    error_detail=str(exc),
-                ),
-            )
+            try:
+                self._finish(
+                    run_id,
+                    JobResult(
+                        job_id=spec.job_id,
+                        ok=False,
+                        error_type=type(exc).__name__,
+                        error_message="The datasite could not start the run.",
+                        error_detail=str(exc),
+                    ),
+                )
+            finally:
+                self._landed(run_id)
             return
-        future.add_done_callback(lambda f: self.background.submit(self._collect, run_id, f))
+        with self._flight:
+            self._in_flight[run_id][1] = future
+        future.add_done_callback(lambda f: self._done(run_id, f))
+
+    def _done(self, run_id: int, future: Future[JobResult]) -> None:
+        """The executor's callback: record the outcome off the executor's thread, or on
+        it when the background pool has already shut down (a result is never dropped)."""
+        try:
+            self.background.submit(self._collect, run_id, future)
+        except RuntimeError:  # "cannot schedule new futures after shutdown"
+            self._collect(run_id, future)
 
     def _collect(self, run_id: int, future: Future[JobResult]) -> None:
         try:
-            result = future.result()
-        except Exception as exc:
-            log.exception("run %s failed in the executor", run_id)
-            result = JobResult(
-                job_id=f"run-{run_id}",
-                ok=False,
-                error_type=type(exc).__name__,
-                error_message="The sandbox failed before the run finished.",
-                error_detail=repr(exc),
-                touched_data=True,
-            )
-        self._finish(run_id, result)
+            try:
+                result = future.result()
+            except CancelledError:  # dropped from the executor's queue: it never started
+                result = _cancelled(f"run-{run_id}", "cancelled before it started")
+            except Exception as exc:
+                log.exception("run %s failed in the executor", run_id)
+                result = JobResult(
+                    job_id=f"run-{run_id}",
+                    ok=False,
+                    error_type=type(exc).__name__,
+                    error_message="The sandbox failed before the run finished.",
+                    error_detail=repr(exc),
+                    touched_data=True,
+                )
+            if run_id in self._cancelled and not result.ok and result.error_type != "Cancelled":
+                detail = f"error type: {result.error_type}\n{result.error_detail or ''}"
+                result = result.model_copy(
+                    update={"error_type": "Cancelled", "error_detail": detail}
+                )
+            self._finish(run_id, result)
+        finally:
+            self._landed(run_id)
+
+    def _landed(self, run_id: int) -> None:
+        with self._flight:
+            self._in_flight.pop(run_id, None)
+            self._flight.notify_all()
+
+    def begin_shutdown(self, grace_seconds: float) -> None:
+        """The site is stopping: start no more runs, and say on the console which runs
+        are in flight and how long they may still take (``shutdown`` waits that long)."""
+        with self._flight:
+            if self._closing:
+                return
+            self._closing = True
+            self._deadline = time.monotonic() + grace_seconds
+            flying = {run_id: entry[0] for run_id, entry in self._in_flight.items()}
+        if not flying:
+            log.info("stopping: no runs in flight")
+            return
+        log.warning(
+            "stopping: waiting up to %g s for %d run(s) in flight to finish: %s; any "
+            "still running then is cancelled (Ctrl-C again cancels them now)",
+            grace_seconds,
+            len(flying),
+            self._describe(flying),
+        )
+
+    def shutdown(self, grace_seconds: float) -> None:
+        """Finish or cancel every run in flight, and record each outcome, before the
+        site's background pool and executor close.
+
+        Runs get until ``grace_seconds`` after :meth:`begin_shutdown`; those still
+        running are cancelled through the executor (a data-blind run's releaser still
+        reports what it released), killed after ``CANCEL_SECONDS`` if they do not
+        answer, and recorded as failed ``Cancelled`` whatever happens (refunds:
+        ``_refund_unused``). A result that arrives in time is recorded as usual.
+        """
+        self.begin_shutdown(grace_seconds)
+        if self._wait_landed(lambda: self._deadline):
+            return
+        with self._flight:
+            left = {run_id: entry for run_id, entry in self._in_flight.items()}
+            self._cancelled |= set(left)
+        log.warning(
+            "stopping: cancelling %d run(s) still in flight after %g s: %s",
+            len(left),
+            grace_seconds,
+            self._describe({run_id: entry[0] for run_id, entry in left.items()}),
+        )
+        for force in (False, True):
+            cancel = getattr(self.executor(), "cancel", None)
+            for _, future in left.values():
+                if future is not None and cancel is not None:
+                    cancel(future, force=force)
+            until = time.monotonic() + CANCEL_SECONDS
+            if self._wait_landed(lambda: until):  # noqa: B023 - called in this iteration
+                return
+        with self._flight:
+            stuck = list(self._in_flight)
+        for run_id in stuck:  # the executor never answered: record it ourselves
+            log.error("stopping: run %s did not answer its cancel; recorded as cancelled", run_id)
+            result = _cancelled(f"run-{run_id}", "its worker did not answer the cancel")
+            self._finish(run_id, result.model_copy(update={"touched_data": True}))
+            self._landed(run_id)
+
+    def hurry(self) -> None:
+        """Stop waiting for the runs in flight: cancel them now (a second Ctrl-C).
+
+        Safe in a signal handler: it only moves the deadline the wait reads."""
+        self._deadline = 0.0
+
+    def _wait_landed(self, deadline: Callable[[], float]) -> bool:
+        """Wait until no run is in flight (True) or ``deadline()`` passes (False)."""
+        with self._flight:
+            while self._in_flight:
+                left = deadline() - time.monotonic()
+                if left <= 0:
+                    return False
+                self._flight.wait(min(left, 0.5))
+            return True
+
+    def _describe(self, flying: dict[int, float]) -> str:
+        """``request 3 run 4 (running for 12 s)``, for each run in ``flying``."""
+        try:
+            with self.sessions() as db:
+                owners = dict(
+                    db.execute(
+                        select(RequestRun.id, RequestRun.request_id).where(
+                            RequestRun.id.in_(list(flying))
+                        )
+                    ).all()
+                )
+                db.rollback()
+        except Exception:  # the console line must not stop the shutdown
+            owners = {}
+        now = time.monotonic()
+        return ", ".join(
+            f"request {owners.get(run_id, '?')} run {run_id} (running for {now - began:.0f} s)"
+            for run_id, began in sorted(flying.items())
+        )
 
     def _stored_bytes(self, run_id: int) -> tuple[int, int]:
         """What the other runs of ``run_id``'s request keep (blobs and manifests), and
@@ -273,6 +443,9 @@ class Runner:
                 (folder / Path(name).name).write_bytes(data)
         with self.sessions() as db:
             run = db.get(RequestRun, run_id)
+            if run.state != "running":  # recorded already (a cancel that answered late)
+                db.rollback()
+                return
             request = run.request
             reasons = withheld_because(request, result) + held
             outcome = "withheld" if reasons else "released" if result.ok else "failed"
@@ -288,6 +461,10 @@ class Runner:
             if disclosure:  # which rule fired on which cell, attack numbers: the owner's
                 head = "Disclosure control:\n" + "\n".join(disclosure)
                 run.error_detail = "\n\n".join(filter(None, [run.error_detail, head]))
+            if result.error_type == "Cancelled":
+                run.error_message = CANCELLED + (
+                    CANCELLED_KEPT if result.touched_data else CANCELLED_REFUNDED
+                )
             run.stdout, run.stderr = result.stdout, result.stderr
             run.duration_seconds = result.duration_seconds
             request.state = {"withheld": State.WITHHELD, "released": State.RELEASED}.get(
@@ -308,6 +485,12 @@ class Runner:
                 self._refund_unused(db, request, event_id, ran=result.touched_data)
             db.commit()
             request_id = request.id
+        if self._closing:
+            budget = "kept" if result.touched_data else "refunded"
+            why = f" ({result.error_type}; budget {budget})" if outcome == "failed" else ""
+            log.warning(
+                "stopping: request %s run %s recorded: %s%s", request_id, run_id, outcome, why
+            )
         self.watch.changed(request_id)
 
     def decide_withheld(
@@ -353,11 +536,25 @@ class Runner:
             ledger.refund(db, request, event_id, runs=unused)
 
     def fail_interrupted_runs(self) -> None:
-        """After a restart, no run can still be in flight: mark them failed, keep the charge."""
+        """After a restart, no run can still be in flight: mark them failed, keep the charge.
+
+        Nothing says how far such a run got (the process that knew was killed), so it
+        counts as having read the data: its own run stays charged, the runs the request
+        will never make are refunded, once (the run is no longer ``running`` after this).
+        Its duration is unknown (``None``), not the zero it started with.
+        """
         with self.sessions() as db:
             for run in db.scalars(select(RequestRun).where(RequestRun.state == "running")):
+                log.warning(
+                    "request %s run %s was in flight when the datasite stopped (started %s); "
+                    "marked failed (Interrupted), its budget stays spent",
+                    run.request_id,
+                    run.id,
+                    run.started_at,
+                )
                 run.state, run.finished_at = "failed", utcnow()
                 run.error_type, run.error_message = "Interrupted", INTERRUPTED
+                run.duration_seconds = None
                 run.touched_data = True  # we cannot know it did not: keep the charge
                 request = run.request
                 request.state = State.FAILED.value
@@ -378,6 +575,18 @@ class Runner:
         if name not in names:
             raise NotFound(f"Run {run.id} has no output blob {name!r}.")
         return self.settings.results_dir / str(run.id) / name
+
+
+def _cancelled(job_id: str, why: str) -> JobResult:
+    """A run stopped before it started in the sandbox: nothing was read, all refunded."""
+    return JobResult(
+        job_id=job_id,
+        ok=False,
+        error_type="Cancelled",
+        error_message=CANCELLED,
+        error_detail=why,
+        touched_data=False,
+    )
 
 
 def withheld_because(request: CodeRequest, result: JobResult) -> list[str]:

@@ -25,6 +25,8 @@ from datasite.config import Settings
 
 log = logging.getLogger("datasite")
 LOCK_FILE = "datasite.lock"
+#: How long a stopping server lets open HTTP requests finish before it closes them.
+CONNECTIONS_GRACE_SECONDS = 5.0
 
 
 class ServeError(RuntimeError):
@@ -186,11 +188,11 @@ class RunLog:
         self.seen[request_id] = key
         if run_id is not None and run_state == "failed":
             log.info(
-                "request %s: run %s failed: %s (%.1f s)",
+                "request %s: run %s failed: %s (%s)",
                 request_id,
                 run_id,
                 error_type or "error",
-                seconds or 0.0,
+                "duration unknown" if seconds is None else f"{seconds:.1f} s",
             )
         elif run_id is not None and run_state == "released" and state == "released":
             log.info("request %s: run %s released (%.1f s)", request_id, run_id, seconds or 0.0)
@@ -229,13 +231,31 @@ def serve(settings: Settings, version: str) -> None:
         app = create_app(settings)
         run_log = RunLog(app.state.site)
 
+        site = app.state.site
+
         class Server(uvicorn.Server):
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets=sockets)
                 if not self.should_exit:
                     print("ready", flush=True)
 
-        config = uvicorn.Config(app, log_level="warning")
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                if self.should_exit:  # again: cancel the runs now, but still record them
+                    site.runner.hurry()
+                    return
+                super().handle_exit(sig, frame)
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                # Ctrl-C or SIGTERM: say at once which runs are in flight; the site's
+                # close (lifespan) then waits for them, or cancels them, and records each.
+                site.runner.begin_shutdown(settings.shutdown_grace_seconds)
+                await super().shutdown(sockets=sockets)
+                log.info("stopped")
+
+        # Open requests (a notebook's long poll) get a few seconds, not their full timeout.
+        config = uvicorn.Config(
+            app, log_level="warning", timeout_graceful_shutdown=CONNECTIONS_GRACE_SECONDS
+        )
         Server(config).run(sockets=[sock])
     finally:
         if run_log is not None:

@@ -151,6 +151,9 @@ class Site:
             )
 
     def close(self) -> None:
+        """Finish or cancel the runs in flight and record them (``Runner.shutdown``),
+        then stop the background pool and the executor."""
+        self.runner.shutdown(self.settings.shutdown_grace_seconds)
         self.background.shutdown(wait=True, cancel_futures=False)
         if self._executor is not None:
             self._executor.close()

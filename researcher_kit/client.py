@@ -202,9 +202,22 @@ class Request(RequestRecord):
         runs = data.get("runs") or [None]
         return {"state": state, "deny_reason": data.get("deny_reason"), "run": runs[-1]}
 
-    def run(self) -> Request:
-        """Start the next run of a request approved for several runs."""
-        self.data = self._session.post(f"/requests/{self.id}/run")
+    def run(self, params: dict[str, Any] | None = None, weights: bytes | None = None) -> Request:
+        """Start the next run of a request approved for several runs.
+
+        ``params`` (plain JSON) and ``weights`` (a safetensors blob) are this run's public
+        inputs; the function receives them as ``run_args`` (``datasite.contract.run_args``).
+        """
+        if params is None and weights is None:
+            self.data = self._session.post(f"/requests/{self.id}/run")
+            return self
+        import base64
+
+        body = {
+            "params": params or {},
+            "weights": base64.b64encode(weights).decode() if weights is not None else None,
+        }
+        self.data = self._session.post(f"/requests/{self.id}/run", json=body)
         return self
 
 

@@ -33,6 +33,7 @@ from datasite.api.deps import (
     staff,
 )
 from datasite.contract.lifecycle import State
+from datasite.contract.run_args import RunArgsIn, check_run_args
 from datasite.contract.schemas import (
     ApproveIn,
     CodeRequestIn,
@@ -306,14 +307,21 @@ def deny(
 def run_again(
     request_id: Id,
     request: Request,
+    body: RunArgsIn | None = None,
     user: User = Depends(require("researcher")),
     the_site: Site = Depends(site),
     db: Session = Depends(db_session),
 ) -> CodeRequestOut:
-    """Start the next run of a request approved for several runs."""
+    """Start the next run of a request approved for several runs, optionally with this
+    run's public inputs (``params`` JSON, ``weights`` safetensors as base64), which the
+    function receives as ``run_args``."""
     visible_request(db, request_id, user)
+    try:
+        run_args = check_run_args(body) if body is not None else None
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
     db.commit()  # release SQLite's write lock before the runner opens its own session
-    the_site.runner.start(request_id, user, client_address(request))
+    the_site.runner.start(request_id, user, client_address(request), run_args=run_args)
     db.expire_all()
     return request_out(visible_request(db, request_id, user), user)
 

@@ -111,5 +111,11 @@ def function_arguments(inputs: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     For a raw-data (``MECHANISM``) request these are its tables, as loaded; for a
     data-blind one, the proxies the sandbox runner built (``researcher_kit.blind``),
     which hold no data. A fresh dict each call, so one call cannot rebind another's.
+    A run given run arguments (``datasite.contract.run_args``) also passes them as
+    ``run_args``.
     """
-    return dict(inputs)
+    if spec.run_args is None:
+        return dict(inputs)
+    from datasite.contract.run_args import ARGUMENT_NAME, decode_run_args
+
+    return {**inputs, ARGUMENT_NAME: decode_run_args(spec.run_args)}

@@ -80,6 +80,9 @@ class JobSpec(BaseModel):
     harness: str = "datasite.execution.harness:call_once"
     harness_options: dict[str, Any] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    #: This run's public inputs (``datasite.contract.run_args``), checked at the route;
+    #: the function receives them as its ``run_args`` keyword. None: none were given.
+    run_args: dict[str, Any] | None = None
 
 
 class OutputFile(BaseModel):

@@ -204,7 +204,8 @@ class RequestRun(Base):
     stderr: Mapped[str] = mapped_column(Text, default="")  # owner only
     detail_released: Mapped[bool] = mapped_column(Boolean, default=False)
     manifest: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
-    duration_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    #: None when unknown: a run the datasite was killed during (``Interrupted``)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True, default=0.0)
 
     request: Mapped[CodeRequest] = relationship(back_populates="runs")
 

@@ -46,7 +46,12 @@ GRACE_SECONDS = 60.0  # beyond the job's own wall clock before the worker is pre
 
 
 class Executor(Protocol):
-    """Runs JobSpecs in the sandbox."""
+    """Runs JobSpecs in the sandbox.
+
+    An executor may also have ``cancel(future, force=False) -> bool`` (both here do): stop
+    a job that has not finished, so that its future resolves soon (a queued job is
+    dropped, a running one answers ``Cancelled``); ``force`` kills whatever runs it.
+    """
 
     def submit(self, spec: JobSpec) -> Future[JobResult]: ...
 
@@ -110,6 +115,11 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def interrupt(self) -> None:
+        """Ask the worker to cancel its job in progress (SIGUSR1); it still answers."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.process.pid, signal.SIGUSR1)
+
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -154,6 +164,8 @@ class LocalExecutor:
         self._options = {"allow_unsandboxed": allow_unsandboxed, "launcher": tuple(launcher)}
         self._queue: queue.Queue[tuple[JobSpec, Future[JobResult]] | None] = queue.Queue()
         self._closed = False
+        self._running: dict[Future[JobResult], WorkerProcess] = {}
+        self._running_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._serve, name=f"datasite-sandbox-{i}", daemon=True)
             for i in range(concurrency)
@@ -179,7 +191,13 @@ class LocalExecutor:
             try:
                 if worker is None:
                     raise RuntimeError("no sandbox worker could be started")
-                result = worker.run(spec)
+                with self._running_lock:
+                    self._running[future] = worker
+                try:
+                    result = worker.run(spec)
+                finally:
+                    with self._running_lock:
+                        self._running.pop(future, None)
             except Exception as exc:
                 log.exception("sandbox worker lost job %s", spec.job_id)
                 result = _failed(
@@ -202,6 +220,23 @@ class LocalExecutor:
         future: Future[JobResult] = Future()
         self._queue.put((spec, future))
         return future
+
+    def cancel(self, future: Future[JobResult], force: bool = False) -> bool:
+        """Drop a queued job, or ask the worker running it to cancel it (its future then
+        resolves to a ``Cancelled`` result, with the releaser's ledger of a data-blind
+        job); ``force`` kills that worker instead (``WorkerCrashed``). False when the job
+        is neither queued nor running here."""
+        if future.cancel():
+            return True
+        with self._running_lock:
+            worker = self._running.get(future)
+        if worker is None:
+            return False
+        if force:
+            worker.kill()
+        else:
+            worker.interrupt()
+        return True
 
     def close(self) -> None:
         """Finish queued jobs, then stop the workers."""
@@ -321,6 +356,7 @@ class DaskExecutor:
             security = None
         self._client = Client(scheduler_address, security=security, set_as_default=False)
         self._pending: dict[str, Any] = {}
+        self._remote_of: dict[Future[JobResult], Any] = {}
         self._lock = threading.Lock()
 
     def submit(self, spec: JobSpec) -> Future[JobResult]:
@@ -330,10 +366,12 @@ class DaskExecutor:
         remote = self._client.submit(run_packed_job, spec.model_dump_json(), key=key, pure=False)
         with self._lock:
             self._pending[key] = remote  # a dropped Dask future would cancel the task
+            self._remote_of[future] = remote
 
         def finish(done: Any) -> None:
             with self._lock:
                 self._pending.pop(key, None)
+                self._remote_of.pop(future, None)
             try:
                 ((header, blobs),) = unpack_all(done.result())
                 future.set_result(result_from_message(header, blobs))
@@ -345,6 +383,17 @@ class DaskExecutor:
 
         remote.add_done_callback(finish)
         return future
+
+    def cancel(self, future: Future[JobResult], force: bool = False) -> bool:
+        """Cancel the job's Dask task. Dask cannot stop a task a worker already runs: it
+        finishes there and its result is dropped; the future resolves at once either way
+        (``WorkerCrashed``, counted as having read the data)."""
+        with self._lock:
+            remote = self._remote_of.get(future)
+        if remote is None:
+            return False
+        remote.cancel()
+        return True
 
     def close(self) -> None:
         self._client.close()

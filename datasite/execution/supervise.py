@@ -37,6 +37,10 @@ LOG_CAP = 1024**2
 HEADER_ALLOWANCE = 4 * 1024**2  # result JSON (traceback, report) on top of the blobs
 DRAIN_SECONDS = 5.0
 STREAMS = ("stdout", "stderr", "result", "control")
+CANCELLED = (
+    "The datasite was stopped while this run was in flight; the run was cancelled "
+    "before it finished."
+)
 
 
 def _exit_code(status: int) -> int:
@@ -138,6 +142,33 @@ class _Watch:
             os.killpg(self.supervisor, signal.SIGKILL)
 
 
+#: The run this worker is watching, and whether it was asked to stop it
+#: (:func:`cancel_current`, the worker's SIGUSR1 handler).
+_current: _Watch | None = None
+_cancel_requested = False
+
+
+def cancel_current() -> None:
+    """Stop the run in progress: its sandbox is killed, its releaser still reports its
+    ledger (so a data-blind run's spend is known), and its result says ``Cancelled``.
+
+    Called from the worker's signal handler, between two bytecodes of the main thread;
+    a request that arrives before the run's sandbox exists stops it as soon as it does.
+    The request holds until :func:`clear_cancel` (the worker calls it after answering).
+    """
+    global _cancel_requested
+    _cancel_requested = True
+    if _current is not None:
+        _current.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(_current.supervisor, signal.SIGKILL)  # before its setsid, too
+
+
+def clear_cancel() -> None:
+    global _cancel_requested
+    _cancel_requested = False
+
+
 def _watch(watch: _Watch, readers: dict[str, int], wall_seconds: float) -> None:
     deadline = time.monotonic() + wall_seconds
     killed = False
@@ -215,9 +246,14 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
     caps = {"stdout": LOG_CAP, "stderr": LOG_CAP, "control": 64 * 1024}
     caps["result"] = spec.limits.max_output_bytes + HEADER_ALLOWANCE
     watch = _Watch(pid, {name: _Capture(cap) for name, cap in caps.items()})
+    global _current
+    _current = watch
     try:
+        if _cancel_requested:
+            cancel_current()
         _watch(watch, {name: r for name, (r, _) in pipes.items()}, spec.limits.wall_seconds)
     finally:
+        _current = None
         _reap(watch)
         ledger = releaser.finish() if releaser is not None else None
     result = verdict(
@@ -228,6 +264,8 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
         stdout=watch.captures["stdout"].text(),
         stderr=watch.captures["stderr"].text(),
     )
+    if _cancel_requested and not result.ok:
+        result.error_type, result.error_message = "Cancelled", CANCELLED
     if ledger is not None:
         result.spend = ledger  # the releaser's word, never the job's
         result.touched_data = bool(ledger)  # only a release reads the data

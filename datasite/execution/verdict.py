@@ -87,6 +87,7 @@ SHOWN_ERROR_TYPES = frozenset(
         "OpenDPException",
         # the site's own
         "BudgetExceeded",
+        "Cancelled",
         "CpuTimeExceeded",
         "Crashed",
         "Interrupted",

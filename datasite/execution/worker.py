@@ -13,6 +13,9 @@ Protocol on stdin/stdout (``wire`` messages, no pickle):
 - worker -> executor: ``{"event": "result", "result": <JobResult JSON without blobs>}``
   followed by the result's blobs.
 
+SIGUSR1 cancels the job in progress (``supervise.cancel_current``): the worker still
+answers, with a ``Cancelled`` result that carries the releaser's ledger.
+
 The worker exits when stdin closes. It must run as root (namespaces, chroot, setuid)
 unless ``DATASITE_ALLOW_UNSANDBOXED=1`` is set.
 """
@@ -23,6 +26,7 @@ import importlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from typing import IO
@@ -30,7 +34,7 @@ from typing import IO
 from datasite.contract.framing import read_message, result_message, write_message
 from datasite.contract.job import JobResult, JobSpec
 from datasite.execution.sandbox import SandboxConfig, opt_out_from_env
-from datasite.execution.supervise import run_job
+from datasite.execution.supervise import cancel_current, clear_cancel, run_job
 
 log = logging.getLogger("datasite.execution.worker")
 
@@ -121,11 +125,14 @@ def serve(channel_in: IO[bytes], channel_out: IO[bytes], config: SandboxConfig) 
                 touched_data=True,
             )
         write_message(channel_out, *result_message(result))
+        clear_cancel()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="datasite-worker %(levelname)s %(message)s")
     channel_in, channel_out = _protocol_streams()
+    # The executor's cancel (a stopping site): stop the run in progress, answer as usual.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: cancel_current())
     loaded = preload()
     jail_root = tempfile.mkdtemp(prefix="datasite-jail-")
     config = SandboxConfig(jail_root=jail_root, allow_unsandboxed=opt_out_from_env())
