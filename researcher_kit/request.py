@@ -169,6 +169,7 @@ class DPRequest:
 
         with dp.track() as spend:
             outputs = self.fn(**self._mock_arguments(self.epsilon or 1.0))
+        outputs = as_released(outputs)
         if self.epsilon is None and spend.epsilon > 0:
             self.epsilon, self.delta = spend.epsilon, max(self.delta, spend.delta)
         if not self.mechanisms:
@@ -201,6 +202,21 @@ class DPRequest:
             "description": description or (inspect.getdoc(self.fn) or ""),
             "runs": self.runs,
         }
+
+
+def as_released(value: Any) -> Any:
+    """``value`` after the trip a real run's output makes (the result codec, under the
+    site's default output cap): a dry-run that passes must encode on the real run too, so
+    an output the site could not release fails here, with the same ``UnsupportedResult``
+    or ``OutputTooLarge``, before any budget is spent.
+
+    >>> as_released({"n": 3})
+    {'n': 3}
+    """
+    from datasite.contract.job import Limits
+    from datasite.contract.results import decode_result, encode_result
+
+    return decode_result(*encode_result(value, Limits().max_output_bytes))
 
 
 def dp_request(

@@ -36,6 +36,8 @@ DEFAULT_MAX_BYTES = 64 * 1024**2
 MAX_DEPTH = 64
 ARRAY_KINDS = "biufU"
 SCALAR_KINDS = "biuf"
+#: Manifest node types an index label may have when the labels travel in the manifest.
+_LABEL_TYPES = frozenset({"none", "bool", "int", "float", "str", "numpy_scalar"})
 
 
 class ResultError(ValueError):
@@ -132,11 +134,14 @@ class _Encoder:
         if isinstance(value, np.ndarray):
             return self._array(value)
         if isinstance(value, pd.DataFrame):
-            return {"type": "dataframe", "blob": self._blob(_parquet(value), "parquet")}
+            frame, labels = self._labels(value, depth)
+            node = {"type": "dataframe", "blob": self._blob(_parquet(frame), "parquet")}
+            return {**node, **labels}
         if isinstance(value, pd.Series):
             name = value.name if isinstance(value.name, str | int | float | None) else None
-            frame = value.to_frame(name="values")
-            return {"type": "series", "name": name, "blob": self._blob(_parquet(frame), "parquet")}
+            frame, labels = self._labels(value.to_frame(name="values"), depth)
+            node = {"type": "series", "name": name, "blob": self._blob(_parquet(frame), "parquet")}
+            return {**node, **labels}
         if type(value) in (list, tuple):
             items = [self.node(item, depth + 1) for item in value]
             return {"type": type(value).__name__, "items": items}
@@ -150,6 +155,27 @@ class _Encoder:
             "Series, fitted scikit-learn/diffprivlib models or skops bytes, or tuples, "
             "lists and dicts of these."
         )
+
+    def _labels(self, frame: Any, depth: int) -> tuple[Any, dict[str, Any]]:
+        """An index that mixes label types (``dp.histogram(..., categories=[0, 1])`` gives
+        ``0, 1, "(other)"``) has no Parquet type: its labels travel in the manifest as
+        scalar nodes, in order, and the table goes without it. Other indexes are Parquet's.
+        """
+        import pandas as pd
+
+        index = frame.index
+        if isinstance(index, pd.MultiIndex) or index.dtype != object:
+            return frame, {}
+        if len({type(label) for label in index}) <= 1:
+            return frame, {}
+        labels = [self.node(label, depth + 1) for label in index]
+        if any(node["type"] not in _LABEL_TYPES for node in labels):
+            raise UnsupportedResult(
+                "A returned table's index mixes label types and holds something other "
+                "than numbers, strings, booleans or None."
+            )
+        name = index.name if isinstance(index.name, str | int | float | None) else None
+        return frame.reset_index(drop=True), {"index": labels, "index_name": name}
 
     def _pair(self, key: Any, value: Any, depth: int) -> list[dict[str, Any]]:
         if not (key is None or type(key) in (str, int, float, bool)):
@@ -311,10 +337,10 @@ class _Decoder:
         import pandas as pd
 
         if kind == "dataframe":
-            return pd.read_parquet(io.BytesIO(self.blob(node)))
+            return self._index(pd.read_parquet(io.BytesIO(self.blob(node))), node)
         if kind == "series":
-            series = pd.read_parquet(io.BytesIO(self.blob(node)))["values"]
-            return series.rename(node.get("name"))
+            frame = self._index(pd.read_parquet(io.BytesIO(self.blob(node))), node)
+            return frame["values"].rename(node.get("name"))
         if kind == "ndarray":
             import numpy as np
             import pyarrow.parquet as pq
@@ -326,6 +352,19 @@ class _Decoder:
         if kind == "model":
             return load_model(self.blob(node))
         raise ValueError(f"Unknown result node type {kind!r}.")
+
+    def _index(self, frame: Any, node: dict[str, Any]) -> Any:
+        """Put back the labels ``_Encoder._labels`` carried in the manifest."""
+        import pandas as pd
+
+        if "index" not in node:
+            return frame
+        nodes = node["index"]
+        if len(nodes) != len(frame) or any(n.get("type") not in _LABEL_TYPES for n in nodes):
+            raise ValueError("The result manifest's index does not fit its table.")
+        labels = [self.value(label, 1) for label in nodes]
+        frame.index = pd.Index(labels, dtype=object, name=node.get("index_name"))
+        return frame
 
 
 def decode_result(manifest: dict[str, Any], blobs: dict[str, bytes]) -> Any:
