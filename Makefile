@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,torch]'
-	$(BIN)/pip install --quiet --no-deps 'pycanon==1.3.6'  # see pyproject.toml
+	$(BIN)/pip install --quiet --no-deps 'pycanon==1.3.6' 'anjana==1.2.3' 'acro==1.0.2'  # see pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -337,14 +337,26 @@ def dataset_anonymity(
     QIs and ``min_group_size`` unless given; the asset holding them unless named."""
     import pandas as pd
 
-    from datasite.errors import NotFound
-
     qis = list(quasi_identifiers or policy.k_anonymity_qis)
     if not qis:
         raise Invalid(
             "Name the quasi-identifier columns (or declare k_anonymity_qis in the policy)."
         )
     wanted = qis + list(sensitive or [])
+    record = asset_holding(dataset, wanted, asset)
+    found = record.name
+    path = store.path(record.real_path if side == "real" else record.mock_path)
+    frame = pd.read_parquet(path, columns=list(dict.fromkeys(wanted)))
+    required = k if k is not None else policy.min_group_size
+    report = check_anonymity(frame, qis, sensitive, k=required)
+    return {"dataset": dataset.name, "asset": found, "side": side, **report.to_dict()}
+
+
+def asset_holding(dataset: Any, wanted: list[str], asset: str | None = None) -> Any:
+    """The asset of ``dataset`` (an ORM ``Dataset``) named ``asset``, or the one holding
+    every column in ``wanted``; ``NotFound``/``Invalid`` naming what there is."""
+    from datasite.errors import NotFound
+
     assets = {a.name: a for a in dataset.assets}
     columns = {name: [c["name"] for c in a.columns] for name, a in assets.items()}
     if asset is not None:
@@ -370,9 +382,4 @@ def dataset_anonymity(
             f"Unknown column(s) {', '.join(map(repr, missing))} in asset {found!r}; its "
             f"columns are {', '.join(columns[found])}."
         )
-    record = assets[found]
-    path = store.path(record.real_path if side == "real" else record.mock_path)
-    frame = pd.read_parquet(path, columns=list(dict.fromkeys(wanted)))
-    required = k if k is not None else policy.min_group_size
-    report = check_anonymity(frame, qis, sensitive, k=required)
-    return {"dataset": dataset.name, "asset": found, "side": side, **report.to_dict()}
+    return assets[found]

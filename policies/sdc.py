@@ -164,7 +164,7 @@ def cell_stats(
     with np.errstate(divide="ignore", invalid="ignore"):
         stats["dominance"] = (total > 0) & (top_n / total > rules.dominance_k)
         rest = total - first - second
-        stats["p_ratio"] = (total > 0) & (stats["count"] >= 2) & (rest / first < rules.p_ratio)
+        stats["p_ratio"] = (total > 0) & (rest / first < rules.p_ratio)  # one row: 0, fails
     return stats
 
 

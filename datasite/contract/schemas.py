@@ -188,6 +188,30 @@ class DatasetRemovedOut(BaseModel):
     detail: str
 
 
+class GeneraliseIn(Strict):
+    """``POST /datasets/{name}/generalise``: a k-anonymous copy of an asset's real table
+    (``datasite.generalisation``), for its owner."""
+
+    quasi_identifiers: list[Name] = Field(
+        min_length=1, max_length=50, description="The columns an outsider could link."
+    )
+    k: int = Field(ge=1, le=1_000_000, description="Every QI combination is shared by k rows.")
+    sensitive: str | None = Field(default=None, max_length=200, description="For l-diversity.")
+    l: int | None = Field(default=None, ge=1, le=1000, description="Distinct sensitive values.")  # noqa: E741
+    identifiers: list[Name] = Field(
+        default_factory=list, max_length=50, description="Columns replaced by '*'."
+    )
+    max_suppressed_percent: float = Field(
+        default=5.0, ge=0, le=100, description="At most this share of rows may be dropped."
+    )
+    hierarchies: dict[str, list[dict[str, str | int | float]]] | None = Field(
+        default=None,
+        max_length=50,
+        description="Per QI, its levels above the value: maps from value to label.",
+    )
+    asset: str | None = Field(default=None, max_length=200)
+
+
 class ProjectIn(Strict):
     name: Name
     description: str = Field(default="", max_length=100_000)
