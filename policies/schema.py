@@ -62,6 +62,7 @@ DEFAULT_IMPORTS: tuple[str, ...] = (
     "numpy",
     "opendp",
     "polars",
+    "dask",  # a raw-data function may ask for a Dask DataFrame (large assets)
     "sklearn",
     "diffprivlib",
     "skops",

@@ -345,6 +345,22 @@ def test_raw_code_that_asks_for_a_lazy_frame_scans_the_partitions(executor, big_
     assert abs(decode_result(result.manifest, result.blobs) - 5.0) < 0.01
 
 
+@pytest.mark.integration
+def test_raw_code_asking_for_a_dask_frame_gets_one_per_file(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
+    """The same table as a Dask DataFrame, computed in the sandbox a partition at a time."""
+    source = """
+        import dask.dataframe as dd
+
+        def f(df: dd.DataFrame):
+            clipped = df["x"].clip(0, 10)
+            return df.npartitions, float(clipped.mean().compute(scheduler="synchronous"))
+    """
+    result = run(executor, big_folder, source, kind="mechanism", memory=1536 * 1024**2)
+    assert result.ok, (result.error_type, result.error_message, result.error_detail)
+    partitions, mean = decode_result(result.manifest, result.blobs)
+    assert partitions == len(partition_files(big_folder)) and abs(mean - 5.0) < 0.01
+
+
 # -- storage through the site: partitions, streamed uploads, an interrupted upload ---------
 
 

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from datasite.contract.harness import current_report, function_arguments
 from datasite.contract.job import JobSpec
 
 TRUSTED_HARNESS_PACKAGES = ("datasite", "policies", "researcher_kit")
 Harness = Callable[[Callable[..., Any], dict[str, Any], JobSpec], Any]
+#: A lazy frame a raw-data function may ask for by annotating its argument.
+Lazy = Literal["polars", "dask"] | None
 
 
 def resolve_harness(path: str) -> Harness:
@@ -54,8 +56,10 @@ def resolve_harness(path: str) -> Harness:
     return harness
 
 
-def load_table(source: str | list[IO[bytes]], lazy: bool = False) -> Any:
-    """One input from its Parquet files (open ones, or a path: a file or partition folder)."""
+def load_table(source: str | list[IO[bytes]], lazy: Lazy = None) -> Any:
+    """One input from its Parquet files (open ones, or a path: a file or partition folder):
+    a pandas DataFrame, or with ``lazy`` a Polars ``LazyFrame`` or a Dask DataFrame over
+    the partitions (one Dask partition per file), which read only what they need."""
     import os
 
     from datasite.contract.tables import partition_files
@@ -64,10 +68,14 @@ def load_table(source: str | list[IO[bytes]], lazy: bool = False) -> Any:
         sources: list[Any] = partition_files(source) if os.path.isdir(source) else [source]
     else:
         sources = list(source)
-    if lazy:  # open files are scanned by their /proc path, so Polars reads only what it needs
+    if lazy == "polars":  # open files are scanned by their /proc path
         import polars as pl
 
         return pl.scan_parquet([_scannable(s) for s in sources])
+    if lazy == "dask":
+        import dask.dataframe as dd
+
+        return dd.read_parquet([_scannable(s) for s in sources])
     import pandas as pd
 
     if len(sources) == 1:
@@ -86,25 +94,39 @@ def _scannable(source: Any) -> Any:
     return source
 
 
-def wants_lazy(fn: Callable[..., Any], argument: str) -> bool:
-    """Whether ``fn`` annotates ``argument`` as a Polars ``LazyFrame``.
+def wants_lazy(fn: Callable[..., Any], argument: str) -> Lazy:
+    """Which lazy frame ``fn``'s annotation of ``argument`` asks for: ``"polars"`` for a
+    Polars ``LazyFrame``, ``"dask"`` for a Dask ``DataFrame``, None for pandas.
 
+    >>> import dask.dataframe as dd
     >>> import polars as pl
-    >>> def f(df: pl.LazyFrame, other): ...
-    >>> wants_lazy(f, "df"), wants_lazy(f, "other")
-    (True, False)
+    >>> def f(df: pl.LazyFrame, big: dd.DataFrame, other): ...
+    >>> wants_lazy(f, "df"), wants_lazy(f, "big"), wants_lazy(f, "other")
+    ('polars', 'dask', None)
+    >>> def g(df: "dd.DataFrame"): ...
+    >>> wants_lazy(g, "df")
+    'dask'
     """
     import inspect
 
     try:
         parameter = inspect.signature(fn).parameters.get(argument)
     except (TypeError, ValueError):
-        return False
+        return None
     if parameter is None or parameter.annotation is inspect.Parameter.empty:
-        return False
+        return None
     annotation = parameter.annotation
-    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    return name.rsplit(".", 1)[-1] == "LazyFrame"
+    if isinstance(annotation, str):
+        text = annotation
+    else:
+        module = getattr(annotation, "__module__", "") or ""
+        text = f"{module}.{getattr(annotation, '__name__', '')}"
+    name = text.rsplit(".", 1)[-1]
+    if name == "LazyFrame":
+        return "polars"
+    if name == "DataFrame" and (text.startswith(("dd.", "dask.")) or ".dask" in text):
+        return "dask"
+    return None
 
 
 def call_once(fn: Callable[..., Any], inputs: dict[str, Any], spec: JobSpec) -> Any:

@@ -217,10 +217,10 @@ def job_main(
         if blind:
             inputs = _blind_inputs(spec, fds["release"])
         else:
-            lazy = {name for name in files if wants_lazy(fn, name)}
-            inputs = {name: load_table(parts, name in lazy) for name, parts in files.items()}
+            lazy = {name: wants_lazy(fn, name) for name in files}
+            inputs = {name: load_table(parts, lazy[name]) for name, parts in files.items()}
             for name, parts in files.items():
-                if name not in lazy:  # a LazyFrame reads its files when it is collected
+                if lazy[name] is None:  # a lazy frame reads its files when it is computed
                     for handle in parts:
                         handle.close()
         reporter.send({"event": "loaded"})
