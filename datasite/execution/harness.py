@@ -117,7 +117,7 @@ def wants_lazy(fn: Callable[..., Any], argument: str) -> Lazy:
         return None
     annotation = parameter.annotation
     if isinstance(annotation, str):
-        text = annotation
+        text = annotation.strip("'\"")  # a quoted name, under postponed annotations too
     else:
         module = getattr(annotation, "__module__", "") or ""
         text = f"{module}.{getattr(annotation, '__name__', '')}"
