@@ -452,7 +452,7 @@ class Runner:
             run.state = outcome
             run.finished_at = utcnow()
             run.touched_data = result.touched_data
-            run.manifest = result.manifest if result.ok else None
+            run.manifest = _with_error_bars(request.kind, result) if result.ok else None
             run.error_type, run.error_message = result.error_type, result.error_message
             run.error_detail = result.error_detail
             if reasons:
@@ -575,6 +575,22 @@ class Runner:
         if name not in names:
             raise NotFound(f"Run {run.id} has no output blob {name!r}.")
         return self.settings.results_dir / str(run.id) / name
+
+
+def _with_error_bars(kind: str, result: JobResult) -> dict[str, Any] | None:
+    """A data-blind run's manifest with the error bars of the values it returned as the
+    releaser released them (``datasite.error_bars``); only the releaser's ledger counts,
+    so a raw-data run (whose spend its own code records) gets none. Never loses a result.
+    """
+    if not result.manifest or not RequestKind(kind).data_blind:
+        return result.manifest
+    from datasite.error_bars import with_error_bars
+
+    try:
+        return with_error_bars(result.manifest, result.blobs, result.spend)
+    except Exception:  # noqa: BLE001 - a picture is not worth a result
+        log.warning("error bars for job %s could not be computed", result.job_id, exc_info=True)
+        return result.manifest
 
 
 def _cancelled(job_id: str, why: str) -> JobResult:

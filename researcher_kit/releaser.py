@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,7 +52,7 @@ from datasite.contract.release import (
 )
 from researcher_kit.dp.budget import Budget
 from researcher_kit.dp.partitioned import Mapper, PartitionedTable
-from researcher_kit.dp.spend import SpendLog, track
+from researcher_kit.dp.spend import SpendEntry, SpendLog, track
 from researcher_kit.filters import mask
 
 #: Estimator settings a model call may pass on (public, data-independent); the privacy
@@ -136,7 +137,7 @@ class Releaser:
             return self.schema(call.table)
         with track() as log:
             value = getattr(self, f"_{call.op}")(call)
-        self.spent.entries.extend(log.entries)
+        self.spent.entries.extend(_with_released(log.entries, value))
         return value
 
     def _needed(self, call: ReleaseCall, wanted: list[str]) -> list[str]:
@@ -369,6 +370,30 @@ class Releaser:
                 raise ReleaseRefused(f"{step!r} is not a Context query step the site replays")
             query = getattr(query, step)(*[_argument(a) for a in arguments])
         return record_context_release(ctx, query, "context_query", None)
+
+
+#: Helpers whose noise is added to the very value they return, so the entry's ``scale``
+#: is that value's error; at most this many values are kept with the entry.
+_NOISED_AS_RETURNED = frozenset({"count", "sum", "histogram"})
+_MAX_RELEASED = 1000
+
+
+def _with_released(entries: list[SpendEntry], value: Any) -> list[SpendEntry]:
+    """The ledger entry of a count, sum or histogram with the value it released
+    (``details["released"]``): the site matches a run's returned outputs to it, and so to
+    its noise scale, to draw error bars (``datasite.error_bars``). The value is a DP
+    release already paid for; the site keeps it only where the function returned it.
+    """
+    if len(entries) != 1 or entries[0].helper not in _NOISED_AS_RETURNED:
+        return entries
+    released = value.tolist() if isinstance(value, pd.Series) else value
+    if isinstance(released, np.generic):
+        released = released.item()
+    plain = isinstance(released, int | float) and not isinstance(released, bool)
+    listed = isinstance(released, list) and 0 < len(released) <= _MAX_RELEASED
+    if not (plain or listed):
+        return entries
+    return [replace(entries[0], details={**entries[0].details, "released": released})]
 
 
 def _plain_json(value: Any) -> bool:

@@ -10,10 +10,13 @@ from sqlalchemy.orm import Session
 from datasite.api.deps import db_session
 from datasite.db.models import AuditEvent, BudgetGrant, Dataset, LedgerEntry, User
 from datasite.web.access import WebSession, owner_page, staff_page
+from datasite.web.charts import budget_over_time, line_chart
 from datasite.web.render import render
 
 router = APIRouter(include_in_schema=False)
 AUDIT_PAGE = 100
+#: Most ledger entries the budget charts read (the oldest first).
+CHART_ENTRIES = 5000
 
 
 @router.get("/ledger", response_class=HTMLResponse)
@@ -37,20 +40,42 @@ def ledger_page(
         .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
         .order_by(LedgerEntry.id.desc())
     )
+    spends_q = (
+        select(LedgerEntry.created_at, User.email, Dataset.name, LedgerEntry.epsilon)
+        .join(BudgetGrant, LedgerEntry.grant_id == BudgetGrant.id)
+        .join(User, BudgetGrant.user_id == User.id)
+        .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
+        .order_by(LedgerEntry.id)
+    )
     if researcher:
         grants_q = grants_q.where(User.email == researcher.strip().lower())
         entries_q = entries_q.where(User.email == researcher.strip().lower())
+        spends_q = spends_q.where(User.email == researcher.strip().lower())
     if dataset:
         grants_q = grants_q.where(Dataset.name == dataset)
         entries_q = entries_q.where(Dataset.name == dataset)
+        spends_q = spends_q.where(Dataset.name == dataset)
+    grants = list(db.scalars(grants_q))
+    spends = list(db.execute(spends_q.limit(CHART_ENTRIES)))
+    ceiling = grants[0].epsilon if len(grants) == 1 else None  # one budget: draw its line
     return render(
         request,
         "ledger.html",
         {
             "title": "Privacy ledger",
             "nav": "ledger",
-            "grants": list(db.scalars(grants_q)),
+            "grants": grants,
             "entries": list(db.execute(entries_q.limit(500))),
+            "by_researcher": line_chart(
+                budget_over_time((when, email, eps) for when, email, _, eps in spends),
+                title="Epsilon spent over time, per researcher",
+                ceiling=ceiling,
+            ),
+            "by_dataset": line_chart(
+                budget_over_time((when, name, eps) for when, _, name, eps in spends),
+                title="Epsilon spent over time, per dataset",
+                ceiling=ceiling,
+            ),
             "researcher": researcher,
             "dataset": dataset,
             "researchers": list(
