@@ -83,16 +83,55 @@ DEFAULT_IMPORTS: tuple[str, ...] = (
 )
 
 
+#: What a dataset's policy is, in words for the people who set it (the policy form's intro).
+INTRO = (
+    "The rules every code request on this dataset is checked against before anyone may "
+    "approve it: how much privacy loss a request and a researcher may spend, which code "
+    "a request may run, and what happens to outputs that are not differentially private. "
+    "Each field says what it does."
+)
+
+
 class AuditSettings(BaseModel):
     """How long and how often the empirical audit may run the request on the mock."""
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
-    time_budget_seconds: float = Field(default=0.5, gt=0, le=600)
-    max_trials: int = Field(default=4000, ge=20, le=1_000_000)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
-    dry_run_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+    enabled: bool = Field(
+        default=True,
+        description="Run the empirical audit: the checker runs a raw-data request many "
+        "times on neighbouring copies of the mock and measures how much its outputs "
+        "reveal, to catch a declared epsilon that is too small.",
+    )
+    time_budget_seconds: float = Field(
+        title="Time budget (seconds)",
+        default=0.5,
+        gt=0,
+        le=600,
+        description="How long the audit may run, in seconds. Longer finds more, and "
+        "delays the report.",
+    )
+    max_trials: int = Field(
+        default=4000,
+        ge=20,
+        le=1_000_000,
+        description="At most this many runs on the mock per audit (at least 20).",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="How sure the audit must be before it reports a lower bound on the "
+        "privacy loss (0.95 = 95%).",
+    )
+    dry_run_timeout_seconds: float = Field(
+        title="Dry-run time limit (seconds)",
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="A dry run on the mock that takes longer than this many seconds is "
+        "stopped and the request blocked (code that may never finish).",
+    )
 
 
 class Policy(BaseModel):
@@ -107,28 +146,106 @@ class Policy(BaseModel):
     when such outputs are allowed).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    #: The description people read above the policy form (the docstring is for code).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"description": INTRO})
 
-    max_epsilon_per_request: float = Field(default=1.0, gt=0)
-    max_delta_per_request: float = Field(default=1e-6, ge=0, lt=1)
-    default_total_epsilon: float = Field(default=10.0, ge=0)
-    default_total_delta: float = Field(default=1e-5, ge=0, lt=1)
-    allowed_mechanisms: list[str] = Field(default_factory=lambda: list(DEFAULT_MECHANISMS))
-    allowed_imports: list[str] = Field(default_factory=lambda: list(DEFAULT_IMPORTS))
-    non_dp_outputs: NonDPOutputs = "block"
-    auto_approve: bool = False
+    max_epsilon_per_request: float = Field(
+        default=1.0,
+        gt=0,
+        description="The most privacy loss (epsilon) one request may declare per run. "
+        "Smaller is more private; 1 is a common upper end for a single release.",
+    )
+    max_delta_per_request: float = Field(
+        default=1e-6,
+        ge=0,
+        lt=1,
+        description="The most delta one request may declare: the small chance that the "
+        "epsilon guarantee fails. Keep it far below 1 / the number of people.",
+    )
+    default_total_epsilon: float = Field(
+        default=10.0,
+        ge=0,
+        description="Each researcher's total epsilon budget on this dataset, unless you "
+        "grant them another. Requests draw on it until it is spent.",
+    )
+    default_total_delta: float = Field(
+        default=1e-5,
+        ge=0,
+        lt=1,
+        description="Each researcher's total delta budget on this dataset, unless you "
+        "grant them another.",
+    )
+    allowed_mechanisms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MECHANISMS),
+        description="The DP functions a request may call (OpenDP constructors such as "
+        "make_laplace, diffprivlib.models.*, researcher_kit.dp.*). A name ending in .* "
+        "allows everything under it; any other noise is reported.",
+    )
+    allowed_imports: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IMPORTS),
+        description="The packages a request's code may import (each with its "
+        "submodules). Anything else, such as os or socket, blocks the request.",
+    )
+    non_dp_outputs: NonDPOutputs = Field(
+        title="Non-DP outputs",
+        default="block",
+        description="What an output that is not differentially private does: block "
+        "(the request is blocked; an owner may still override with a reason), review "
+        "(a person decides) or allow (reported only; disclosure control still applies).",
+    )
+    auto_approve: bool = Field(
+        default=False,
+        description="Approve without a person a data-blind request whose check passes "
+        "and that fits the researcher's budget. Raw-data requests always wait for a "
+        "person.",
+    )
     #: The privacy unit: one person is at most this many rows of the dataset. The site
     #: binds every release with it; a request cannot choose its own.
-    max_contributions: int = Field(default=1, ge=1, le=100_000)
-    min_group_size: int = Field(default=10, ge=1)
-    audit: AuditSettings = Field(default_factory=AuditSettings)
+    max_contributions: int = Field(
+        title="Rows per person (the privacy unit)",
+        default=1,
+        ge=1,
+        le=100_000,
+        description="The privacy unit: the most rows one person has in this dataset. "
+        "Every release protects a whole person; a request cannot change it.",
+    )
+    min_group_size: int = Field(
+        default=10,
+        ge=1,
+        description="The smallest group a non-DP table may describe (the k of "
+        "k-anonymity, and the cell threshold of disclosure control).",
+    )
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings,
+        title="Empirical audit",
+        description="How the checker tests a raw-data request's privacy claim on the mock.",
+    )
     #: Disclosure control of non-DP table outputs (``policies.sdc``); ACRO's defaults.
-    sdc: SdcRules = Field(default_factory=SdcRules)
+    sdc: SdcRules = Field(
+        default_factory=SdcRules,
+        title="Disclosure control of non-DP tables",
+        description="Cell rules for tables that are not DP, when non-DP outputs are "
+        "allowed (ACRO's defaults).",
+    )
     #: A non-DP model whose membership-inference AUC exceeds this is withheld.
-    mia_max_auc: float = Field(default=0.6, gt=0.5, le=1)
+    mia_max_auc: float = Field(
+        title="Highest membership-attack AUC of a non-DP model",
+        default=0.6,
+        gt=0.5,
+        le=1,
+        description="A model fitted without DP is withheld when a membership-inference "
+        "attack tells its training rows from others better than this (0.5 = chance, "
+        "1 = always).",
+    )
     #: Quasi-identifiers, with ``min_group_size`` as k: a mock less k-anonymous on them is
     #: refused, a non-DP row-level output below k withheld (``datasite.anonymity``).
-    k_anonymity_qis: list[str] = Field(default_factory=list)
+    k_anonymity_qis: list[str] = Field(
+        title="Quasi-identifiers (k-anonymity)",
+        default_factory=list,
+        description="Quasi-identifiers: columns that together could single a person out "
+        "(age, postcode, sex). A mock, or a non-DP row-level output, in which a group "
+        "on them is smaller than the minimum group size is refused.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -61,13 +61,48 @@ class SdcRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: int | None = Field(default=None, ge=1)
-    dominance_n: int = Field(default=2, ge=1)
-    dominance_k: float = Field(default=0.90, gt=0, le=1)
-    p_ratio: float = Field(default=0.10, ge=0, le=1)
-    suppress_at_or_below: int | None = Field(default=None, ge=0)
-    round_to: int | None = Field(default=None, ge=1)
-    on_fail: OnFail = "suppress"
+    threshold: int | None = Field(
+        default=None,
+        ge=1,
+        description="A table cell counting fewer people than this fails. Empty: the "
+        "policy's minimum group size.",
+    )
+    dominance_n: int = Field(
+        default=2,
+        ge=1,
+        description="Dominance rule: a cell fails when its n largest contributors make "
+        "up more than the share below of its total (n).",
+    )
+    dominance_k: float = Field(
+        default=0.90,
+        gt=0,
+        le=1,
+        description="Dominance rule: the share of a cell's total (0.9 = 90%) that its n "
+        "largest contributors may not exceed.",
+    )
+    p_ratio: float = Field(
+        title="P% ratio",
+        default=0.10,
+        ge=0,
+        le=1,
+        description="P% rule: a cell fails when the second-largest contributor could "
+        "estimate the largest to within this fraction (0.1 = 10%).",
+    )
+    suppress_at_or_below: int | None = Field(
+        default=None,
+        ge=0,
+        description="Blank every count at or below this (OpenSAFELY uses 7). Empty: off.",
+    )
+    round_to: int | None = Field(
+        default=None,
+        ge=1,
+        description="Round every count to a multiple of this (OpenSAFELY uses 5). Empty: off.",
+    )
+    on_fail: OnFail = Field(
+        default="suppress",
+        description="What a failing cell does: suppress blanks it and releases the "
+        "rest; withhold holds the whole result for the owner to decide.",
+    )
 
     def cell_threshold(self) -> int:
         return self.threshold if self.threshold is not None else 10
