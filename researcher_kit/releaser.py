@@ -334,6 +334,46 @@ class Releaser:
             max_contributions=self.max_contributions, **settings,
         )  # fmt: skip
 
+    def _train_torch(self, call: ReleaseCall) -> dict[str, Any]:
+        """A PyTorch model trained with Opacus's DP-SGD (``rk.dp.train_torch``).
+
+        The architecture, settings and columns are checked and the accountant's spend is
+        charged before any data is read (``researcher_kit.dp.deep``).
+        """
+        from researcher_kit.dp import deep
+
+        if call.label is not None:
+            try:
+                check_filter(call.label)
+            except ValueError as exc:
+                raise ReleaseRefused(str(exc)) from None
+        known = self.schema(call.table)
+        try:
+            plan = deep.plan_training(
+                call.training or {}, list(call.features or []), call.epsilon, call.delta,
+                self.max_contributions,
+            )  # fmt: skip
+        except deep.TrainingRefused as exc:
+            raise ReleaseRefused(str(exc)) from None
+        columns = [*plan.features, *([call.target] if call.target else [])]
+        if (call.target is None) == (call.label is None):
+            raise ReleaseRefused("train_torch needs exactly one of a target column or a label")
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ReleaseRefused(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        if not all(_numeric(known[c]) for c in columns):
+            raise ReleaseRefused("train_torch takes numeric feature and target columns")
+        self.budget.spend(plan.epsilon, plan.delta)  # BudgetExceeded before any data is read
+        frame = self._columns(call, list(dict.fromkeys([*columns, *filter_columns(call.label)])))
+        X = frame[plan.features].to_numpy(dtype=float)
+        if call.label is not None:
+            y = mask(call.label, frame).astype(float)
+        else:
+            y = frame[call.target].to_numpy(dtype=float)
+        result = deep.fit(plan, X, y)
+        deep.record_training(plan, result)
+        return result
+
     # -- Context queries -----------------------------------------------------------------
 
     def context(self, table: str) -> Any:
@@ -370,6 +410,10 @@ class Releaser:
                 raise ReleaseRefused(f"{step!r} is not a Context query step the site replays")
             query = getattr(query, step)(*[_argument(a) for a in arguments])
         return record_context_release(ctx, query, "context_query", None)
+
+
+def _numeric(dtype: str) -> bool:
+    return any(word in dtype.lower() for word in ("int", "float", "double", "bool", "decimal"))
 
 
 #: Helpers whose noise is added to the very value they return, so the entry's ``scale``

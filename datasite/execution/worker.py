@@ -72,6 +72,11 @@ OPTIONAL = (
     # which imports modules the releaser may no longer import itself (http.server).
     "mbi",
     "opendp.extras.mbi",
+    # DP deep learning (rk.dp.train_torch, the `torch` extra): the first optimizer step
+    # imports torch._dynamo, which imports stdlib modules (statistics, cProfile, ...)
+    # the releaser may no longer import once it has given root up.
+    "torch._dynamo",
+    "opacus",
 )
 
 

@@ -425,6 +425,21 @@ def train_torch(
 
     Returns ``{"arch", "weights" (safetensors bytes), "epsilon", "delta", "steps",
     "noise_multiplier", "sample_rate", "accountant"}``; :func:`load_model` rebuilds it.
+
+    >>> import numpy as np, pandas as pd
+    >>> from researcher_kit import dp
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"a": rng.uniform(0, 1, 200), "b": rng.uniform(0, 1, 200)})
+    >>> df["y"] = (df["a"] > df["b"]).astype(int)
+    >>> model = dp.train_torch(df, [{"type": "linear", "in": 2, "out": 1}],
+    ...                        features=["a", "b"], target="y", epsilon=1.0, delta=1e-5,
+    ...                        epochs=1, sample_rate=0.1, feature_bounds=[(0, 1), (0, 1)])
+    >>> model["steps"], model["epsilon"] <= 1.0, model["weights"][:8] != b""
+    (10, True, True)
+    >>> load_model(model)  # the torch module, rebuilt; weights from safetensors
+    Sequential(
+      (0): Linear(in_features=2, out_features=1, bias=True)
+    )
     """
     training = {
         "arch": arch, "loss": loss, "epochs": epochs, "lr": lr, "sample_rate": sample_rate,
@@ -452,9 +467,14 @@ def train_torch(
     if target is not None:
         y = frame[target].to_numpy(dtype=float)
     elif isinstance(label, dict):
-        from researcher_kit.releaser import _as_mask, _evaluate
+        from datasite.contract.release import check_filter
+        from researcher_kit.filters import mask
 
-        y = _as_mask(_evaluate(label, frame), frame).astype(float)
+        try:
+            check_filter(label)
+        except ValueError as exc:
+            raise TrainingRefused(str(exc)) from None
+        y = mask(label, frame).astype(float)
     else:
         y = np.asarray(label, dtype=float)
     result = fit(plan, X, y)
