@@ -14,7 +14,7 @@ from researcher_kit import dp
 from researcher_kit.blind import ReleaseError, local_frames
 from researcher_kit.dp import text
 
-VOCAB = 5000  # small, so the exact neighbour table and the HNSW index build in seconds
+VOCAB = 5000  # small, so the exact neighbour table and the IVF index build in seconds
 
 
 @pytest.fixture(scope="module")
