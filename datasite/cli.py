@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
+from rich.text import Text
 
 from datasite.contract.lifecycle import State
 from datasite.contract.schemas import Role
@@ -279,11 +281,80 @@ def _reported() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
-def _table(rows: list[dict], columns: list[str]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
+def _cell(value: object) -> str:
+    """A value as people read it: ``1.1``, never ``1.0999999999999999``; nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+#: Columns whose values are names a person copies or scans for (emails, actions,
+#: states): kept whole on one line while the terminal allows; other columns fold.
+_WHOLE = frozenset({"id", "email", "author", "actor", "action", "role", "state", "verdict"})
+_FOLDED_AT_LEAST = 12
+_GAP = 2  # between columns: one space of padding, one of (invisible) border
+
+
+def _widths(natural: list[int], whole: list[bool], room: int) -> list[int]:
+    """Column widths that fit ``room`` characters (gaps excluded). A folding column gets
+    at least its natural width or ``_FOLDED_AT_LEAST``, whichever is less, so a header
+    never folds; whole columns keep their natural width while the rest fits, else the
+    widest give way (and fold) first; what is left goes to the folding columns, the
+    narrowest first.
+
+    >>> _widths([2, 24, 40, 9], [True, True, False, True], 74)
+    [2, 24, 39, 9]
+    >>> _widths([2, 57, 34, 9, 7], [True, True, False, False, False], 72)
+    [2, 42, 12, 9, 7]
+    """
+    widths = list(natural)
+    fixed = [i for i, w in enumerate(whole) if w]
+    floor = {i: min(natural[i], _FOLDED_AT_LEAST) for i in range(len(natural)) if not whole[i]}
+    while sum(widths[i] for i in fixed) + sum(floor.values()) > room:
+        widest = max(fixed, key=lambda i: widths[i], default=None)
+        if widest is None or widths[widest] <= _FOLDED_AT_LEAST:
+            break
+        widths[widest] -= 1
+    left = room - sum(widths[i] for i in fixed)
+    folded = sorted(floor, key=lambda i: natural[i])
+    for n, i in enumerate(folded):
+        share = left // (len(folded) - n)
+        widths[i] = max(min(natural[i], share), floor[i])
+        left -= widths[i]
+    return [max(w, 1) for w in widths]
+
+
+def _table(rows: list[dict], columns: list[str | tuple[str, str]]) -> None:
+    """Rows as a table that stays readable in an 80-column terminal: a light frame (no
+    side borders, two spaces between columns), names (``_WHOLE``) kept on one line, and
+    no cell cut short with "…": other values too long for their column fold onto the
+    next lines, whole (``_widths``). A column is a key, or ``(key, header)``. Cells are
+    plain text, never Rich markup (a dataset summary may hold ``[brackets]``).
+    """
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    headers = [c[1] if isinstance(c, tuple) else c.replace("_", " ") for c in columns]
+    cells = [[_cell(row.get(_key(c))) for c in columns] for row in rows]
+    natural = [
+        max(len(line) for text in [header, *(row[i] for row in cells)] for line in text.split("\n"))
+        for i, header in enumerate(headers)
+    ]
+    room = console.width - _GAP * (len(columns) - 1)
+    fitted = (
+        None
+        if sum(natural) <= room
+        else _widths(natural, [_key(c) in _WHOLE for c in columns], room)
+    )
+    for i, header in enumerate(headers):
+        table.add_column(header, overflow="fold", width=fitted[i] if fitted else None)
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
+
+
+def _key(column: str | tuple[str, str]) -> str:
+    return column[0] if isinstance(column, tuple) else column
 
 
 @users_app.command("create")
@@ -475,7 +546,6 @@ def datasets_anonymity(
     """k-anonymity (and l-diversity) of a table on its quasi-identifiers, with its
     smallest groups; exit status 1 when below k. Group sizes and values are private.
     """
-    from rich.markup import escape
 
     with _reported():
         report = _owner(url, login, password).datasets.check_anonymity(
@@ -484,8 +554,8 @@ def datasets_anonymity(
     colour = "green" if report["passes"] else "red"
     console.print(f"{report['asset']} ({report['side']}): [{colour}]{report['summary']}[/{colour}]")
     qis = report["quasi_identifiers"]
-    rows = [  # the values as text, never as Rich markup ("[40, 55)" is a value)
-        {**{q: escape(str(v)) for q, v in g["values"].items()}, "rows": g["size"]}
+    rows = [  # _table shows them as text, never as Rich markup ("[40, 55)" is a value)
+        {**{q: str(v) for q, v in g["values"].items()}, "rows": g["size"]}
         for g in report["smallest"]
     ]
     _table(rows, [*qis, "rows"])
@@ -617,7 +687,11 @@ def budgets_list(url: Url, login: Email, password: Password) -> None:
     """Every grant with what is spent and what is left."""
     with _reported():
         grants = _owner(url, login, password).budgets.list()
-    _table(grants, ["email", "dataset", "epsilon", "spent_epsilon", "remaining_epsilon"])
+    _table(
+        grants,
+        ["email", "dataset", ("epsilon", "ε granted"), ("spent_epsilon", "ε spent"),
+         ("remaining_epsilon", "ε left")],
+    )  # fmt: skip
 
 
 @policies_app.command("set")
@@ -670,7 +744,14 @@ def audit(
     filters = {"limit": limit} | ({"action": action} if action else {})
     with _reported():
         events = _owner(url, login, password).audit(**filters)
-    _table(events, ["id", "at", "actor", "action", "target_type", "target_id", "address"])
+    rows = [  # when and from where share a column: the date, the time, the address
+        e | {
+            "at": "\n".join([*str(e.get("at") or "")[:19].split("T"), e.get("address") or ""]),
+            "target": f"{e.get('target_type') or ''} {e.get('target_id') or ''}".strip(),
+        }
+        for e in events
+    ]  # fmt: skip
+    _table(rows, ["id", ("at", "when, from"), "actor", "action", "target"])
 
 
 @app.command()
