@@ -61,8 +61,8 @@ def run_demo(keep: Path | None = None) -> None:
     import researcher_kit as rk
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="datasite-demo-"))
+    doing("loading scikit-learn's diabetes study and starting a datasite server process")
     real, mock = diabetes_tables()
-    doing("starting a datasite server process (a few seconds)")
     with EmbeddedSite(
         folder / "site",
         owner_email=OWNER,
@@ -174,6 +174,7 @@ def run_demo(keep: Path | None = None) -> None:
         doing("training the DP model on the private rows (a few seconds)")
         model_request = bob.submit(progression_model, project="Diabetes ages")
         console.print(f"Request {model_request.id}: {model_request.wait().state}")
+        doing("fetching the model and scoring it on the mock's rows")
         model = rk.dp.load_model(model_request.result())
         held_out = patients.mock  # rows the model never saw; the researcher has them
         accuracy = float(
@@ -203,7 +204,8 @@ def run_demo(keep: Path | None = None) -> None:
         console.print(f"Verdict: {report.verdict}")
         for finding in report.findings:
             where = f"line {finding.line}" if finding.line else finding.stage
-            console.print(f"  {where}: [{finding.severity}] {finding.message}")
+            # Plain text: "[blocking]" is the severity, not Rich markup.
+            console.print(f"  {where}: [{finding.severity}] {finding.message}", markup=False)
         reviewer.requests.get(raw.id).deny("Returns the exact mean of the private target.")
         console.print(f"Bob sees: {bob.request(raw.id).deny_reason}")
 
@@ -223,6 +225,7 @@ def run_demo(keep: Path | None = None) -> None:
             )
         for event in owner.audit(limit=8):
             console.print(f"{event['at'][:19]}  {event['actor']:<26} {event['action']}")
+        doing("stopping the datasite server")
     if keep is None:
         shutil.rmtree(folder, ignore_errors=True)
     console.print(Panel("Demo finished: upload, submit, check, approve, run, fetch."))
