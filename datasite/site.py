@@ -11,13 +11,14 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasite.auth.passwords import generate_password, hash_password
-from datasite.config import DEV_OWNER_EMAIL, DEV_OWNER_PASSWORD, Settings
+from datasite.config import DEV_OWNER_EMAIL, DEV_OWNER_PASSWORD, TEXT_CACHE_ENV, Settings
 from datasite.db.models import User
 from datasite.db.session import make_engine, make_sessionmaker, migrate
 from datasite.review import Reviewer
@@ -88,6 +89,8 @@ class Site:
         self.reviewer = Reviewer(*collaborators, runner=self.runner)
         self.runner.fail_interrupted_runs()
         self.reviewer.check_pending()
+        if settings.warm_text_cache:
+            self.background.submit(_warm_text_cache, settings.text_cache_dir)
 
     @contextmanager
     def sessions(self) -> Iterator[Session]:
@@ -108,6 +111,7 @@ class Site:
                 self.settings.executor,
                 self.settings.executor_concurrency,
                 self.settings.scheduler_address,
+                worker_env={TEXT_CACHE_ENV: str(self.settings.text_cache_dir)},
             )
         return self._executor
 
@@ -158,3 +162,19 @@ class Site:
         if self._executor is not None:
             self._executor.close()
         self.engine.dispose()
+
+
+def _warm_text_cache(folder: Path) -> None:
+    """Compute the text privatization's neighbour table into ``folder`` (once: a later
+    start finds it there); the releaser reads it from there (``datasite.execution.
+    releasing``). Without the ``text`` extra there is nothing to warm."""
+    try:
+        from researcher_kit.dp.text import warm_cache
+    except ImportError:
+        return
+    try:
+        path = warm_cache(folder)
+    except Exception:  # noqa: BLE001 - a cold cache only costs time; say so and go on
+        log.exception("could not warm the text privatization cache in %s", folder)
+    else:
+        log.info("text privatization cache ready: %s", path)

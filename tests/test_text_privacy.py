@@ -168,3 +168,56 @@ def test_owner_private_column_reads_batches_and_stops_at_rows(tmp_path: object) 
     assert len(out) == 120 and out.name == "review"
     assert not any("secretword" in doc for doc in out)  # OOV markers never come back
     assert all(doc.endswith("loved this movie") for doc in out)
+
+
+@pytest.mark.integration
+def test_the_releaser_reads_the_sites_warm_cache(tmp_path, emb: text.Embeddings) -> None:  # type: ignore[no-untyped-def]
+    """A run in the real sandbox: the releaser (its own uid, the data folder mode 0700)
+    finds the site's neighbour table through the folder the worker opened for it. The
+    table planted here sends every word to one rare word at large epsilon, so an output
+    of that word only shows it was read, and not rebuilt."""
+    import textwrap
+
+    from datasite.config import TEXT_CACHE_ENV
+    from datasite.contract.job import JobSpec, Limits, RequestKind
+    from datasite.contract.results import decode_result
+    from datasite.execution.executor import LocalExecutor
+
+    tmp_path.chmod(0o700)
+    cache = tmp_path / "text-cache"
+    real = text.warm_cache(cache, vocabulary=VOCAB)
+    marker = VOCAB - 7  # a rare word, not one the notes hold
+    k = min(text.NEIGHBOURS + 1, VOCAB)
+    np.savez(real, ids=np.full((VOCAB, k), marker), squared=np.full((VOCAB, k), 1e6))
+    table = tmp_path / "notes.parquet"
+    pd.DataFrame({"text": ["the good film", "a bad day"]}).to_parquet(table)
+    source = """
+        from researcher_kit import dp
+
+        def f(df):
+            return list(dp.privatize_text(df["text"], epsilon=500.0, max_words=5,
+                                          vocabulary=VOCABULARY))
+    """.replace("VOCABULARY", str(VOCAB))
+    spec = JobSpec(job_id="text-cache", source=textwrap.dedent(source), entry="f",
+                   kind=RequestKind.BLIND, inputs={"df": str(table)}, epsilon=5000.0,
+                   limits=Limits(wall_seconds=120))  # fmt: skip
+    with LocalExecutor(concurrency=1, worker_env={TEXT_CACHE_ENV: str(cache)}) as pool:
+        result = pool.submit(spec).result()
+    assert result.ok, (result.error_type, result.error_message, result.error_detail)
+    word = str(emb.words[marker])
+    assert decode_result(result.manifest, result.blobs) == [f"{word} {word} {word}"] * 2
+
+
+def test_a_site_asked_to_warm_the_cache_does_it_in_the_background(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``DATASITE_WARM_TEXT_CACHE``: the site fills its ``text-cache`` folder at startup
+    (with a small vocabulary here; the site warms the default one)."""
+    from tests.conftest import inprocess
+
+    real = text.warm_cache
+    monkeypatch.setattr(text, "warm_cache", lambda folder: real(folder, vocabulary=300))
+    for site in inprocess(tmp_path, warm_text_cache=True):
+        site.site.background.shutdown(wait=True)  # the warm-up has finished
+        files = list(site.settings.text_cache_dir.glob("knn-300x50-*.npz"))
+        assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o644"
+    for site in inprocess(tmp_path / "cold"):
+        assert not site.settings.text_cache_dir.exists()  # off by default

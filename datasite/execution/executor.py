@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -73,8 +73,14 @@ def _failed(spec: JobSpec, error_type: str, message: str, detail: str) -> JobRes
 class WorkerProcess:
     """One warm worker subprocess (``python -m datasite.execution.worker``)."""
 
-    def __init__(self, allow_unsandboxed: bool = False, launcher: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        allow_unsandboxed: bool = False,
+        launcher: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         env = {
+            **(extra_env or {}),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",
@@ -144,7 +150,9 @@ class LocalExecutor:
 
     ``allow_unsandboxed`` (default: the ``DATASITE_ALLOW_UNSANDBOXED`` variable) lets
     runs proceed without namespaces where the kernel refuses them; it is logged loudly.
-    ``launcher`` prefixes the worker's command line (e.g. ``["nice", "-n", "5"]``).
+    ``launcher`` prefixes the worker's command line (e.g. ``["nice", "-n", "5"]``);
+    ``worker_env`` is added to the workers' otherwise minimal environment (the site's
+    ``DATASITE_TEXT_CACHE``).
     """
 
     def __init__(
@@ -152,6 +160,7 @@ class LocalExecutor:
         concurrency: int = 2,
         allow_unsandboxed: bool | None = None,
         launcher: Sequence[str] = (),
+        worker_env: Mapping[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -161,7 +170,11 @@ class LocalExecutor:
             allow_unsandboxed = opt_out_from_env()
         if allow_unsandboxed:
             log.warning("SANDBOX OPT-OUT: runs may execute without namespace isolation.")
-        self._options = {"allow_unsandboxed": allow_unsandboxed, "launcher": tuple(launcher)}
+        self._options = {
+            "allow_unsandboxed": allow_unsandboxed,
+            "launcher": tuple(launcher),
+            "extra_env": dict(worker_env or {}),
+        }
         self._queue: queue.Queue[tuple[JobSpec, Future[JobResult]] | None] = queue.Queue()
         self._closed = False
         self._running: dict[Future[JobResult], WorkerProcess] = {}
@@ -411,6 +424,7 @@ def make_executor(
     scheduler: str | None = None,
     security: Any = None,
     allow_insecure: bool | None = None,
+    worker_env: Mapping[str, str] | None = None,
 ) -> Executor:
     """The executor a site's settings ask for: ``"local"`` or ``"dask"``.
 
@@ -418,7 +432,7 @@ def make_executor(
     variables (see ``datasite.config.DASK_ENV``).
     """
     if kind == "local":
-        return LocalExecutor(concurrency=concurrency)
+        return LocalExecutor(concurrency=concurrency, worker_env=worker_env)
     if kind == "dask":
         if not scheduler:
             raise ValueError("The dask executor needs a scheduler address.")

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from datasite.config import TEXT_CACHE_ENV
 from datasite.contract.framing import WireError, read_message, write_message
 from datasite.contract.job import JobSpec
 from datasite.execution import sandbox
@@ -116,6 +117,19 @@ def _open_input(path: str) -> Any:
     return open(path, "rb")  # noqa: SIM115 - held for the releaser's life
 
 
+def _open_text_cache(folder: str | None) -> str | None:
+    """The site's text cache folder (``DATASITE_TEXT_CACHE``), opened as root and kept as
+    ``/proc/self/fd/N``: after root is given up the releaser reads the neighbour table
+    through it whatever the data folder's permissions (it cannot write there)."""
+    if not folder or not os.path.isdir(folder):
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    return f"/proc/self/fd/{fd}"
+
+
 def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
     from researcher_kit.blind import answer
     from researcher_kit.releaser import Releaser
@@ -126,7 +140,10 @@ def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
         close_all_but({fd, ledger_fd, 2})
         with contextlib.suppress(OSError):  # no network for the process that holds data
             sandbox.unshare_network()
+        text_cache = _open_text_cache(os.environ.get(TEXT_CACHE_ENV))
         sandbox.clean_environment(home="/nonexistent")
+        if text_cache:
+            os.environ[TEXT_CACHE_ENV] = text_cache
         # Open the inputs as root, then give root up: the releaser runs site code only,
         # but a bug in a library it feeds (Polars, OpenDP) should find no privilege.
         tables = {name: _open_input(path) for name, path in spec.inputs.items()}

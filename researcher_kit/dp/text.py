@@ -127,8 +127,7 @@ class Embeddings:
         ``$DATASITE_TEXT_CACHE`` (default ``~/.cache/dp-datasite/text``) when writable.
         """
         k = min(NEIGHBOURS + 1, len(self.words))
-        key = f"knn-{len(self.words)}x{self.dims}-{k}-{_fingerprint(self.vectors)}.npz"
-        cached = _cache_dir() / key
+        cached = _cache_dir() / _neighbours_file(self)
         try:
             with np.load(cached) as saved:
                 ids, squared = saved["ids"], saved["squared"]
@@ -199,6 +198,42 @@ class Embeddings:
 def _cache_dir() -> Path:
     root = os.environ.get("DATASITE_TEXT_CACHE") or Path.home() / ".cache" / "dp-datasite" / "text"
     return Path(root)
+
+
+def warm_cache(folder: Path, vocabulary: int = DEFAULT_VOCABULARY) -> Path:
+    """Compute the neighbour table of the ``vocabulary`` most frequent words into
+    ``folder`` (readable by every user: the releaser reads it after giving root up) and
+    return the file. A table already there is reused. The site calls this at startup when
+    ``DATASITE_WARM_TEXT_CACHE`` is set (``datasite.site``).
+
+    >>> import tempfile
+    >>> path = warm_cache(Path(tempfile.mkdtemp()), vocabulary=200)
+    >>> path.name.startswith("knn-200x50-33-"), oct(path.stat().st_mode & 0o777)
+    (True, '0o644')
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    previous = os.environ.get("DATASITE_TEXT_CACHE")
+    os.environ["DATASITE_TEXT_CACHE"] = str(folder)
+    try:
+        embeddings = load_embeddings(vocabulary)
+        embeddings.__dict__.pop("neighbours", None)  # read or computed from this folder
+        _ = embeddings.neighbours
+        path = folder / _neighbours_file(embeddings)
+    finally:
+        if previous is None:
+            os.environ.pop("DATASITE_TEXT_CACHE", None)
+        else:
+            os.environ["DATASITE_TEXT_CACHE"] = previous
+    path.chmod(0o644)
+    return path
+
+
+def _neighbours_file(embeddings: Embeddings) -> str:
+    k = min(NEIGHBOURS + 1, len(embeddings.words))
+    size = f"{len(embeddings.words)}x{embeddings.dims}"
+    return f"knn-{size}-{k}-{_fingerprint(embeddings.vectors)}.npz"
 
 
 def _fingerprint(vectors: np.ndarray) -> str:
