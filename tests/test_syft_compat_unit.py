@@ -138,3 +138,25 @@ def test_an_undeclared_budget_is_measured_on_the_mock() -> None:
     noisy_mean_age.declare_budget()
     assert noisy_mean_age.epsilon == pytest.approx(0.5)
     assert noisy_mean_age.mechanisms == ["researcher_kit.dp.count", "researcher_kit.dp.mean"]
+
+
+def test_a_rerun_notebook_approves_its_own_request_not_an_earlier_runs() -> None:
+    """On a saved site (launched without ``reset=True``) the owner's ``requests[0]`` is
+    what the notebook just submitted, not a request an earlier run left or decided."""
+    from types import SimpleNamespace
+
+    from researcher_kit.syft_compat.clients import OwnerClient
+
+    states = {1: "released", 2: "checked", 3: "denied", 4: "submitted"}  # 4: this run's
+    records = [SimpleNamespace(data={"id": i, "state": s}) for i, s in states.items()]
+    owner = object.__new__(OwnerClient)
+    owner.session = None  # type: ignore[assignment]
+    owner.admin = SimpleNamespace(requests=SimpleNamespace(all=lambda: records))  # type: ignore[assignment]
+    assert [r.id for r in owner.requests] == [4, 2, 1, 3]
+
+
+def test_the_readme_shows_launch_with_reset() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert 'sy.orchestra.launch(name="user_engagement_data_center", reset=True)' in readme

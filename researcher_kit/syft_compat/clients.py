@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import researcher_kit.client as rkc
 from datasite.client import admin
 from datasite.client.http import ApiSession, DatasiteError
+from datasite.contract.lifecycle import PENDING
 from researcher_kit.syft_compat.builders import Dataset
 from researcher_kit.syft_compat.code import CodeNamespace
 from researcher_kit.syft_compat.projects import Project
@@ -133,8 +134,17 @@ class OwnerClient(_Client):
 
     @property
     def requests(self) -> RequestList:
-        """Every code request on the site, oldest first."""
-        return RequestList(OwnerRequest(self.session, r.data) for r in self.admin.requests.all())
+        """Every code request on the site: those waiting for a decision first, newest
+        first, then the decided ones, oldest first.
+
+        So ``requests[0]`` is what was just submitted: a notebook re-run against a saved
+        site (launched without ``reset=True``) approves the request it made, never one an
+        earlier run left waiting.
+        """
+        every = [OwnerRequest(self.session, r.data) for r in self.admin.requests.all()]
+        waiting = [r for r in every if r.state in {s.value for s in PENDING}]
+        decided = [r for r in every if r not in waiting]
+        return RequestList(sorted(waiting, key=lambda r: -r.id) + decided)
 
     def __getattr__(self, name: str) -> Any:
         return delegate(self, "admin", name)
