@@ -110,11 +110,15 @@ class InProcessExecutor:
 @functools.cache
 def _preload() -> None:
     """What the sandbox's worker loads before any job and code may rely on: OpenDP with
-    its ``contrib`` features and the ``.dp`` namespace on Polars expressions."""
+    its ``contrib`` features and the ``.dp`` namespace on Polars expressions, and skops
+    trusting the reviewed allowlist."""
     import opendp.extras.polars  # noqa: F401
     import opendp.prelude as dp
 
+    from datasite.contract.results import trust_reviewed_types_in_skops
+
     dp.enable_features("contrib")
+    trust_reviewed_types_in_skops()
 
 
 def _blind_inputs(spec: JobSpec) -> tuple[Any, dict[str, Any]]:

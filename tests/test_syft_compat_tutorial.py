@@ -7,8 +7,6 @@ in its order and words, against a real development datasite in a child process. 
   the same shape (id, gender MALE/FEMALE, age, unix timestamps, several pings per user per
   day over a few days, plus the two columns the tutorial drops);
 - OpenDP 0.16 needs ``dp.atom_domain(T=float, nan=False)``;
-- skops 0.16 no longer loads a forest unless ``sklearn.tree._tree.Tree`` is trusted by
-  name, so the function's self-check ``loads`` and the final ``loads`` list it;
 - PySyft lets a bare ``request.approve()`` through; here the policy checker reviews first,
   and where its report blocks (the function prints data and fits a non-DP forest), the
   owner approves with a written justification, as a real owner would have to.
@@ -190,7 +188,7 @@ def user_engagement_forecast_using_dp(df, seed: int = 12345): #-> tuple[float, f
     # Convert model into a serialized format using skops [https://skops.readthedocs.io/en/stable/persistence.html]
     # This step is necessary to make the output type compatible with PySyft.
     serialized_model = dumps(model)
-    loaded = loads(serialized_model, trusted=[type(model), "sklearn.tree._tree.Tree"])
+    loaded = loads(serialized_model, trusted=type(model))
 
     print("Original model datatype:", type(loaded))
     print("Returned model datatype:", type(serialized_model))
@@ -365,7 +363,7 @@ system.
         syft_model = result[0]
         model_bytes = syft_model.syft_action_data
 
-        loaded_model = loads(model_bytes, trusted=['sklearn.ensemble._forest.RandomForestRegressor', 'sklearn.tree._tree.Tree'])
+        loaded_model = loads(model_bytes, trusted='sklearn.ensemble._forest.RandomForestRegressor')
 
         new_data = pd.DataFrame({
             'gender': [1],

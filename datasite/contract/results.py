@@ -421,6 +421,38 @@ def _refused_types(names: list[str]) -> list[str]:
     return sorted(name for name in names if not is_trusted_type(name))
 
 
+def trust_reviewed_types_in_skops() -> None:
+    """Make ``skops.io.loads`` in this process trust the reviewed allowlist, and take
+    ``trusted`` as one type or name as well as a list.
+
+    PySyft's tutorial checks and reloads its forest with
+    ``loads(data, trusted=type(model))`` and ``trusted="sklearn.ensemble._forest.
+    RandomForestRegressor"``: skops 0.16 wants a list and no longer trusts
+    ``sklearn.tree._tree.Tree`` by default, so the tutorial would need a third change.
+    Installed in the sandbox's worker (the function's own check) and by
+    ``researcher_kit.syft_compat`` (the notebook); never in the server, whose only
+    loader is ``load_model``. Types outside ``TRUSTED_TYPES`` stay untrusted: a file
+    holding one is refused by skops as before. Installing twice changes nothing.
+    """
+    import skops.io
+
+    original = skops.io.loads
+    if getattr(original, "trusts_reviewed_types", False):
+        return
+
+    def loads(data: bytes, trusted: Any = None) -> Any:
+        if trusted is not None and not isinstance(trusted, list | tuple | set | frozenset):
+            trusted = [trusted]
+        from skops.io import get_untrusted_types
+
+        reviewed = [name for name in get_untrusted_types(data=data) if is_trusted_type(name)]
+        return original(data, trusted=[*(trusted or []), *reviewed])
+
+    loads.trusts_reviewed_types = True  # type: ignore[attr-defined]
+    loads.__doc__ = original.__doc__
+    skops.io.loads = loads
+
+
 def load_model(data: bytes) -> Any:
     """Load skops bytes, trusting only the allowlist (see ``is_trusted_type``).
 
@@ -447,4 +479,57 @@ def load_model(data: bytes) -> Any:
             "arrays, scikit-learn estimators and the diffprivlib models load "
             "(see datasite.contract.results.TRUSTED_TYPES)."
         )
-    return loads(data, trusted=reported)
+    model = loads(data, trusted=reported)
+    _check_trees(model)
+    return model
+
+
+def _check_trees(model: Any) -> None:
+    """Refuse a model whose fitted trees point outside themselves.
+
+    ``sklearn.tree._tree.Tree`` is on the allowlist because loading it runs no code, but
+    scikit-learn follows its node arrays without bounds checks when it predicts, so a
+    crafted file (skops: "can crash the process ... or read out-of-bounds memory") must
+    not get that far. Every child is a later node of the same tree or -1 (a leaf, both
+    children), every split feature is below the tree's and its estimator's feature count
+    (-2 at a leaf), and the value table has a row per node.
+    """
+    import numpy as np
+    from sklearn.tree._tree import Tree
+
+    seen: set[int] = set()
+    stack: list[tuple[Any, int | None]] = [(model, None)]
+    while stack:
+        node, features = stack.pop()
+        if id(node) in seen or len(seen) > 100_000:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Tree):
+            _check_tree(node, features, np)
+        elif isinstance(node, list | tuple):
+            stack.extend((item, features) for item in node)
+        elif isinstance(node, dict):
+            stack.extend((item, features) for item in node.values())
+        elif hasattr(node, "__dict__") and not isinstance(node, type):
+            width = getattr(node, "n_features_in_", features)
+            width = int(width) if isinstance(width, int | np.integer) else features
+            stack.extend((item, width) for item in vars(node).values())
+        elif isinstance(node, np.ndarray) and node.dtype == object:
+            stack.extend((item, features) for item in node.ravel())
+
+
+def _check_tree(tree: Any, features: int | None, np: Any) -> None:
+    count = int(tree.node_count)
+    left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
+    split = np.asarray(tree.feature)
+    ids = np.arange(count)
+    width = min(int(tree.n_features), features if features is not None else int(tree.n_features))
+    leaf = (left == -1) & (right == -1)
+    inner_ok = (left > ids) & (left < count) & (right > ids) & (right < count)
+    feature_ok = np.where(leaf, split == -2, (split >= 0) & (split < width))
+    sized = len(left) == len(right) == len(split) == count and len(tree.value) == count
+    if not (count > 0 and sized and bool(np.all(leaf | inner_ok)) and bool(np.all(feature_ok))):
+        raise UntrustedModelError(
+            "The model file holds a decision tree whose nodes point outside it; it was "
+            "not loaded (a tree like this can crash or read memory when it predicts)."
+        )

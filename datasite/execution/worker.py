@@ -92,6 +92,9 @@ def preload() -> list[str]:
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
+    from datasite.contract.results import trust_reviewed_types_in_skops
+
+    trust_reviewed_types_in_skops()  # a function's own skops.io.loads (PySyft's tutorial)
     for name in OPTIONAL:
         try:
             importlib.import_module(name)

@@ -23,6 +23,7 @@ approve, approval waits for that check, and results come back only as DP-safe fo
 import warnings
 
 from datasite.client.http import DatasiteError, DevPasswordWarning
+from datasite.contract.results import trust_reviewed_types_in_skops
 from researcher_kit.syft_compat import orchestra
 from researcher_kit.syft_compat.builders import Asset, Dataset
 from researcher_kit.syft_compat.clients import OwnerClient, ResearcherClient, login
@@ -39,6 +40,10 @@ from researcher_kit.syft_compat.results import ActionObject
 
 # Loud, as PySyft is: every login with the development password warns, not just the first.
 warnings.filterwarnings("always", category=DevPasswordWarning)
+# The tutorial's own skops.io.loads(..., trusted=type(model)) of its forest loads as it
+# did with the skops PySyft used: the reviewed allowlist (sklearn.tree._tree.Tree) is
+# trusted, and one type or name may stand for the list.
+trust_reviewed_types_in_skops()
 
 __all__ = [
     "ActionObject",
