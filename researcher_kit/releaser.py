@@ -419,16 +419,26 @@ def _numeric(dtype: str) -> bool:
 #: Helpers whose noise is added to the very value they return, so the entry's ``scale``
 #: is that value's error; at most this many values are kept with the entry.
 _NOISED_AS_RETURNED = frozenset({"count", "sum", "histogram"})
+#: The Context queries whose one cell is a noised count or sum (OpenDP's summary names).
+_ONE_NOISED_AGGREGATE = (["Frame Length"], ["Length"], ["Count"], ["Sum"])
 _MAX_RELEASED = 1000
 
 
 def _with_released(entries: list[SpendEntry], value: Any) -> list[SpendEntry]:
-    """The ledger entry of a count, sum or histogram with the value it released
-    (``details["released"]``): the site matches a run's returned outputs to it, and so to
-    its noise scale, to draw error bars (``datasite.error_bars``). The value is a DP
-    release already paid for; the site keeps it only where the function returned it.
+    """The ledger entry of a count, sum or histogram, or of a Context query of one noised
+    count or sum, with the value it released (``details["released"]``): the site matches
+    a run's returned outputs to it, and so to its noise scale, to draw error bars
+    (``datasite.error_bars``). The value is a DP release already paid for; the site keeps
+    it only where the function returned it.
     """
-    if len(entries) != 1 or entries[0].helper not in _NOISED_AS_RETURNED:
+    if len(entries) != 1:
+        return entries
+    if entries[0].helper == "context_query":  # a Context query: one noised count or sum
+        if entries[0].details.get("aggregates") not in _ONE_NOISED_AGGREGATE:
+            return entries
+        single = type(value).__module__.startswith("polars") and value.shape == (1, 1)
+        value = value.item() if single else None
+    elif entries[0].helper not in _NOISED_AS_RETURNED:
         return entries
     released = value.tolist() if isinstance(value, pd.Series) else value
     if isinstance(released, np.generic):

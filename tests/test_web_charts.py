@@ -48,6 +48,28 @@ def test_a_returned_release_gets_its_95_percent_interval_and_nothing_else_does()
     assert error_bars(445, [COUNT_LEDGER]) == []  # no released value kept: no match
 
 
+def test_the_releaser_keeps_what_it_released_for_counts_sums_histograms_and_context() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from researcher_kit import dp
+    from researcher_kit.blind import local_frames
+
+    table = pd.DataFrame({"bmi": np.random.default_rng(0).uniform(15, 45, 500)})
+    df = local_frames({"df": table}, 1.0)["df"]
+    n = dp.count(df, epsilon=0.5)
+    mean = dp.mean(df["bmi"], bounds=(15.0, 45.0), epsilon=0.5)
+    kept = [e.details.get("released") for e in df.channel.releaser.spent.entries]
+    assert kept == [n, None]  # a mean is a ratio of two noised values: no single scale
+    ctx = local_frames({"ctx": table}, 0.5, context=True, queries=2)["ctx"]
+    patients = dp.ctx_count(ctx)
+    dp.ctx_mean(ctx, "bmi", bounds=(15.0, 45.0))
+    ledger = [e.to_dict() for e in ctx.channel.releaser.spent.entries]
+    assert [e["details"].get("released") for e in ledger] == [patients, None]
+    [bar] = error_bars({"patients": patients, "mean": mean}, ledger)
+    assert bar["path"] == "output['patients']" and bar["scale"] == pytest.approx(4.0)
+
+
 def test_only_a_data_blind_runs_ledger_draws_bars() -> None:
     manifest, blobs = encode_result({"n": 445})
     spend = [{**COUNT_LEDGER, "details": {"released": 445}}]
