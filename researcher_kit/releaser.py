@@ -288,7 +288,7 @@ class Releaser:
         except ValueError as exc:
             raise ReleaseRefused(str(exc)) from None
         self.budget.spend(charge)  # BudgetExceeded before any data is read
-        column = self._columns(call, [call.column])[call.column]
+        column = self._data(call, call.column)  # a partitioned one: file by file, in parallel
         released = text.privatize_text(
             column, call.epsilon, unit=unit, oov=oov, max_words=max_words,
             vocabulary=vocabulary,

@@ -221,3 +221,30 @@ def test_a_site_asked_to_warm_the_cache_does_it_in_the_background(tmp_path, monk
         assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o644"
     for site in inprocess(tmp_path / "cold"):
         assert not site.settings.text_cache_dir.exists()  # off by default
+
+
+def test_a_partitioned_text_column_is_privatized_file_by_file(tmp_path, emb, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A large text column (partition files) goes through the releaser partition by
+    partition on a thread pool: every document comes back, privatized, charged once."""
+    from datasite.contract.tables import write_partitioned
+    from researcher_kit.dp.partitioned import PartitionedTable
+
+    documents = [f"note {i} the patient felt much better today" for i in range(250)]
+    table = pa.table({"text": documents, "age": list(range(250))})
+    folder = tmp_path / "notes"
+    write_partitioned([table], folder, table.schema, rows_per_file=60)
+    partitioned = PartitionedTable.from_folder(folder)
+    assert len(partitioned.files) == 5
+
+    def whole(*_: object) -> None:
+        raise AssertionError("the whole column was loaded at once")
+
+    monkeypatch.setattr(PartitionedTable, "read", whole)
+    df = local_frames({"df": partitioned}, epsilon=100.0)["df"]
+    out = dp.privatize_text(df["text"], epsilon=2.0, max_words=10, vocabulary=VOCAB)
+    releaser = df.channel.releaser
+    assert [e.helper for e in releaser.spent.entries] == ["privatize_text"]
+    assert releaser.budget.spent_epsilon == pytest.approx(20.0)
+    assert len(out) == 250 and sorted(len(d.split()) for d in out) == [8] * 250
+    assert {w for d in out for w in d.split()} <= set(emb.words)
+    assert not set(documents) & set(out)

@@ -55,6 +55,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,7 @@ import pandas as pd
 
 from researcher_kit.blind import is_blind, release_from
 from researcher_kit.dp.budget import Budget, plan
+from researcher_kit.dp.partitioned import is_partitioned
 from researcher_kit.dp.spend import SpendEntry, record
 
 __all__ = [
@@ -466,12 +468,48 @@ def privatize_text(
             },
         )
     )
+    if is_partitioned(series):  # a large column: its partition files, on the local cores
+        return _privatize_partitions(
+            series, word_epsilon, embeddings=embeddings, oov=oov, max_words=max_words,
+            search=search,
+        )  # fmt: skip
     values = series if isinstance(series, pd.Series) else pd.Series(series)
     tokens, lengths = tokenize(values, max_words)
     replaced = privatize_words(
         tokens, word_epsilon, embeddings=embeddings, oov=oov, search=search, rng=rng
     )
     return pd.Series(_join(replaced, lengths), index=values.index, name=values.name, dtype=object)
+
+
+def _privatize_partitions(
+    column: Any,
+    word_epsilon: float,
+    *,
+    embeddings: Embeddings,
+    oov: Literal["sample", "token"],
+    max_words: int,
+    search: Literal["ann", "exact"],
+    workers: int | None = None,
+) -> pd.Series:
+    """A partitioned column (``researcher_kit.dp.partitioned``), each partition file read
+    and privatized on its own by a thread pool (Arrow, NumPy and faiss release the GIL),
+    so only a partition's text and the output are in memory; the outputs in file order."""
+    import pyarrow.parquet as pq
+
+    _ = embeddings.neighbours, embeddings.ivf  # built once, before the threads share them
+
+    def one(path: str) -> list[str]:
+        values = pq.read_table(path, columns=[column.name]).column(0).to_pandas()
+        tokens, lengths = tokenize(values, max_words)
+        replaced = privatize_words(
+            tokens, word_epsilon, embeddings=embeddings, oov=oov, search=search
+        )
+        return _join(replaced, lengths)
+
+    files = list(column.table.files)
+    with ThreadPoolExecutor(min(len(files), workers or os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(one, files))
+    return pd.Series([d for part in parts for d in part], name=column.name, dtype=object)
 
 
 def privatize_batches(
