@@ -135,3 +135,18 @@ def test_the_ledger_page_plots_budget_use_per_researcher_and_dataset(released) -
         "/ledger", params={"researcher": RESEARCHER_EMAIL, "dataset": "Pings"}, headers=cookie
     ).text
     assert "granted: ε 3" in one  # one budget on screen: its line is drawn
+
+
+def test_every_bar_lands_inside_its_chart() -> None:
+    bar = {
+        "path": "output", "helper": "histogram", "mechanism": "laplace", "scale": 4.0,
+        "epsilon": 0.25, "half_width": 12.0,
+        "points": [{"label": "MALE", "value": 960}, {"label": "FEMALE", "value": 1040},
+                   {"label": "(other)", "value": -3}],
+    }  # fmt: skip
+    svg = str(error_bar_chart(bar))
+    height = int(re.search(r'viewBox="0 0 \d+ (\d+)"', svg).group(1))  # type: ignore[union-attr]
+    ys = [float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="(-?[\d.]+)"', svg)]
+    ends = [float(y) for y in re.findall(r'y[12]="(-?[\d.]+)"', svg)]
+    assert len(ys) == 3 and all(0 < y < height for y in ys + ends), (ys, ends)
+    assert ys[1] < ys[0] < ys[2]  # FEMALE highest, "(other)" near zero lowest

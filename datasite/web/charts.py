@@ -189,22 +189,23 @@ def error_bar_chart(bar: dict[str, Any]) -> Markup:
     lows = [p["value"] - width_95 for p in points]
     highs = [p["value"] + width_95 for p in points]
     if len(points) > 1:  # bins side by side: from zero, so their heights compare
-        ticks = _axis_ticks(min(min(lows), 0.0), max(max(highs), 0.0))
+        low, high = min(min(lows), 0.0), max(max(highs), 0.0)
     else:  # one value: zoomed on its interval, or the bar would be a dot
-        ticks = _axis_ticks(lows[0] - width_95, highs[0] + width_95)
-    slot = 44 if len(points) > 1 else 120
+        low, high = lows[0] - width_95, highs[0] + width_95
+    ticks = [t for t in _axis_ticks(low, high) if low - 1e-9 <= t <= high + 1e-9]
+    low, high = min([low, *ticks]), max([high, *ticks])
+    low, high = low - 0.04 * (high - low), high + 0.04 * (high - low)
+    slot = 56 if len(points) > 1 else 120
     width = max(LEFT + RIGHT + slot * len(points), 240)
 
     def to_y(value: float) -> float:
-        return (
-            HEIGHT - BOTTOM - (value - ticks[0]) / (ticks[-1] - ticks[0]) * (HEIGHT - TOP - BOTTOM)
-        )
+        return HEIGHT - BOTTOM - (value - low) / (high - low) * (HEIGHT - TOP - BOTTOM)
 
     parts = _frame(str(bar.get("helper") or "value"), ticks, to_y, width)
     for i, point in enumerate(points):
         x = LEFT + slot * (i + 0.5)
         value = point["value"]
-        y, low, high = to_y(value), to_y(value - width_95), to_y(value + width_95)
+        y, y_low, y_high = to_y(value), to_y(value - width_95), to_y(value + width_95)
         label = str(point.get("label") or "")
         said = (
             f"{label}: {_num(value)} ± {_num(width_95)} "
@@ -212,11 +213,11 @@ def error_bar_chart(bar: dict[str, Any]) -> Markup:
         )
         parts.append(
             f'<g class="bar"><title>{escape(said)}</title>'
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{low:.1f}" y2="{high:.1f}" stroke="#0072b2" '
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_low:.1f}" y2="{y_high:.1f}" stroke="#0072b2" '
             'stroke-width="2"/>'
-            f'<line x1="{x - 6:.1f}" x2="{x + 6:.1f}" y1="{low:.1f}" y2="{low:.1f}" '
+            f'<line x1="{x - 6:.1f}" x2="{x + 6:.1f}" y1="{y_low:.1f}" y2="{y_low:.1f}" '
             'stroke="#0072b2" stroke-width="2"/>'
-            f'<line x1="{x - 6:.1f}" x2="{x + 6:.1f}" y1="{high:.1f}" y2="{high:.1f}" '
+            f'<line x1="{x - 6:.1f}" x2="{x + 6:.1f}" y1="{y_high:.1f}" y2="{y_high:.1f}" '
             'stroke="#0072b2" stroke-width="2"/>'
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#d55e00"/>'
             f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" font-size="11" fill="#1a1a1a" '
@@ -231,8 +232,9 @@ def error_bar_chart(bar: dict[str, Any]) -> Markup:
     if bar.get("left_out"):
         caption += f" {bar['left_out']} more values are not drawn."
     svg = (
-        f'<svg class="chart" viewBox="0 0 {width} {HEIGHT}" role="img" '
-        f'aria-label="{escape(caption)}" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg class="chart" viewBox="0 0 {width} {HEIGHT}" width="{width}" '
+        f'height="{HEIGHT}" role="img" aria-label="{escape(caption)}" '
+        'xmlns="http://www.w3.org/2000/svg">'
         f"{''.join(parts)}</svg>"
     )
     return Markup(
