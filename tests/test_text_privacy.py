@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
+from datasite.client.http import DatasiteError
 from researcher_kit import dp
 from researcher_kit.blind import ReleaseError, local_frames
 from researcher_kit.dp import text
@@ -248,3 +249,81 @@ def test_a_partitioned_text_column_is_privatized_file_by_file(tmp_path, emb, mon
     assert len(out) == 250 and sorted(len(d.split()) for d in out) == [8] * 250
     assert {w for d in out for w in d.split()} <= set(emb.words)
     assert not set(documents) & set(out)
+
+
+# -- the owner's tool through the site ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def notes_dataset(inprocess_study_clients):  # type: ignore[no-untyped-def]
+    owner, researcher = inprocess_study_clients
+    secret = "zqxsecretmarker"
+    real = pd.DataFrame({"note": [f"patient {secret} felt much better today"] * 30 + [None],
+                         "age": list(range(31))})  # fmt: skip
+    mock = pd.DataFrame({"note": ["lorem ipsum"] * 20, "age": list(range(20))})
+    name = "Clinic notes"
+    owner.datasets.upload(name=name, assets={"notes": (real, mock)}, progress=False)
+    return owner, researcher, name, secret
+
+
+def test_the_owner_publishes_a_privatized_mock_column(notes_dataset) -> None:  # type: ignore[no-untyped-def]
+    owner, researcher, name, secret = notes_dataset
+    report = owner.datasets.text_report(name, "note", epsilons=[5.0, 500.0], words=["good"])
+    assert report["documents"] == 31 and set(report["words_changed"]) == {"5", "500"}
+    assert report["words_changed"]["500"] < report["words_changed"]["5"]
+    assert [r["word"] for r in report["replacements"]][:1] == ["good"]
+    done = owner.datasets.privatize_text(name, "note", epsilon=2.0, max_words=10,
+                                         vocabulary=VOCAB)  # fmt: skip
+    assert done["epsilon"] == pytest.approx(20.0) and done["unit"] == "word"
+    mock = researcher.datasets[name].assets["notes"].mock
+    assert len(mock) == 20 and list(mock["age"]) == list(range(20))  # the rest is kept
+    words = {w for doc in mock["note"] for w in doc.split()}
+    assert secret not in words and "lorem" not in words
+    event = owner.audit(target_id=name)[0]
+    assert event["action"] == "dataset.text_privatized"
+    assert event["detail"]["epsilon"] == pytest.approx(20.0)
+    with pytest.raises(DatasiteError) as forbidden:
+        researcher.session.post(f"/datasets/{name}/private-text",
+                                json={"column": "note", "epsilon": 1.0})  # fmt: skip
+    assert forbidden.value.status == 403
+
+
+def test_bad_text_requests_are_refused_and_change_nothing(notes_dataset) -> None:  # type: ignore[no-untyped-def]
+    owner, researcher, name, _ = notes_dataset
+    before_mock = researcher.datasets[name].assets["notes"].mock
+    before_audit = owner.audit(target_id=name)
+    for body, message in [
+        ({"column": "age", "epsilon": 1.0}, "not text"),
+        ({"column": "diagnosis", "epsilon": 1.0}, "'diagnosis'"),
+        ({"column": "note", "epsilon": 0}, "epsilon"),
+        ({"column": "note", "epsilon": 1.0, "unit": "sentence"}, "unit"),
+        ({"column": "note", "epsilon": 1.0, "code": "x"}, "code"),
+    ]:
+        with pytest.raises(DatasiteError) as refused:
+            owner.session.post(f"/datasets/{name}/private-text", json=body)
+        assert refused.value.status == 422 and message in str(refused.value), body
+    with pytest.raises(DatasiteError) as report:
+        owner.datasets.text_report(name, "note", epsilons=[0.0])
+    assert report.value.status == 422
+    assert owner.audit(target_id=name) == before_audit
+    assert researcher.datasets[name].assets["notes"].mock.equals(before_mock)
+
+
+def test_the_cli_publishes_a_privatized_column(inprocess_site, notes_dataset, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from datasite.cli import app
+    from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
+
+    owner, _, name, _ = notes_dataset
+    for variable, value in [("DATASITE_NO_TOKEN_CACHE", "1"), ("COLUMNS", "200"),
+                            ("DATASITE_URL", inprocess_site.url), ("DATASITE_EMAIL", OWNER_EMAIL),
+                            ("DATASITE_PASSWORD", OWNER_PASSWORD)]:  # fmt: skip
+        monkeypatch.setenv(variable, value)
+    args = ["datasets", "privatize-text", name, "--column", "note", "--epsilon", "5"]
+    done = CliRunner().invoke(app, [*args, "--unit", "document", "--max-words", "10"])
+    assert done.exit_code == 0, done.output
+    assert "metric DP per document; one document composes to epsilon=5" in done.output
+    assert owner.audit(target_id=name)[0]["detail"]["unit"] == "document"
+    refused = CliRunner().invoke(app, [*args[:-1], "0"])
+    assert refused.exit_code == 1 and "epsilon" in refused.output

@@ -21,6 +21,7 @@ from datasite.contract.schemas import (
     DatasetOut,
     DatasetRemovedOut,
     GeneraliseIn,
+    PrivateTextIn,
     UploadOut,
 )
 from datasite.db.models import (
@@ -464,6 +465,78 @@ def generalise(
     buffer = io.BytesIO()
     made.table.to_parquet(buffer, index=False)
     return {"report": report, "parquet": base64.b64encode(buffer.getvalue()).decode()}
+
+
+@router.post("/datasets/{name}/private-text")
+def private_text(
+    name: str,
+    body: PrivateTextIn,
+    request: Request,
+    owner: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> dict:
+    """Replace the mock's text column by the real documents, privatized by metric-DP word
+    replacement (``datasite.text_privacy``). The owner's spend is an audit event with its
+    epsilon and privacy unit."""
+    from datasite.anonymity import asset_holding
+
+    dataset = find_dataset(db, name)
+    refuse_if_archived(dataset)
+    record = asset_holding(dataset, [body.column], body.asset)
+    publish = _text_tools().publish_private_text
+    return publish(
+        db, the_site.store, dataset.id, record.name, body.column, body.epsilon,
+        actor=owner, address=client_address(request), unit=body.unit, oov=body.oov,
+        max_words=body.max_words, vocabulary=body.vocabulary,
+    )  # fmt: skip
+
+
+@router.get("/datasets/{name}/private-text/report")
+def private_text_report(
+    name: str,
+    column: str = Query(min_length=1, max_length=200),
+    epsilons: list[float] = Query(default=[5.0, 10.0, 20.0, 50.0], max_length=10),
+    words: list[str] = Query(default=["good", "time", "people"], max_length=20),
+    asset: str | None = Query(default=None, max_length=200),
+    _: User = Depends(owner_only),
+    db: Session = Depends(db_session),
+    the_site: Site = Depends(site),
+) -> dict:
+    """Before publishing: each word's replacements per per-word epsilon (the mechanism on
+    public words) and the share of words changed in the first 1,000 real documents
+    (owner only: it reads the real column)."""
+    import math
+
+    import pandas as pd
+
+    from datasite.anonymity import asset_holding
+    from datasite.contract.tables import parquet_batches
+
+    if not all(math.isfinite(e) and 0 < e <= 1000 for e in epsilons):
+        raise Invalid("Each epsilon is a number above 0 and at most 1000.")
+    record = asset_holding(find_dataset(db, name), [column], asset)
+    tools = _text_tools()
+    tools.require_text_column(record, column)
+    batch = next(iter(parquet_batches(the_site.store.path(record.real_path), [column], 1000)), None)
+    documents = batch.column(0).to_pandas() if batch is not None else pd.Series([], dtype=object)
+    return {"asset": record.name, "column": column,
+            **tools.replacement_report(words, epsilons, documents)}  # fmt: skip
+
+
+def _text_tools():  # type: ignore[no-untyped-def]
+    """``datasite.text_privacy``, or a clear error where the ``text`` extra is missing."""
+    try:
+        from datasite import text_privacy
+        from researcher_kit.dp.text import load_embeddings
+
+        load_embeddings()
+    except ImportError:
+        raise Invalid(
+            "This site cannot privatize text: its install lacks the text extra "
+            "(pip install 'dp-datasite[text]')."
+        ) from None
+    return text_privacy
 
 
 def _synthetic_tables(db: Session, the_site: Site, name: str, asset: str | None):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from datasite.client.http import ApiSession, DatasiteError
 from datasite.client.records import RequestRecord, html_table
-from datasite.contract.schemas import GeneraliseIn
+from datasite.contract.schemas import GeneraliseIn, PrivateTextIn
 
 __all__ = ["OwnerClient", "connect", "DatasiteError"]
 
@@ -212,6 +212,54 @@ class Datasets(_Section):
         )
         table = pd.read_parquet(io.BytesIO(base64.b64decode(answer["parquet"])))
         return table, answer["report"]
+
+    def privatize_text(
+        self,
+        name: str,
+        column: str,
+        epsilon: float,
+        *,
+        unit: str = "word",
+        oov: str = "sample",
+        max_words: int = 100,
+        vocabulary: int = 50_000,
+        asset: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace the mock's text ``column`` by the real documents under metric-DP word
+        replacement (``rk.dp.privatize_text``'s mechanism, run by the site); returns what
+        was spent and its privacy unit (also an audit event). Look first with
+        :meth:`text_report`. Owner only.
+        """
+        body = PrivateTextIn(
+            column=column, epsilon=epsilon, unit=unit, oov=oov, max_words=max_words,
+            vocabulary=vocabulary, asset=asset,
+        )  # fmt: skip
+        return self._session.post(
+            f"/datasets/{quote(name, safe='')}/private-text",
+            json=body.model_dump(mode="json"),
+            timeout=600,
+        )
+
+    def text_report(
+        self,
+        name: str,
+        column: str,
+        epsilons: list[float] | None = None,
+        words: list[str] | None = None,
+        asset: str | None = None,
+    ) -> dict[str, Any]:
+        """How the mechanism treats a few common ``words`` at each per-word epsilon, and
+        the share of the real column's words it changes (owner only)."""
+        params: dict[str, Any] = {"column": column}
+        if epsilons:
+            params["epsilons"] = list(epsilons)
+        if words:
+            params["words"] = list(words)
+        if asset:
+            params["asset"] = asset
+        return self._session.get(
+            f"/datasets/{quote(name, safe='')}/private-text/report", params=params, timeout=600
+        )
 
     def synthetic_report(self, name: str, asset: str | None = None) -> dict[str, Any]:
         """The quality report of a synthetic mock (owner only; it reads the real table)."""

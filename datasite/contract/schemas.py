@@ -212,6 +212,19 @@ class GeneraliseIn(Strict):
     asset: str | None = Field(default=None, max_length=200)
 
 
+class PrivateTextIn(Strict):
+    """``POST /datasets/{name}/private-text``: replace the mock's text ``column`` by the
+    real documents under metric-DP word replacement (``datasite.text_privacy``)."""
+
+    column: Name
+    epsilon: float = Field(gt=0, le=1000, description="Per word, or per document (unit).")
+    unit: Literal["word", "document"] = "word"
+    oov: Literal["sample", "token"] = "sample"
+    max_words: int = Field(default=100, ge=1, le=10_000, description="Words kept a document.")
+    vocabulary: int = Field(default=50_000, ge=100, le=400_000)
+    asset: Name | None = None
+
+
 class ProjectIn(Strict):
     name: Name
     description: str = Field(default="", max_length=100_000)
