@@ -9,6 +9,8 @@ here they are compared with the declaration and reconciled with static analysis:
 - a release whose privacy map could not be evaluated -> ``privacy_map_unavailable``;
 - an output the replay shows ``raw`` -> ``raw_output`` at the policy's severity, unless
   static analysis already flagged it;
+- a returned value the result codec cannot encode (the dry-run encodes as the real run
+  does) -> ``unreleasable_output`` (blocking): the real run would spend and then fail;
 - an output static analysis marked raw because DP releases and raw data both flow into
   it, but that the replay shows depends on the releases only, has its static finding
   lowered to ``info``: the fixed-noise replay is the finer test.
@@ -46,6 +48,15 @@ def apply_dry_run(
     _compare(spend, uses, decl, report)
     _declared(uses, decl, report)
     _outputs(payload, policy, static, report)
+    if payload.get("unencodable"):
+        report.add(
+            "unreleasable_output",
+            "blocking",
+            "What the function returns cannot leave the site: "
+            f"{str(payload['unencodable'])[:300]} On the private data the run would read "
+            "the rows and spend the budget, then fail.",
+            stage="dry_run",
+        )
     if payload.get("replay_aligned") is False:
         report.notes.append(
             "The replay with fixed noise did not line up with the first run (the releases "

@@ -532,6 +532,7 @@ def instrumented_call(fn: Any, inputs: dict[str, Any], spec: Any) -> dict[str, A
         answer["n_rows"] = n_rows = max((len(f) for f in frames), default=0)
         first = fn(**arguments)
         timings["run"] = time.perf_counter() - started
+        answer["unencodable"] = _unencodable(first, spec)
         replayed, replay_ok = None, False
         if frames and n_rows > 1:
             _replay(recorder, fn, arguments, "neighbour", neighbours.change_one)
@@ -546,6 +547,19 @@ def instrumented_call(fn: Any, inputs: dict[str, Any], spec: Any) -> dict[str, A
         report.details = answer
         report.spend = answer["spend"]["groups"] + answer["spend"]["diffprivlib"]
     return answer
+
+
+def _unencodable(value: Any, spec: Any) -> str | None:
+    """Why the real run could not release ``value`` (the result codec's own message, which
+    names types, never values), or None. The dry-run encodes the outputs exactly as the
+    real run does, so what passes here also leaves the sandbox there."""
+    from datasite.contract.results import ResultError, encode_result
+
+    try:
+        encode_result(value, spec.limits.max_output_bytes)
+    except ResultError as exc:
+        return str(exc)
+    return None
 
 
 def recording_call(fn: Any, inputs: dict[str, Any], spec: Any) -> Any:

@@ -15,7 +15,7 @@ import pytest
 import researcher_kit as rk
 from datasite.contract.results import UnsupportedResult, decode_result, encode_result
 from tests.conftest import RESEARCHER_EMAIL
-from tests.flows import approve_as_owner
+from tests.flows import approve_as_owner, submit_source, wait_state
 
 
 def cancer_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,3 +86,23 @@ def test_the_mock_refuses_what_the_real_run_could_not_release(cancer) -> None:  
 
     with pytest.raises(UnsupportedResult, match="set"):
         labels.run_on_mock(check=False)
+
+
+RAW_SET = """\
+def labels(df):
+    return set(df["target"].tolist())
+"""
+
+
+def test_the_checker_blocks_a_raw_request_whose_output_cannot_leave(cancer) -> None:  # type: ignore[no-untyped-def]
+    """A raw-data request's dry-run encodes its outputs too: a value the codec refuses
+    would fail on the real run after reading the rows, so the checker blocks it."""
+    owner, researcher, _ = cancer
+    request_id = submit_source(
+        researcher.session, RAW_SET, "labels", epsilon=0.1, dataset="Cancer",
+        bindings={"df": "cancer"},
+    )  # fmt: skip
+    report = wait_state(owner.session, request_id, ("checked",)).data["policy_report"]
+    found = [f for f in report["findings"] if f["rule"] == "unreleasable_output"]
+    assert report["verdict"] == "blocked" and found, report["findings"]
+    assert found[0]["severity"] == "blocking" and "type set" in found[0]["message"]
