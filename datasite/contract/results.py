@@ -233,8 +233,9 @@ def _parquet(frame: Any) -> bytes:
         write_parquet(pa.Table.from_pandas(frame), sink)
     except Exception as exc:
         raise UnsupportedResult(
-            "A returned DataFrame cannot be stored as Parquet "
-            f"({type(exc).__name__}); use string column names and plain column types."
+            "A returned DataFrame or Series cannot be stored as Parquet "
+            f"({type(exc).__name__}); use string column names and plain column types "
+            "(one type per column and per index)."
         ) from exc
     return sink.getvalue()
 
