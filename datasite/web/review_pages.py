@@ -21,6 +21,7 @@ from datasite.db.models import AuditEvent, BudgetGrant, CodeRequest, Dataset
 from datasite.errors import DomainError, NotFound
 from datasite.web.access import PageError, WebSession, staff_page, staff_post
 from datasite.web.charts import run_error_bars
+from datasite.web.federated_view import federated_view
 from datasite.web.highlight import highlighted_lines, place_findings
 from datasite.web.render import render
 from datasite.web.report_view import OUTPUT_TONES, report_view, tone_of
@@ -156,6 +157,7 @@ def request_page(
             "output_tones": OUTPUT_TONES,
             "unplaced": unplaced,
             "budget": _budget(db, code_request),
+            "federated": federated_view(code_request),
             "error_bars": {run.id: run_error_bars(run.manifest) for run in code_request.runs},
             "history": list(history),
             "decidable": code_request.state == State.CHECKED.value,
