@@ -213,3 +213,34 @@ def test_a_synthetic_data_request_is_auto_approved(uploaded) -> None:  # type: i
     assert "request_auto_approved" in actions
     grant = next(g for g in owner.budgets.list() if g["email"] == RESEARCHER_EMAIL)
     assert grant["spent_epsilon"] == pytest.approx(0.5)
+
+
+def test_quantile_binning_uses_dp_edges_and_records_them_in_one_spend_entry() -> None:
+    """``binning="quantile"``: the bin edges come from a DP histogram (not the bounds'
+    equal widths), the synthetic values fall in those bins, and the spend is one entry
+    for the whole epsilon (the quantiles' share inside it, not counted twice)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    # skewed inside wide public bounds: equal-width bins would put nearly all in one
+    ages = np.clip(rng.gamma(2.0, 6.0, 3000) + 18, 18, 200).round().astype("int64")
+    real = pd.DataFrame({"age": ages, "smoker": rng.choice(["y", "n"], 3000)})
+    with dp.track() as spent:
+        fake = dp.synthesize(
+            real, epsilon=2.0, bounds={"age": (18, 200)}, public_categories={"smoker": ["y", "n"]},
+            bins=5, binning="quantile", quantile_share=0.25, iterations=20, exact_integers=10,
+        )  # fmt: skip
+    assert [e.helper for e in spent.entries] == ["synthesize"]
+    assert spent.epsilon == pytest.approx(2.0)
+    details = spent.entries[0].details
+    assert details["binning"] == "quantile"
+    assert details["quantile_epsilon"] == pytest.approx(0.5)
+    edges = details["bin_edges"]["age"]
+    assert edges[0] == 18 and edges[-1] == 200 and edges == sorted(edges)
+    # DP quantiles of a skewed column: the inner edges sit where the data is (the real
+    # 80th percentile is about 42), far below the equal-width edges (54.4, 90.8, ...)
+    assert 3 <= len(edges) - 1 <= 5 and max(edges[1:-1]) < 60
+    assert all(float(e).is_integer() for e in edges)  # an integer column's cells
+    # every synthetic value lies in one of the edges' bins; an integer column stays one
+    assert fake["age"].dtype == "int64" and fake["age"].between(18, 200).all()
+    assert (fake["age"] <= edges[-2]).mean() > 0.5  # mass where the DP edges put it
