@@ -163,3 +163,17 @@ def test_rows_bound_rounds_up_to_one_significant_digit() -> None:
         3000,
         1_000_000,
     ]
+
+
+def test_polars_results_arrive_as_pandas_and_a_plan_is_refused() -> None:
+    """A Context query's ``.collect()`` is a Polars DataFrame: it is released as a table."""
+    import polars as pl
+
+    frame = pl.DataFrame({"group": ["a", "b"], "len": [12, 30]})
+    value = {"counts": frame, "col": frame["len"]}
+    manifest, blobs = encode_result(value)
+    back = decode_result(manifest, blobs)
+    assert back["counts"].equals(pd.DataFrame({"group": ["a", "b"], "len": [12, 30]}))
+    assert back["col"].tolist() == [12, 30] and back["col"].name == "len"
+    with pytest.raises(UnsupportedResult, match=r"LazyFrame .* return its \.collect\(\)"):
+        encode_result(frame.lazy())

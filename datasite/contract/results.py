@@ -133,6 +133,14 @@ class _Encoder:
             return {"type": "numpy_scalar", "dtype": value.dtype.str, "value": item}
         if isinstance(value, np.ndarray):
             return self._array(value)
+        polars = _polars_kind(value)
+        if polars in ("DataFrame", "Series"):  # a Context query's .collect(): pandas on arrival
+            return self.node(value.to_pandas(), depth)
+        if polars == "LazyFrame":
+            raise UnsupportedResult(
+                "The function returned a Polars LazyFrame (a plan, not a result): return "
+                "its .collect()."
+            )
         if isinstance(value, pd.DataFrame):
             frame, labels = self._labels(value, depth)
             node = {"type": "dataframe", "blob": self._blob(_parquet(frame), "parquet")}
@@ -151,9 +159,9 @@ class _Encoder:
             return self._model(value)
         raise UnsupportedResult(
             f"The function returned a value of type {_type_name(value)}, which the datasite "
-            "cannot release. Return numbers, strings, NumPy arrays, pandas DataFrames or "
-            "Series, fitted scikit-learn/diffprivlib models or skops bytes, or tuples, "
-            "lists and dicts of these."
+            "cannot release. Return numbers, strings, NumPy arrays, pandas or Polars "
+            "DataFrames or Series, fitted scikit-learn/diffprivlib models or skops bytes, "
+            "or tuples, lists and dicts of these."
         )
 
     def _labels(self, frame: Any, depth: int) -> tuple[Any, dict[str, Any]]:
@@ -238,6 +246,15 @@ def _parquet(frame: Any) -> bytes:
             "(one type per column and per index)."
         ) from exc
     return sink.getvalue()
+
+
+def _polars_kind(value: object) -> str | None:
+    """``DataFrame``, ``Series`` or ``LazyFrame`` for a Polars value (without importing
+    Polars for other values), else None."""
+    cls = type(value)
+    if cls.__module__.split(".", 1)[0] != "polars":
+        return None
+    return cls.__name__ if cls.__name__ in ("DataFrame", "Series", "LazyFrame") else None
 
 
 def _is_estimator(value: object) -> bool:
