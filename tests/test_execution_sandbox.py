@@ -278,7 +278,11 @@ def test_hostile_code_gets_nothing_out(executor, data_dir, listener, name) -> No
     port, accepted = listener
     template, expected = HOSTILE[name]
     source = template.format(secret=str(data_dir / "secret.txt"), port=port)
-    result = run(executor, job(data_dir, source))
+    # The CPU limit must bind before the wall clock even on a loaded machine (CI): a busy
+    # loop gets its 3 CPU seconds only as fast as the scheduler gives them.
+    cpu_bound = expected == "CpuTimeExceeded"
+    limits = LIMITS.model_copy(update={"wall_seconds": 60}) if cpu_bound else LIMITS
+    result = run(executor, job(data_dir, source, limits=limits))
     if expected is None:
         assert result.ok
     else:
