@@ -11,8 +11,10 @@
 """
 
 from datasite.client.http import DatasiteError
-from researcher_kit import dp
+from researcher_kit import dp, federated
 from researcher_kit.client import Request, Site, login
 from researcher_kit.request import DPRequest, dp_request
 
-__all__ = ["DPRequest", "DatasiteError", "Request", "Site", "dp", "dp_request", "login"]
+__all__ = [
+    "DPRequest", "DatasiteError", "Request", "Site", "dp", "dp_request", "federated", "login",
+]  # fmt: skip

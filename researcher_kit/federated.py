@@ -23,10 +23,10 @@ Dropouts: a site that cannot be reached, or whose run fails, leaves the plan. Wi
 ``on_dropout="continue"`` the rounds go on with the others (the plan stops when none is
 left); with ``"stop"`` no further round starts anywhere and the last global model is
 returned. No double charge: each run is charged once, by the reservation at approval.
-A round that never starts stays reserved on a site that is still up (there is no
-"close" route yet); a site that restarts fails the run that was in flight (its charge
-kept: it may have read data) and refunds every round that never ran
-(``Runner.fail_interrupted_runs``).
+A round that never starts stays reserved on a site that is still up, or that was
+stopped between rounds (there is no "close" route yet); a site stopped *during* a round
+fails that run when it restarts (its charge kept: it may have read data) and refunds
+every round that never ran (``Runner.fail_interrupted_runs``).
 
 Flower (``flwr``) is not used: its strategies are driven by its own gRPC server and
 client apps, which would put researcher code next to the data; and flwr 1.42 pins
