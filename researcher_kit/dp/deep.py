@@ -257,13 +257,18 @@ def plan_training(
         if settings.noise_multiplier is None:
             from opacus.accountants.utils import get_noise_multiplier
 
-            try:
-                noise = float(get_noise_multiplier(
-                    target_epsilon=row_epsilon, target_delta=row_delta, sample_rate=q,
-                    steps=steps, accountant=kind, epsilon_tolerance=0.005,
-                ))  # fmt: skip
-            except ValueError:
+            # One accountant call says whether any noise up to MAX_NOISE fits; Opacus's own
+            # search takes tens of seconds to give up on a plan that cannot fit.
+            if spent_epsilon(kind, MAX_NOISE, q, steps, row_delta) > row_epsilon:
                 noise = math.inf
+            else:
+                try:
+                    noise = float(get_noise_multiplier(
+                        target_epsilon=row_epsilon, target_delta=row_delta, sample_rate=q,
+                        steps=steps, accountant=kind, epsilon_tolerance=0.005,
+                    ))  # fmt: skip
+                except ValueError:
+                    noise = math.inf
             if not noise <= MAX_NOISE:
                 raise TrainingRefused(
                     f"the plan cannot fit: {steps} steps at sample_rate={q:g} need a noise "
