@@ -41,7 +41,7 @@ test-api: install
 
 ## The integration suite again, against the PostgreSQL on 127.0.0.1:5432.
 test-postgres: install
-	DATASITE_TEST_DB=postgres $(BIN)/pytest -q -m "integration"
+	DATASITE_TEST_DB=postgres $(BIN)/pytest -q -m "integration and not one_database"
 
 bench: install
 	$(BIN)/python bench/run_all.py

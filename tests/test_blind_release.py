@@ -204,6 +204,7 @@ def run(executor, real_path: str, source: str, kind: str = "blind", epsilon: flo
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_a_blind_job_holds_no_input_and_its_spend_is_the_releasers(executor, real_path) -> None:  # type: ignore[no-untyped-def]
     source = textwrap.dedent(
         """
@@ -236,6 +237,7 @@ def test_a_blind_job_holds_no_input_and_its_spend_is_the_releasers(executor, rea
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_a_job_cannot_forge_its_spend(executor, real_path) -> None:  # type: ignore[no-untyped-def]
     source = (
         "from researcher_kit import dp\n"
@@ -249,6 +251,7 @@ def test_a_job_cannot_forge_its_spend(executor, real_path) -> None:  # type: ign
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_blind_errors_are_shown_raw_errors_are_not(executor, real_path) -> None:  # type: ignore[no-untyped-def]
     blind = "def f(df):\n    raise ValueError('bounds look wrong: ' + str(df.columns))\n"
     result = run(executor, real_path, blind)

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 #: A pause this long must have been announced (the issue allows no 15 s silent gap).
 LONG = 8.0

@@ -31,7 +31,7 @@ from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD  # noqa: E402
 from tests.flows import approve_as_owner, submit_source, wait_state  # noqa: E402
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 REAL, MOCK = diabetes_tables()
 FEATURES = [c for c in REAL.columns if c != "target"]

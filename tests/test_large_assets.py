@@ -232,6 +232,7 @@ def test_untouched_columns_and_excluded_row_groups_are_never_read(  # type: igno
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_a_dask_local_cluster_computes_the_same_exact_aggregates(parts) -> None:  # type: ignore[no-untyped-def]
     from distributed import Client, LocalCluster
 
@@ -296,6 +297,7 @@ def run(executor, folder: str, source: str, kind: str = "blind", memory: int = M
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_a_blind_release_over_a_table_larger_than_the_memory_limit(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
     assert len(partition_files(big_folder)) == 8
     source = """
@@ -330,6 +332,7 @@ def test_a_blind_release_over_a_table_larger_than_the_memory_limit(executor, big
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_raw_code_that_asks_for_a_lazy_frame_scans_the_partitions(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
     """Polars' thread pools reserve about 1 GiB of address space, so this run gets 1.5 GiB
     (``RLIMIT_AS``); what it touches is one column, a batch at a time."""
@@ -346,6 +349,7 @@ def test_raw_code_that_asks_for_a_lazy_frame_scans_the_partitions(executor, big_
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_raw_code_asking_for_a_dask_frame_gets_one_per_file(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
     """The same table as a Dask DataFrame, computed in the sandbox a partition at a time."""
     source = """

@@ -29,7 +29,7 @@ from tests.conftest import RESEARCHER_EMAIL, setup_site
 from tests.flows import approve_as_owner, submit_source
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 #: Sleeps on the real table (2,000 rows) only, so the checker's dry-run on the 200-row
 #: mock is quick.

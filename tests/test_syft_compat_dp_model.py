@@ -16,7 +16,7 @@ import pytest
 
 from researcher_kit import syft_compat as sy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 
 def patients(n: int, seed: int) -> pd.DataFrame:

@@ -27,7 +27,7 @@ import pytest
 
 from researcher_kit import syft_compat as sy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 try:  # the notebook's display(); the sandbox provides its own on the site
     from IPython.display import display

@@ -172,6 +172,7 @@ def test_owner_private_column_reads_batches_and_stops_at_rows(tmp_path: object) 
 
 
 @pytest.mark.integration
+@pytest.mark.one_database
 def test_the_releaser_reads_the_sites_warm_cache(tmp_path, emb: text.Embeddings) -> None:  # type: ignore[no-untyped-def]
     """A run in the real sandbox: the releaser (its own uid, the data folder mode 0700)
     finds the site's neighbour table through the folder the worker opened for it. The
