@@ -535,6 +535,48 @@ class Runner:
         if unused > 0:
             ledger.refund(db, request, event_id, runs=unused)
 
+    def close(self, request_id: int, actor: User | None = None, address: str = "") -> int:
+        """End a request approved for several runs before it has used them all (a federated
+        plan that stopped, an analysis that is done): no run starts any more, and the runs
+        it will never make are refunded, once. Returns how many were refunded.
+
+        Only a ``released`` request with runs left can be closed; the update is conditional
+        on the counts just read, so a run that starts at the same moment wins and the
+        close is refused (try again once that run has finished).
+        """
+        with self.sessions() as db:
+            request = db.get(CodeRequest, request_id)
+            if request is None:
+                raise NotFound(f"There is no code request {request_id}.")
+            used, allowed = request.runs_used, request.runs_allowed
+            if request.state != State.RELEASED.value or used >= allowed:
+                left = max(allowed - used, 0)
+                raise TransitionError(
+                    f"This request is {request.state} with {left} run(s) left: there is "
+                    "nothing to close."
+                )
+            closed = db.execute(
+                update(CodeRequest.__table__)
+                .where(
+                    _REQUESTS.id == request_id,
+                    _REQUESTS.state == State.RELEASED.value,
+                    _REQUESTS.runs_used == used,
+                    _REQUESTS.runs_allowed == allowed,
+                )
+                .values(runs_allowed=used, updated_at=utcnow())
+            ).rowcount
+            if closed != 1:
+                db.rollback()
+                raise TransitionError("A run started meanwhile; close it once that run is done.")
+            event_id = audit.record(
+                db, "request_closed", actor=actor, address=address, target_type="request",
+                target_id=request_id, refunded_runs=allowed - used,
+            )  # fmt: skip
+            ledger.refund(db, request, event_id, runs=allowed - used)
+            db.commit()
+        self.watch.changed(request_id)
+        return allowed - used
+
     def fail_interrupted_runs(self) -> None:
         """After a restart, no run can still be in flight: mark them failed, keep the charge.
 

@@ -202,6 +202,12 @@ class Request(RequestRecord):
         runs = data.get("runs") or [None]
         return {"state": state, "deny_reason": data.get("deny_reason"), "run": runs[-1]}
 
+    def close(self) -> Request:
+        """End a request approved for several runs before it has used them all: no more
+        runs, and the budget of the unused ones comes back to you."""
+        self.data = self._session.post(f"/requests/{self.id}/close")
+        return self
+
     def run(self, params: dict[str, Any] | None = None, weights: bytes | None = None) -> Request:
         """Start the next run of a request approved for several runs.
 

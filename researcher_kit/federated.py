@@ -23,10 +23,12 @@ Dropouts: a site that cannot be reached, or whose run fails, leaves the plan. Wi
 ``on_dropout="continue"`` the rounds go on with the others (the plan stops when none is
 left); with ``"stop"`` no further round starts anywhere and the last global model is
 returned. No double charge: each run is charged once, by the reservation at approval.
-A round that never starts stays reserved on a site that is still up, or that was
-stopped between rounds (there is no "close" route yet); a site stopped *during* a round
-fails that run when it restarts (its charge kept: it may have read data) and refunds
-every round that never ran (``Runner.fail_interrupted_runs``).
+When the plan ends, every reachable site's request with rounds it will never run is
+closed (``POST /requests/{id}/close``) and those rounds are refunded there; a site that
+cannot be reached keeps them reserved until its request is closed (``Request.close()``
+once it is back). A site stopped *during* a round fails that run when it restarts (its
+charge kept: it may have read data) and refunds every round that never ran
+(``Runner.fail_interrupted_runs``).
 
 Flower (``flwr``) is not used: its strategies are driven by its own gRPC server and
 client apps, which would put researcher code next to the data; and flwr 1.42 pins
@@ -302,6 +304,7 @@ class Federation:
             timings.append({"round": number, "seconds": time.monotonic() - started})
             if after_round is not None:
                 after_round(number)
+        refunded = self._close_unfinished()
         arch = deep.check_arch(plan.arch)
         if global_weights is None:  # not even round 1 finished anywhere
             torch_model = _initial(plan)
@@ -311,8 +314,9 @@ class Federation:
                 "rounds": s.rounds_done,
                 "dropped": s.dropped,
                 "spent_epsilon": s.spent_epsilon,
-                "reserved_epsilon": plan.epsilon,
-                "reserved_delta": plan.delta,
+                "reserved_epsilon": plan.epsilon * (1 - refunded.get(s.name, 0) / plan.rounds),
+                "reserved_delta": plan.delta * (1 - refunded.get(s.name, 0) / plan.rounds),
+                "refunded_rounds": refunded.get(s.name, 0),
                 "counts": s.counts,
             }
             for s in self.sites.values()
@@ -325,6 +329,25 @@ class Federation:
             history=history,
             timings=timings,
         )
+
+
+    def _close_unfinished(self) -> dict[str, int]:
+        """Close each reachable site's request that has rounds it will never run (the plan
+        stopped, or the site dropped out and came back): those rounds are refunded there.
+        A site that cannot be reached keeps them reserved until its request is closed
+        (``rk`` ``Request.close()``). Returns the rounds refunded per site."""
+        refunded = {}
+        for site in self.sites.values():
+            try:
+                before = site.request.refresh().data
+                left = before["runs_allowed"] - before["runs_used"]
+                if left > 0 and before["state"] == "released":
+                    site.request.close()
+                    refunded[site.name] = left
+            except Exception as exc:  # noqa: BLE001 - unreachable: say so, keep going
+                note = f"its unused rounds stay reserved until closed: {type(exc).__name__}"
+                site.dropped = "; ".join(filter(None, [site.dropped, note]))[:500]
+        return refunded
 
 
 def _initial(plan: Plan) -> Any:

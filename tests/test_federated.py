@@ -164,13 +164,20 @@ def test_a_site_killed_mid_plan_leaves_the_others_consistent(sites) -> None:
 
 def test_the_stop_setting_ends_the_plan_cleanly_when_a_site_is_gone(sites) -> None:
     servers, owners, assets = sites
-    the_plan = plan(rounds=2, local_epochs=1, epsilon=1.0, on_dropout="stop")
+    the_plan = plan(rounds=3, local_epochs=1, epsilon=1.5, on_dropout="stop")
+    before = grant_of(owners["north"])["spent_epsilon"]
     federation = federated.submit(the_plan, {k: assets[k] for k in ("north", "south")})
     approve_everywhere(federation, owners)
     result = federation.run(timeout=120, after_round=lambda n: servers["south"].kill())
     assert result.stopped is not None and "south dropped out" in result.stopped
     assert result.rounds_completed == 1  # round 1's model is what comes back
     assert deep.load_model(result.model)(torch.zeros(2, len(FEATURES))).shape == (2, 1)
+    # North ran round 2 (its result is not used); round 3 never runs: the plan closed its
+    # request and that round was refunded.
+    assert result.sites["north"]["refunded_rounds"] == 1
+    assert result.sites["north"]["reserved_epsilon"] == pytest.approx(1.0)
+    assert grant_of(owners["north"])["spent_epsilon"] - before == pytest.approx(1.0)
+    assert "stay reserved until closed" in result.sites["south"]["dropped"]
 
 
 MLP_REQUEST = f"""

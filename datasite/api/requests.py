@@ -326,6 +326,23 @@ def run_again(
     return request_out(visible_request(db, request_id, user), user)
 
 
+@router.post("/{request_id}/close", response_model=CodeRequestOut)
+def close(
+    request_id: Id,
+    request: Request,
+    user: User = Depends(require("researcher")),
+    the_site: Site = Depends(site),
+    db: Session = Depends(db_session),
+) -> CodeRequestOut:
+    """End a request approved for several runs before it has used them all: no more runs,
+    and the unused ones are refunded (``Runner.close``)."""
+    visible_request(db, request_id, user)
+    db.commit()  # release SQLite's write lock before the runner opens its own session
+    the_site.runner.close(request_id, user, client_address(request))
+    db.expire_all()
+    return request_out(visible_request(db, request_id, user), user)
+
+
 @router.post("/{request_id}/runs/{run_id}/release-detail", response_model=RunOut)
 def release_detail(
     request_id: Id,
