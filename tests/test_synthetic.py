@@ -188,7 +188,10 @@ def test_a_synthetic_data_request_is_auto_approved(uploaded) -> None:  # type: i
     from tests.conftest import RESEARCHER_EMAIL
 
     owner, researcher = uploaded
-    owner.policies.set("Wine", auto_approve=True, max_epsilon_per_request=1.0)
+    # The dry-run fits a synthesizer on the mock: on a loaded CI machine that alone can take
+    # the default 20 s, so this policy gives it more (the rule under test is the approval).
+    owner.policies.set("Wine", auto_approve=True, max_epsilon_per_request=1.0,
+                       audit={"dry_run_timeout_seconds": 120.0})  # fmt: skip
     owner.budgets.grant(RESEARCHER_EMAIL, "Wine", epsilon=1.0)
     wine_asset = researcher.datasets["Wine"].assets["wine"]
 
