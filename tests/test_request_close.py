@@ -58,3 +58,20 @@ def test_a_request_with_no_runs_left_or_unknown_cannot_be_closed(inprocess_study
         researcher.session.post("/requests/99999999/close")
     assert missing.value.status == 404
     assert spent(owner) == before
+
+
+@pytest.mark.integration  # runs again on PostgreSQL, which enforces column lengths
+def test_the_longest_email_and_dataset_name_are_granted(inprocess_study_clients) -> None:  # type: ignore[no-untyped-def]
+    """A grant's audit target is "<email>/<dataset>": 64 characters were too few on
+    PostgreSQL (a 500); now the longest email and dataset name the site accepts fit."""
+    from tests.conftest import pings_tables
+
+    owner, _ = inprocess_study_clients
+    name = "D" * 100  # DATASET_NAME_MAX
+    email = ("r" * 64) + "@" + ("h" * 60 + ".") * 3 + "example"  # a long, valid address
+    real, mock = pings_tables(rows=50, mock_rows=20)
+    owner.datasets.upload(name=name, assets={"pings": (real, mock)}, progress=False)
+    owner.users.create(email=email, name="Dr. Long", role="researcher", password="long-pass-123")
+    owner.budgets.grant(email, name, epsilon=1.0)
+    event = owner.audit(action="budget_granted")[0]
+    assert event["target_id"] == f"{email}/{name}"

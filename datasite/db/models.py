@@ -254,7 +254,8 @@ class AuditEvent(Base):
     actor_email: Mapped[str] = mapped_column(String(320), default="")
     action: Mapped[str] = mapped_column(String(64), index=True)
     target_type: Mapped[str] = mapped_column(String(32), default="")
-    target_id: Mapped[str] = mapped_column(String(64), default="")
+    #: a request id, a dataset name, "<email>/<dataset>" for a grant (String(600): 0004)
+    target_id: Mapped[str] = mapped_column(String(600), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     address: Mapped[str] = mapped_column(String(64), default="")
 
