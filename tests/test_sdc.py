@@ -9,6 +9,7 @@ with its attack AUC in the owner's detail while a diffprivlib model is released.
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 from types import SimpleNamespace
 
@@ -193,7 +194,8 @@ def test_overfit_tree_is_withheld_and_dp_model_released(diabetes_site) -> None: 
     owner, researcher, _ = diabetes_site
     _, tree = _run(diabetes_site, TREE, "fit")
     assert tree.state == "withheld"
-    assert "membership-attack AUC" in tree.error_detail and "AUC 0.9" in tree.error_detail
+    auc = float(re.search(r"membership-attack AUC (\d\.\d+)", tree.error_detail).group(1))
+    assert auc >= 0.9, tree.error_detail  # a full-depth tree: 0.9 to 1.0 by the split
     _, dp = _run(diabetes_site, DP_MODEL, "fit", epsilon=2.0)
     assert dp.state == "released", dp.error_detail
     assert "diffprivlib" in dp.error_detail and "AUC 0." in dp.error_detail
