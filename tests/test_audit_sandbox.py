@@ -45,9 +45,11 @@ def mock_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_sandboxed_audit_blocks_a_count_with_scale_epsilon(executor: Any, mock_path: str) -> None:
     declaration = {"kind": "mechanism", "epsilon": 0.5, "delta": 0.0}
     source = TRIVIAL.replace("2.0", "0.5")  # scale epsilon instead of 1 / epsilon
-    report = check_request(
-        source, "patient_count", declaration, Policy(), {"df": mock_path}, executor
-    )
+    # A loaded CI machine can take the default 20 s for the sandboxed dry-run and audit;
+    # this test is about what the audit finds, so its policy gives them more.
+    policy = Policy(audit={"dry_run_timeout_seconds": 120.0})
+    inputs = {"df": mock_path}
+    report = check_request(source, "patient_count", declaration, policy, inputs, executor)
     found = [f for f in report.findings if f.rule == "audit_epsilon_exceeds_declaration"]
     assert report.verdict == "blocked" and found, report.to_markdown()
     assert "Counterexample: on two made-up tables" in found[0].message
