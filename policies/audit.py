@@ -55,6 +55,10 @@ NARROW_SHARE = 0.1  # of the time budget: the best few pairs, more runs
 NARROW_PAIRS = 3
 SELECT_SHARE = 0.3  # of the chosen pair's later runs, used to choose events, not to test
 TESTED_EVENTS = 3  # events tested on the fresh runs (Bonferroni: alpha / 3 each)
+#: Of the time budget, the least the fresh runs of the chosen pair get, even when the
+#: screening overran (a stalled machine, one slow run): without fresh runs there is no
+#: test at all, so the audit may end up to this share late.
+FRESH_FLOOR = 0.25
 
 
 def _load(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +175,8 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
 
     The time budget is spent in three parts: every pair round-robin (``SCREEN_SHARE``),
     the few best pairs again (``NARROW_SHARE``), then fresh runs of the best pair; the
-    clock is read after every run, so the audit ends within one run of its budget.
+    clock is read after every run, so the audit ends within one run of its budget, or of
+    ``FRESH_FLOOR`` more when the earlier parts overran and left the test too little.
     """
     options = dict(spec.harness_options or {})
     budget = float(options.get("time_budget", 0.5))
@@ -264,6 +269,7 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
     # 3. More runs of the chosen pair: the first SELECT_SHARE of them join the screening
     # runs to choose the events, the rest (fresh, never looked at before) test them.
     fresh: dict[str, list[dict[str, float]]] = {"base": [], "other": []}
+    run.deadline = max(run.deadline, time.perf_counter() + budget * FRESH_FLOOR)
     while len(fresh["other"]) < max_trials and not run.expired:
         fresh["base"].append(_components(run(tables[i])))
         fresh["other"].append(_components(run(tables[j])))
