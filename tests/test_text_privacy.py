@@ -73,6 +73,56 @@ def test_ann_and_exact_search_agree_where_the_search_is_local(emb: text.Embeddin
     assert (emb.nearest(points, sources, "ann") == flat).mean() > 0.97
 
 
+def test_the_search_is_the_same_function_of_the_noisy_point(emb: text.Embeddings) -> None:
+    """The shortcuts change no answer: near points get the exact nearest word (faiss'
+    brute force), the word itself when ``||z|| < r_w / 2``, and far points exactly what
+    faiss' own IVF search answers (the cells scanned by matrix products instead)."""
+    rng = np.random.default_rng(5)
+    sources = rng.integers(0, len(emb.words), 6000)
+    for eps in (3.0, 15.0, 30.0, 60.0):
+        noise = text.sample_noise(len(sources), emb.dims, eps, rng)
+        points = emb.vectors[sources] + noise
+        radius = np.linalg.norm(noise, axis=1)
+        local = 2 * radius < emb.neighbours[1][sources]
+        exact = emb.flat.search(points, 1)[1][:, 0]
+        by_ivf = emb.ivf.search(points, 1)[1][:, 0]
+        found = emb.nearest(points, sources, "ann")
+        assert (found[local] == exact[local]).all()
+        assert (found[~local] == by_ivf[~local]).all()
+        alone = 2 * radius < emb.reach[sources, 1]  # within half the nearest other word
+        assert (found[alone] == sources[alone]).all()
+    # r_w is the nearest other word's distance (rounded down a little).
+    word = int(emb.indices(np.array(["house"], dtype=object))[0])
+    others = np.delete(np.linalg.norm(emb.vectors - emb.vectors[word], axis=1), word)
+    assert emb.reach[word, 1] == pytest.approx(others.min(), rel=1e-3)
+    assert emb.reach[word, 1] <= others.min()
+
+
+def test_batches_on_two_threads_keep_the_order(emb: text.Embeddings) -> None:
+    words = emb.words[np.arange(2 * text.BATCH + 17) % 3000]
+    out = text.privatize_words(words, 5000.0, embeddings=emb, workers=2)
+    assert (out == words).mean() > 0.999
+    out = text.privatize_words(words, 2.0, embeddings=emb, workers=2)
+    assert len(out) == len(words) and set(out) <= set(emb.words)
+
+
+def test_noise_radius_is_independent_of_the_direction_and_odd_dims_work() -> None:
+    rng = np.random.default_rng(11)
+    d, eps = 50, 4.0
+    z = text.sample_noise(40_000, d, eps, rng).astype(np.float64)
+    radius = np.linalg.norm(z, axis=1)
+    direction = z / radius[:, None]
+    # The radius shares Box-Muller's exponentials: it must not depend on the direction.
+    spread = np.abs(direction).max(axis=1)
+    for half in (spread < np.median(spread), spread >= np.median(spread)):
+        assert stats.kstest(radius[half], stats.gamma(a=d, scale=1 / eps).cdf).pvalue > 0.01
+    assert abs(stats.spearmanr(radius, spread).statistic) < 0.03
+    odd = text.sample_noise(20_000, 7, 1.5, rng)
+    assert odd.shape == (20_000, 7)
+    radius = np.linalg.norm(odd.astype(np.float64), axis=1)
+    assert stats.kstest(radius, stats.gamma(a=7, scale=1 / 1.5).cdf).pvalue > 0.01
+
+
 def test_oov_words_are_never_returned(emb: text.Embeddings) -> None:
     words = np.array(["good", "zxqvbn123secret", "qqqpatientqqq"] * 100, dtype=object)
     tokened = text.privatize_words(words, 1000.0, embeddings=emb, oov="token")

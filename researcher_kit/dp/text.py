@@ -32,28 +32,34 @@ out of vocabulary (the metric then puts OOV words at infinite distance from the 
 
 Noise comes from the operating system's CSPRNG (``os.urandom``, the kernel's ChaCha20),
 not from a seeded PRNG: every uniform is 32 bits of kernel randomness, turned into the
-direction (Box-Muller) and the radius (a sum of ``d`` exponentials, an exact
-``Gamma(d, 1/epsilon)``) with NumPy, one vectorized pass per batch. A seeded
-``numpy.random.Generator`` (``rng=``) exists for tests only; the releaser never takes one.
+direction (Box-Muller) and the radius (an exact ``Gamma(d, 1/epsilon)``, half of it the
+sum of Box-Muller's own exponentials, see :func:`sample_noise`) with NumPy, one
+vectorized pass per batch. A seeded ``numpy.random.Generator`` (``rng=``) exists for
+tests only; the releaser never takes one.
 
 The nearest word is found without a Python call per word. Exact first: ``phi(w) + z``'s
 nearest word lies within ``2 ||z||`` of ``w``, so when that ball fits inside ``w``'s
 precomputed ``neighbours`` exact nearest neighbours the answer is computed exactly among
-them (every replacement at moderate and large epsilon). The rest (small epsilon, far
-from every word) goes to a faiss inverted-file index (``IndexIVFFlat``: k-means cells of
-the vocabulary, ``IVF_PROBES`` nearest cells scanned; approximate, ``search="exact"``
-uses faiss' brute-force index instead). An approximate search is still a deterministic
-function of the noisy vector, so the privacy guarantee is unchanged (post-processing);
-only utility depends on it. ``bench/bench_text.py`` compares it with faiss' HNSW in the
-same run: 2-3x the words per second at 50d for the same recall at epsilon 20.
+the part of the list within ``2 ||z||`` (nothing to compare when ``||z||`` is under half
+the distance ``r_w`` to ``w``'s nearest other word: ``w`` itself; most words at large
+epsilon). The rest (small epsilon, far from every word) goes to a faiss inverted-file
+index (``IndexIVFFlat``: k-means cells of the vocabulary, ``IVF_PROBES`` nearest cells
+scanned; approximate, ``search="exact"`` uses faiss' brute-force index instead), its
+cells scanned by matrix products (:meth:`Embeddings.probe`, the same answers as faiss'
+own search). An approximate search is still a deterministic function of the noisy
+vector, so the privacy guarantee is unchanged (post-processing); only utility depends on
+it. Batches run on two threads. ``bench/bench_text.py`` measures the words per second
+and compares faiss' HNSW in the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -121,9 +127,9 @@ class Embeddings:
         return self.lookup.get_indexer(tokens)
 
     @functools.cached_property
-    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each word's ``NEIGHBOURS + 1`` exact nearest words (itself included) and the
-        distance to the farthest of them (the radius within which the list is complete).
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's ``NEIGHBOURS + 1`` exact nearest words (itself included), nearest
+        first, and their squared distances.
 
         One exact all-pairs search (faiss' brute force); cached on disk under
         ``$DATASITE_TEXT_CACHE`` (default ``~/.cache/dp-datasite/text``) when writable.
@@ -145,11 +151,18 @@ class Embeddings:
                 os.replace(cached.with_suffix(".tmp.npz"), cached)
             except OSError:  # a read-only sandbox: keep it in memory
                 pass
+        return ids.astype(np.int64), squared.astype(np.float32)
+
+    @functools.cached_property
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour lists (:attr:`table`) and the distance to the farthest of each
+        (the radius within which the list is complete)."""
+        ids, squared = self.table
         # float32 round-off: shrink the radius a little, so "inside" is always truly inside.
         complete = np.sqrt(np.maximum(squared[:, -1], 0.0)) * (1 - 1e-4) - 1e-4
-        if k == len(self.words):  # the whole vocabulary is the list
+        if ids.shape[1] == len(self.words):  # the whole vocabulary is the list
             complete = np.full(len(self.words), np.inf, dtype=np.float32)
-        return ids.astype(np.int64), complete.astype(np.float32)
+        return ids, complete.astype(np.float32)
 
     @functools.cached_property
     def ivf(self) -> Any:
@@ -174,27 +187,109 @@ class Embeddings:
         index.add(self.vectors)
         return index
 
+    @functools.cached_property
+    def reach(self) -> np.ndarray:
+        """Per word, its neighbour list's distances (sorted, rounded down a little): a
+        noisy point ``phi(w) + z`` can only be nearest to the words of ``w``'s list within
+        ``2 ||z||`` of ``w``, so only those are compared. The first distance past the
+        word itself is ``r_w``, its nearest other word: ``||z|| < r_w / 2`` keeps ``w``
+        without any search (triangle inequality)."""
+        squared = self.table[1]
+        reach = np.sqrt(np.maximum(squared, 0.0)) * (1 - 1e-4) - 1e-4
+        return np.ascontiguousarray(reach, dtype=np.float32)
+
+    @functools.cached_property
+    def lists(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The IVF index's cells as ``(word ids, block)``, ``block`` the ``(dims + 1, size)``
+        matrix ``[-2 * vectors.T; squared norms]``: a point ``[p, 1]`` times it is each
+        word's squared distance to ``p`` less ``||p||^2``, so a cell is scanned for all
+        the points that probe it with one matrix product."""
+        import faiss
+
+        index, cells = self.ivf, []
+        for cell in range(index.nlist):
+            size = index.invlists.list_size(cell)
+            ids = np.empty(0, dtype=np.int64)
+            if size:
+                ids = faiss.rev_swig_ptr(index.invlists.get_ids(cell), size).astype(np.int64)
+            vectors = self.vectors[ids]
+            block = np.vstack([-2 * vectors.T, np.einsum("kd,kd->k", vectors, vectors)[None]])
+            cells.append((ids, np.ascontiguousarray(block, dtype=np.float32)))
+        return cells
+
     def nearest(self, points: np.ndarray, sources: np.ndarray, search: str = "ann") -> np.ndarray:
         """The vocabulary index nearest to each point; ``sources[i]`` is the word that
-        ``points[i]`` was noised from (its neighbour list makes most searches exact)."""
+        ``points[i]`` was noised from (its neighbour list makes most searches exact).
+
+        Near points (``2 ||z||`` inside the neighbour list) are compared with the part
+        of the list within ``2 ||z||`` only (none at all when that is the word itself);
+        far points go to the IVF index, scanned cell by cell (:meth:`probe`)."""
         points = np.ascontiguousarray(points, dtype=np.float32)
         ids, complete = self.neighbours
         radius = np.linalg.norm(points - self.vectors[sources], axis=1)
         out = np.empty(len(points), dtype=np.int64)
         local = 2 * radius < complete[sources]
         rows = np.flatnonzero(local)
-        for start in range(0, len(rows), 4096):
-            part = rows[start : start + 4096]
-            candidates = ids[sources[part]]  # (m, k)
-            diff = self.vectors[candidates] - points[part, None, :]
-            best = np.einsum("mkd,mkd->mk", diff, diff).argmin(axis=1)
-            out[part] = candidates[np.arange(len(part)), best]
+        # How much of each list can hold the answer: at least the word itself.
+        within = (self.reach[sources[rows]] <= 2 * radius[rows, None]).sum(axis=1)
+        within = np.maximum(within, 1)
+        alone = within == 1
+        out[rows[alone]] = ids[sources[rows[alone]], 0]
+        rows, within = rows[~alone], within[~alone]
+        width = ids.shape[1]
+        for low, high in ((1, 4), (4, 8), (8, 16), (16, width)):
+            group = rows[(within > low) & (within <= high)]
+            for start in range(0, len(group), 4096):
+                part = group[start : start + 4096]
+                candidates = ids[sources[part], :high]  # (m, k)
+                diff = self.vectors[candidates] - points[part, None, :]
+                best = np.einsum("mkd,mkd->mk", diff, diff).argmin(axis=1)
+                out[part] = candidates[np.arange(len(part)), best]
         far = np.flatnonzero(~local)
         if len(far):
-            index = self.flat if search == "exact" else self.ivf
-            _, found = index.search(points[far], 1)
-            out[far] = found[:, 0]
+            out[far] = self.flat.search(points[far], 1)[1][:, 0] if search == "exact" else (
+                self.probe(points[far])
+            )  # fmt: skip
         return out
+
+    def probe(self, points: np.ndarray) -> np.ndarray:
+        """The IVF index's answer (the nearest word among the ``nprobe`` cells whose
+        centroids are nearest to the point; faiss' quantizer picks them), computed by
+        cells: each cell's words against every point that probes it, one matrix product
+        a cell, instead of faiss' scan point by point (the same words, 2-4x faster)."""
+        index = self.ivf
+        if not hasattr(index, "invlists"):  # another index put in its place (the bench)
+            return index.search(points, 1)[1][:, 0]
+        with _one_blas_thread():  # small products: see _one_blas_thread
+            return self._probe(index, points)
+
+    def _probe(self, index: Any, points: np.ndarray) -> np.ndarray:
+        width = index.nprobe
+        probes = index.quantizer.search(points, width)[1].ravel()
+        order = np.argsort(probes.astype(np.int16 if index.nlist < 2**15 else np.int32),
+                           kind="stable")  # fmt: skip
+        counts = np.bincount(probes, minlength=index.nlist)
+        ends = np.cumsum(counts)
+        queries = order // width
+        augmented = np.empty((len(points), self.dims + 1), dtype=np.float32)
+        augmented[:, :-1], augmented[:, -1] = points, 1.0
+        best = np.full(len(probes), np.inf, dtype=np.float32)
+        found = np.zeros(len(probes), dtype=np.int64)
+        rows = np.arange(int(counts.max(initial=0)))
+        lists = self.lists
+        for cell in np.flatnonzero(counts):
+            words, block = lists[cell]
+            if not len(words):
+                continue
+            start, end = ends[cell] - counts[cell], ends[cell]
+            distance = augmented[queries[start:end]] @ block
+            pick = distance.argmin(axis=1)
+            best[start:end] = distance.ravel()[rows[: end - start] * len(words) + pick]
+            found[start:end] = words[pick]
+        by_point, chosen = np.empty_like(best), np.empty_like(found)
+        by_point[order], chosen[order] = best, found
+        pick = by_point.reshape(-1, width).argmin(axis=1)
+        return chosen.reshape(-1, width)[np.arange(len(points)), pick]
 
 
 def _cache_dir() -> Path:
@@ -220,7 +315,8 @@ def warm_cache(folder: Path, vocabulary: int = DEFAULT_VOCABULARY) -> Path:
     os.environ["DATASITE_TEXT_CACHE"] = str(folder)
     try:
         embeddings = load_embeddings(vocabulary)
-        embeddings.__dict__.pop("neighbours", None)  # read or computed from this folder
+        for cached in ("table", "neighbours", "reach"):  # read or computed from this folder
+            embeddings.__dict__.pop(cached, None)
         _ = embeddings.neighbours
         path = folder / _neighbours_file(embeddings)
     finally:
@@ -284,24 +380,32 @@ def sample_noise(
 ) -> np.ndarray:
     """``n`` vectors with density proportional to ``exp(-epsilon * ||z||)`` in R^dims.
 
-    Direction: ``dims`` Box-Muller normals, normalized. Radius: the sum of ``dims``
-    exponentials (``-log U``), i.e. ``Gamma(dims, 1/epsilon)``. Exactly ``2 * dims``
-    uniforms per vector (even ``dims``; one more pair otherwise), 32 random bits each,
-    the arithmetic in float32 (six times faster logarithms than float64 here).
+    Direction: ``dims`` Box-Muller normals, normalized. Radius: ``Gamma(dims,
+    1/epsilon)``, a sum of ``dims`` exponentials. With even ``dims`` the ``dims / 2``
+    exponentials Box-Muller draws anyway (``-log U``, the squared half-radii of its pairs)
+    are half of them: their sum is independent of the direction they make (for i.i.d.
+    exponentials the sum and the proportions are independent), so only ``dims / 2``
+    more are drawn, summed as ``-log`` of products of up to 25 uniforms (exact, and no
+    product of 32-bit uniforms can underflow). ``1.5 * dims`` uniforms per vector (odd
+    ``dims``: ``2 * dims + 1``), 32 random bits each; the direction in float32.
     """
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError(f"epsilon must be positive and finite, not {epsilon!r}")
     pairs = (dims + 1) // 2
-    u = _uniforms((n, 2 * pairs + dims), rng)
-    magnitude = np.sqrt(-2.0 * np.log(u[:, :pairs])).astype(np.float32)
+    shared = pairs if dims % 2 == 0 else 0  # odd dims: one normal is dropped, draw them all
+    u = _uniforms((n, 2 * pairs + dims - shared), rng)
+    exponentials = -np.log(u[:, :pairs])
+    magnitude = np.sqrt(2.0 * exponentials).astype(np.float32)
     angle = (2.0 * np.pi * u[:, pairs : 2 * pairs]).astype(np.float32)
     direction = np.empty((n, 2 * pairs), dtype=np.float32)
     np.multiply(magnitude, np.cos(angle), out=direction[:, :pairs])
     np.multiply(magnitude, np.sin(angle), out=direction[:, pairs:])
     direction = direction[:, :dims]
-    # Gamma(dims, 1): the sum of dims exponentials, from the last dims uniforms of each row.
-    exponentials = -np.log(u[:, 2 * pairs :].astype(np.float32))
-    radius = exponentials.sum(axis=1, dtype=np.float64).astype(np.float32) / np.float32(epsilon)
+    gamma = exponentials.sum(axis=1) if shared else np.zeros(n)
+    rest = u[:, 2 * pairs :]
+    for start in range(0, rest.shape[1], 25):
+        gamma -= np.log(np.prod(rest[:, start : start + 25], axis=1))
+    radius = (gamma / epsilon).astype(np.float32)
     direction *= (radius / np.linalg.norm(direction, axis=1))[:, None]
     return direction
 
@@ -355,34 +459,90 @@ def privatize_words(
     oov: Literal["sample", "token"] = "sample",
     search: Literal["ann", "exact"] = "ann",
     rng: np.random.Generator | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """The mechanism on a flat array of tokens, in batches: each word's replacement.
 
-    No budget, no record: :func:`privatize_text` is the release; this is its kernel (and
-    what the bench times).
+    Batches run on ``workers`` threads (default: up to 2 cores; one with a test ``rng``,
+    so its draws stay in order), the linear algebra one thread each. No budget, no
+    record: :func:`privatize_text` is the release; this is its kernel (and what the
+    bench times).
     """
     tokens = np.asarray(tokens, dtype=object)
-    out = np.empty(len(tokens), dtype=object)
-    for start in range(0, len(tokens), BATCH):
-        part = tokens[start : start + BATCH]
-        sources = embeddings.indices(part)
-        missing = sources < 0
-        if oov == "sample" and missing.any():
-            picks = _uniforms((int(missing.sum()),), rng)
-            sources[missing] = np.minimum(
-                (picks * len(embeddings.words)).astype(np.int64), len(embeddings.words) - 1
-            )
-            missing[:] = False
-        chosen = np.empty(len(part), dtype=object)
-        rows = np.flatnonzero(~missing)
-        if len(rows):
-            noise = sample_noise(len(rows), embeddings.dims, word_epsilon, rng)
-            points = embeddings.vectors[sources[rows]] + noise
-            found = embeddings.nearest(points, sources[rows], search)
-            chosen[rows] = embeddings.words[found]
-        chosen[missing] = OOV_TOKEN
-        out[start : start + len(part)] = chosen
-    return out
+    starts = range(0, len(tokens), BATCH)
+    if rng is not None:
+        workers = 1
+    workers = max(1, min(len(starts), workers or min(2, os.cpu_count() or 1)))
+
+    def one(start: int) -> np.ndarray:
+        return _privatize_batch(tokens[start : start + BATCH], word_epsilon, embeddings,
+                                oov, search, rng)  # fmt: skip
+
+    if len(tokens) == 0:
+        return np.empty(0, dtype=object)
+    # Built once, before the threads share them.
+    _ = embeddings.neighbours, embeddings.reach, embeddings.indices(tokens[:1])
+    _ = embeddings.lists if search == "ann" else embeddings.flat
+    with _one_blas_thread():
+        if workers == 1:
+            parts = [one(start) for start in starts]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(one, starts))
+    return np.concatenate(parts)
+
+
+def _privatize_batch(
+    part: np.ndarray,
+    word_epsilon: float,
+    embeddings: Embeddings,
+    oov: str,
+    search: str,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    sources = embeddings.indices(part)
+    missing = sources < 0
+    if oov == "sample" and missing.any():
+        picks = _uniforms((int(missing.sum()),), rng)
+        sources[missing] = np.minimum(
+            (picks * len(embeddings.words)).astype(np.int64), len(embeddings.words) - 1
+        )
+        missing[:] = False
+    chosen = np.empty(len(part), dtype=object)
+    rows = np.flatnonzero(~missing)
+    if len(rows):
+        noise = sample_noise(len(rows), embeddings.dims, word_epsilon, rng)
+        points = embeddings.vectors[sources[rows]] + noise
+        found = embeddings.nearest(points, sources[rows], search)
+        chosen[rows] = embeddings.words[found]
+    chosen[missing] = OOV_TOKEN
+    return chosen
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = [0, None]  # callers inside, and the limiter the first of them set
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS and OpenMP at one thread each while any caller is inside: the products here
+    are small (a cell's words against its points), where a second BLAS thread only adds
+    synchronization (three times slower on a busy 2-core machine); the parallelism is
+    the batches'. Reference-counted, so overlapping callers restore the setting once."""
+    from threadpoolctl import threadpool_limits
+
+    with _BLAS_LOCK:
+        if _BLAS_USERS[0] == 0:
+            _BLAS_USERS[1] = threadpool_limits(1)
+        _BLAS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS[0] -= 1
+            if _BLAS_USERS[0] == 0:
+                _BLAS_USERS[1].restore_original_limits()
+                _BLAS_USERS[1] = None
 
 
 def composed_epsilon(epsilon: float, unit: str, max_words: int) -> tuple[float, float]:
@@ -496,13 +656,13 @@ def _privatize_partitions(
     so only a partition's text and the output are in memory; the outputs in file order."""
     import pyarrow.parquet as pq
 
-    _ = embeddings.neighbours, embeddings.ivf  # built once, before the threads share them
+    _ = embeddings.neighbours, embeddings.reach, embeddings.lists  # built before the threads
 
     def one(path: str) -> list[str]:
         values = pq.read_table(path, columns=[column.name]).column(0).to_pandas()
         tokens, lengths = tokenize(values, max_words)
         replaced = privatize_words(
-            tokens, word_epsilon, embeddings=embeddings, oov=oov, search=search
+            tokens, word_epsilon, embeddings=embeddings, oov=oov, search=search, workers=1
         )
         return _join(replaced, lengths)
 
