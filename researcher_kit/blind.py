@@ -386,8 +386,13 @@ class BlindQuery:
             self.context, [*self.steps, ("with_keys", [{"keys": frame.to_dict(as_series=False)}])]
         )
 
-    def release(self) -> Released:
-        call = ReleaseCall(op="context", table=self.context.table, steps=self.steps)
+    def release(self, column: str | None = None, bounds: Any = None) -> Released:
+        """Ask the site; ``column`` and ``bounds`` name a ``ctx_*`` helper's aggregate
+        (the site checks them against the steps before it relies on them)."""
+        call = ReleaseCall(
+            op="context", table=self.context.table, steps=self.steps, column=column,
+            bounds=bounds,
+        )  # fmt: skip
         return Released(self.context.channel.call(call))
 
 

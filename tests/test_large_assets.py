@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from datasite.contract.job import JobSpec, Limits, RequestKind
+from datasite.contract.job import ContextOptions, JobSpec, Limits, RequestKind
 from datasite.contract.results import decode_result
 from datasite.contract.tables import partition_files, write_partitioned
 from researcher_kit import dp
@@ -83,9 +83,7 @@ def test_partials_add_up_to_what_opendp_computes_on_the_whole_table(frame, parts
     age = frame["age"].to_numpy().copy()
     assert exact(Scan("count"), parts.column(None)) == [len(frame)]
     int_sum = _clamped(True, (10, 90)) >> od.t.then_sum()
-    assert exact(Scan("sum", integer=True, bounds=(10, 90)), parts.column("age"))[0] == int_sum(
-        age
-    )
+    assert exact(Scan("sum", integer=True, bounds=(10, 90)), parts.column("age"))[0] == int_sum(age)
     float_sum = _clamped(False, (0.0, 100.0)) >> od.t.then_sum()
     total, nonmissing = exact(Scan("mean", bounds=(0.0, 100.0)), parts.column("income"))
     assert total == pytest.approx(float_sum(income), rel=1e-12)
@@ -150,6 +148,95 @@ def test_releaser_serves_every_aggregate_from_partitions(frame, parts) -> None: 
     assert abs(mean - frame["income"].mean()) < 1.0 and abs(median - 50) < 5
     assert abs(n - len(frame)) < 20 and list(counts.index) == ["F", "M", "(other)"]
     assert releaser.spent.epsilon == pytest.approx(8.0)
+
+
+class Direct:
+    """A blind Context's channel straight to a releaser in this process."""
+
+    def __init__(self, releaser: Releaser, keep_hint: bool = True) -> None:
+        self.releaser, self.keep_hint = releaser, keep_hint
+
+    def call(self, call):  # type: ignore[no-untyped-def]
+        if not self.keep_hint:
+            call = call.model_copy(update={"column": None, "bounds": None})
+        return self.releaser.handle(call)
+
+
+@pytest.fixture
+def plan_never_runs(monkeypatch):  # type: ignore[no-untyped-def]
+    """OpenDP's whole-table plan (``OnceFrame.collect``) refuses to run."""
+    from opendp.extras.polars import OnceFrame
+
+    def refuse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("OpenDP's plan loaded the table")
+
+    monkeypatch.setattr(OnceFrame, "collect", refuse)
+
+
+def test_context_aggregates_of_a_partitioned_table_are_scanned(
+    frame, parts, plan_never_runs
+) -> None:  # type: ignore[no-untyped-def]
+    """ctx_count/sum/mean of a partitioned table never run OpenDP's plan over the whole
+    column: OpenDP resolves and charges them, the exact partials get its noise."""
+    from researcher_kit.blind import BlindContext
+
+    releaser = Releaser({"df": Path(parts.files[0]).parent}, epsilon=4e4, queries=4)
+    ctx = BlindContext(Direct(releaser), "df", {})
+    income = frame["income"].fillna(50.0).clip(0, 100)  # missing: the bounds' midpoint
+    assert dp.ctx_count(ctx) == pytest.approx(len(frame), abs=2)
+    assert dp.ctx_sum(ctx, "age", (10, 90)) == pytest.approx(frame["age"].clip(10, 90).sum(), abs=2)
+    assert dp.ctx_mean(ctx, "income", (0.0, 100.0)) == pytest.approx(income.mean(), abs=1e-3)
+    assert dp.ctx_sum(ctx, "income", (0.0, 100.0)) == pytest.approx(income.sum(), abs=1.0)
+    entries = releaser.spent.entries
+    assert [e.details["aggregates"] for e in entries] == [
+        ["Frame Length"],
+        ["Sum"],
+        ["Sum", "Length"],
+        ["Sum"],
+    ]
+    assert releaser.spent.epsilon == pytest.approx(4e4)
+    with pytest.raises(Exception, match="budget|exhausted|queries|consumed"):  # 4 of 4 used
+        dp.ctx_count(ctx)
+
+
+def test_a_context_query_whose_hint_lies_runs_opendps_plan(frame, parts) -> None:  # type: ignore[no-untyped-def]
+    """Column and bounds come from the researcher's code: steps that are not exactly the
+    helper's expression for them (or no hint) take OpenDP's own plan, whatever they say."""
+    from datasite.contract.release import ReleaseCall
+    from researcher_kit.dp.context import aggregate
+
+    releaser = Releaser({"df": Path(parts.files[0]).parent}, epsilon=2e4, queries=2)
+    steps = [["select", [{"expr": aggregate("mean", "income", (0.0, 100.0)).meta.serialize(
+        format="json")}]]]  # fmt: skip
+    lying = ReleaseCall(op="context", table="df", steps=steps, column="age", bounds=(0, 100))
+    released = releaser.handle(lying).item()
+    assert released == pytest.approx(frame["income"].fillna(50.0).clip(0, 100).mean(), abs=1e-2)
+    from researcher_kit.blind import BlindContext
+
+    unhinted = BlindContext(Direct(releaser, keep_hint=False), "df", {})
+    assert dp.ctx_count(unhinted) == pytest.approx(len(frame), abs=2)
+
+
+def test_a_scanned_context_mean_has_opendps_distribution(frame, parts) -> None:  # type: ignore[no-untyped-def]
+    """The same resolved measurement, 400 times by OpenDP's plan on the whole table and
+    400 times as exact partials plus its named noise: one distribution (two-sample KS)."""
+    import polars as pl
+    from opendp.accuracy import summarize_polars_measurement
+
+    from datasite.contract.harness import build_context
+    from researcher_kit.dp.context import aggregate, answer_from_exact
+
+    whole = pl.from_pandas(frame).lazy()
+    ctx = build_context(whole, epsilon=1.0)
+    measurement = ctx.query().select(aggregate("mean", "income", (0.0, 100.0))).resolve()
+    summary = summarize_polars_measurement(measurement)
+    planned = [measurement(whole).collect().item() for _ in range(400)]
+    clamped, present = exact(Scan("mean", bounds=(0.0, 100.0)), parts.column("income"))
+    total = clamped + (len(frame) - present) * 50.0
+    scanned = [answer_from_exact("mean", "income", total, len(frame), summary).item()
+               for _ in range(400)]  # fmt: skip
+    assert stats.ks_2samp(planned, scanned).pvalue > 1e-3
+    assert np.std(scanned) > 0.001  # noised: a Laplace sum of scale ~2,000 over 20,000 rows
 
 
 # -- only the columns and row groups a release needs are read ------------------------------
@@ -237,8 +324,9 @@ def test_a_dask_local_cluster_computes_the_same_exact_aggregates(parts) -> None:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         on_dask = PartitionedTable(parts.files, dask_mapper(client))
@@ -289,9 +377,11 @@ def big_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
 MEMORY = 256 * 1024**2
 
 
-def run(executor, folder: str, source: str, kind: str = "blind", memory: int = MEMORY):  # type: ignore[no-untyped-def]
+def run(executor, folder: str, source: str, kind: str = "blind", memory: int = MEMORY,  # type: ignore[no-untyped-def]
+        queries: int = 1):  # fmt: skip
     spec = JobSpec(job_id="large", source=textwrap.dedent(source), entry="f",
                    kind=RequestKind(kind), inputs={"df": folder}, epsilon=1.0,
+                   context=ContextOptions(queries=queries),
                    limits=Limits(wall_seconds=120, memory_bytes=memory))  # fmt: skip
     return executor.submit(spec).result()
 
@@ -329,6 +419,23 @@ def test_a_blind_release_over_a_table_larger_than_the_memory_limit(executor, big
     result = run(executor, big_folder, rows)
     assert not result.ok  # a release that needs the rows in memory meets the limit too
     assert result.error_type in ("ReleaseFailed", "ReleaseError"), result.error_detail
+
+
+@pytest.mark.integration
+@pytest.mark.one_database
+def test_a_context_request_over_a_table_larger_than_the_memory_limit(executor, big_folder) -> None:  # type: ignore[no-untyped-def]
+    """A Context mean and count of 8M rows in a releaser limited to 256 MiB: OpenDP's own
+    plan would load the column (and its filled, clamped copies) whole."""
+    source = """
+        from researcher_kit import dp
+
+        def f(df):
+            return dp.ctx_mean(df, "x", bounds=(0.0, 10.0)), dp.ctx_count(df)
+    """
+    result = run(executor, big_folder, source, kind="context", queries=2)
+    assert result.ok, (result.error_type, result.error_message, result.error_detail)
+    mean, rows = decode_result(result.manifest, result.blobs)
+    assert abs(mean - 5.0) < 0.01 and abs(rows - 8_000_000) < 100
 
 
 @pytest.mark.integration
@@ -412,9 +519,9 @@ def test_an_upload_is_stored_in_partitions_from_a_csv_file_or_chunks(  # type: i
     ]
     assert pd.read_parquet(real_path).equals(frame)
     owner.datasets.upload(name="FromCsv", assets={"t": (csv, mock)}, progress=False)
-    assert pd.read_parquet(stored(small_parts_site, "FromCsv")[0])["age"].sum() == frame[
-        "age"
-    ].sum()
+    assert (
+        pd.read_parquet(stored(small_parts_site, "FromCsv")[0])["age"].sum() == frame["age"].sum()
+    )
     assert list(small_parts_site.settings.uploads_dir.iterdir()) == []  # uploads are done
 
 

@@ -85,8 +85,7 @@ def ctx_count(ctx: Any) -> int:
     >>> abs(ctx_count(ctx) - 400) < 50
     True
     """
-    dp = opendp()
-    frame = record_context_release(ctx, ctx.query().select(dp.len(signed=True)), "ctx_count", None)
+    frame = record_context_release(ctx, ctx.query().select(aggregate("count")), "ctx_count", None)
     return int(frame.item())
 
 
@@ -98,8 +97,8 @@ def ctx_sum(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
     >>> abs(ctx_sum(ctx, "hours", bounds=(0.0, 10.0)) - 800) < 200
     True
     """
-    query = ctx.query().select(_filled(column, bounds).dp.sum(_typed(bounds)))
-    value = record_context_release(ctx, query, "ctx_sum", column).item()
+    query = ctx.query().select(aggregate("sum", column, bounds))
+    value = record_context_release(ctx, query, "ctx_sum", column, bounds).item()
     return value if isinstance(value, int) else float(value)
 
 
@@ -111,8 +110,8 @@ def ctx_mean(ctx: Any, column: str, bounds: tuple[float, float]) -> float:
     >>> 18 <= ctx_mean(ctx, "age", bounds=(18, 90)) <= 90
     True
     """
-    query = ctx.query().select(_filled(column, bounds).dp.mean(_typed(bounds)))
-    return float(record_context_release(ctx, query, "ctx_mean", column).item())
+    query = ctx.query().select(aggregate("mean", column, bounds))
+    return float(record_context_release(ctx, query, "ctx_mean", column, bounds).item())
 
 
 def ctx_quantile(
@@ -162,6 +161,60 @@ def ctx_histogram(ctx: Any, column: str, categories: list[Any] | None = None) ->
     return frame.sort(column).to_pandas()
 
 
+#: The Context aggregates a site may answer from a partitioned table's exact partials
+#: (``researcher_kit.releaser``): OpenDP resolves and charges them, the site adds the
+#: noise OpenDP's summary names to the exact values, so no table is loaded whole.
+SCANNABLE = ("count", "sum", "mean")
+
+
+def aggregate(kind: str, column: str | None = None, bounds: tuple[Any, Any] | None = None) -> Any:
+    """The one Polars expression of ``ctx_count`` / ``ctx_sum`` / ``ctx_mean``.
+
+    Missing values count as the bounds' midpoint; the sum and mean are clamped to
+    ``bounds``; the count is signed (never clamped at zero).
+
+    >>> aggregate("mean", "age", (18, 90)).meta.root_names()
+    ['age']
+    """
+    dp = opendp()  # also registers the ``.dp`` expression namespace
+    if kind == "count":
+        return dp.len(signed=True)
+    if kind not in SCANNABLE or column is None or bounds is None:
+        raise ValueError(f"{kind!r} needs a column and bounds")
+    filled = _filled(column, bounds)
+    return filled.dp.sum(_typed(bounds)) if kind == "sum" else filled.dp.mean(_typed(bounds))
+
+
+def answer_from_exact(kind: str, column: str | None, total: Any, rows: int, summary: Any) -> Any:
+    """``kind``'s released frame from its exact values, with the noise OpenDP resolved.
+
+    ``total`` is the filled, clamped sum (None for a count), ``rows`` the row count;
+    ``summary`` is ``summarize_polars_measurement`` of the query's measurement: one row
+    per noised aggregate (``Sum``, ``Length`` / ``Frame Length``) with its distribution
+    and scale. Each is drawn by OpenDP's own Laplace sampler at that scale (integer noise
+    on integers), once, on the combined exact value: the mechanism of the whole-table
+    plan. A mean is the noisy sum over the noisy length, as OpenDP's ``dp.mean``.
+    """
+    import polars as pl
+
+    dp = opendp()
+    noisy: dict[str, Any] = {}
+    for row in summary.iter_rows(named=True):
+        exact_value = total if row["aggregate"] == "Sum" else rows
+        integer = "integer" in str(row["distribution"]).lower()
+        domain = dp.atom_domain(T="i64") if integer else dp.atom_domain(T=float, nan=False)
+        distance = dp.absolute_distance(T="i64" if integer else float)
+        sampler = dp.m.make_laplace(domain, distance, scale=float(row["scale"]))
+        noisy[row["aggregate"]] = sampler(int(exact_value) if integer else float(exact_value))
+    if kind == "count":
+        (value,) = noisy.values()
+        return pl.DataFrame({"len": [int(value)]})
+    if kind == "sum":
+        return pl.DataFrame({column: [noisy["Sum"]]})
+    length = next(v for k, v in noisy.items() if k != "Sum")
+    return pl.DataFrame({column: [noisy["Sum"] / length]})
+
+
 def _typed(bounds: tuple[float, float]) -> tuple[Any, Any]:
     """Bounds as both ints (integer column) or both floats: OpenDP matches the dtype."""
     lower, upper = bounds
@@ -183,16 +236,27 @@ def _filled(column: str, bounds: tuple[float, float]) -> Any:
     return pl.col(column).fill_nan(middle).fill_null(middle)
 
 
-def record_context_release(ctx: Any, query: Any, helper: str, column: str | None) -> Any:
+def record_context_release(
+    ctx: Any,
+    query: Any,
+    helper: str,
+    column: str | None,
+    bounds: tuple[Any, Any] | None = None,
+    *,
+    answer: Any = None,
+) -> Any:
     """Release ``query`` through ``ctx`` and record the share of the budget it used.
 
     A query of a data-blind Context (``researcher_kit.blind``) is released by the site's
-    releaser, which does the recording on its side.
+    releaser, which does the recording on its side; ``column`` and ``bounds`` travel with
+    it so that the site can recognise a :data:`SCANNABLE` aggregate. ``answer``, given
+    the measurement's summary, computes the released frame instead of OpenDP's plan (the
+    site's partitioned scan); the budget is charged the same way either way.
     """
     from researcher_kit.blind import BlindQuery
 
     if isinstance(query, BlindQuery):
-        return query.release().collect()
+        return query.release(column=column, bounds=bounds).collect()
     from opendp.accuracy import summarize_polars_measurement
 
     # Resolving searches OpenDP's noise scale; do it once for the summary and the release.
@@ -200,7 +264,8 @@ def record_context_release(ctx: Any, query: Any, helper: str, column: str | None
     summary = summarize_polars_measurement(measurement)
     mechanisms = sorted({_mechanism(d) for d in summary["distribution"].to_list()})
     before = len(ctx.d_mids_consumed)
-    frame = ctx(measurement).collect()
+    once = ctx(measurement)  # charges the Context; the plan runs only when collected
+    frame = once.collect() if answer is None else answer(summary)
     spent = ctx.d_mids_consumed[before:]
     epsilon = math.fsum(_epsilon_delta(d)[0] for d in spent)
     delta = math.fsum(_epsilon_delta(d)[1] for d in spent)
