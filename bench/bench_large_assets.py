@@ -183,7 +183,12 @@ def upload(source: Path, work: Path) -> tuple[float, str]:
     return elapsed, str(folder)
 
 
-def measure(rows: int, work: Path, dask_clients: dict[str, Any], runs: int) -> list[dict]:
+PATHS = ("local", "context", "releaser", "dask")
+
+
+def measure(
+    rows: int, work: Path, dask_clients: dict[str, Any], runs: int, paths: tuple[str, ...] = PATHS
+) -> list[dict]:
     from researcher_kit.dp.partitioned import dask_mapper
 
     source = work / "source.parquet"
@@ -201,7 +206,8 @@ def measure(rows: int, work: Path, dask_clients: dict[str, Any], runs: int) -> l
                     "floor_s": round(floor_s, 3), "ratio": round(run_s / floor_s, 2),
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
                     "state": results[-1]["state"], "upload_s": round(upload_s, 2),
-                    "partitions": len(files)})  # fmt: skip
+                    "partitions": len(files), "measured": time.strftime("%Y-%m-%d"),
+                    "load_average_at_start": round(os.getloadavg()[0], 2)})  # fmt: skip
         print(json.dumps(out[-1]), flush=True)
 
     def timed(measure_once: Any) -> list[dict]:
@@ -209,9 +215,12 @@ def measure(rows: int, work: Path, dask_clients: dict[str, Any], runs: int) -> l
         return [measure_once() for _ in range(runs)]
 
     with LocalExecutor(concurrency=1) as executor:
-        row("local", timed(lambda: sandbox_run(executor, folder, MEAN, "blind")))
-        row("context", timed(lambda: sandbox_run(executor, folder, CONTEXT_MEAN, "context")))
-    row("releaser", timed(lambda: releaser_run(folder)))
+        if "local" in paths:
+            row("local", timed(lambda: sandbox_run(executor, folder, MEAN, "blind")))
+        if "context" in paths:
+            row("context", timed(lambda: sandbox_run(executor, folder, CONTEXT_MEAN, "context")))
+    if "releaser" in paths:
+        row("releaser", timed(lambda: releaser_run(folder)))
     for name, client in dask_clients.items():
         row(name, timed(lambda c=client: releaser_run(folder, dask_mapper(c))))
     shutil.rmtree(work / "site", ignore_errors=True)
@@ -223,12 +232,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only the measured (rows, path) rows"
+    )
     args = parser.parse_args()
     from distributed import Client, LocalCluster
 
     clusters = []
     clients: dict[str, Any] = {}
-    if not args.no_dask:
+    if not args.no_dask and "dask" in args.paths:
         for name, processes in (("dask", True), ("dask-threads", False)):
             cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
                                    dashboard_address=None)  # fmt: skip
@@ -238,12 +251,16 @@ def main() -> None:
     try:
         for rows in args.rows:
             with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
-                rows_out += measure(rows, Path(folder), clients, args.runs)
+                rows_out += measure(rows, Path(folder), clients, args.runs, tuple(args.paths))
     finally:
         for client in clients.values():
             client.close()
         for cluster in clusters:
             cluster.close()
+    if args.merge and RESULTS.exists():
+        new = {(r["rows"], r["path"]) for r in rows_out}
+        kept = [r for r in json.loads(RESULTS.read_text()) if (r["rows"], r["path"]) not in new]
+        rows_out = sorted(kept + rows_out, key=lambda r: (r["rows"], r["path"]))
     RESULTS.write_text(json.dumps(rows_out, indent=2) + "\n")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; wrote {RESULTS}")
 

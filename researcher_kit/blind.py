@@ -38,6 +38,16 @@ from datasite.contract.results import decode_result, encode_result
 _PRIVATE = "{what} is private here: {how}"
 
 
+#: What the job sees when the releaser process ended mid-call. It most often ran out of the
+#: run's memory limit (a library that loads a whole column); the run is charged in full.
+RELEASER_STOPPED = (
+    "ReleaseFailed: the site's releaser stopped before it answered; a release that needs "
+    "more memory than the run's limit ends this way (ask the owner for a larger limit, or "
+    "use a release the site computes partition by partition: dp.count/sum/mean/histogram/"
+    "quantile, ctx_count/ctx_sum/ctx_mean)"
+)
+
+
 class ReleaseError(RuntimeError):
     """A release the releaser refused or could not make; the message says which."""
 
@@ -124,8 +134,11 @@ class SocketChannel:
         self._stream = self._socket.makefile("rwb", buffering=0)
 
     def call(self, call: ReleaseCall) -> Any:
-        write_message(self._stream, call.model_dump(mode="json", exclude_none=True))
-        header, blobs = read_message(self._stream)
+        try:
+            write_message(self._stream, call.model_dump(mode="json", exclude_none=True))
+            header, blobs = read_message(self._stream)
+        except (EOFError, OSError):
+            raise ReleaseError(RELEASER_STOPPED) from None
         return decode_answer(header, blobs)
 
 

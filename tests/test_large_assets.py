@@ -436,6 +436,19 @@ def test_a_context_request_over_a_table_larger_than_the_memory_limit(executor, b
     assert result.ok, (result.error_type, result.error_message, result.error_detail)
     mean, rows = decode_result(result.manifest, result.blobs)
     assert abs(mean - 5.0) < 0.01 and abs(rows - 8_000_000) < 100
+    # Any other query runs OpenDP's plan, which loads what it reads: past the limit, the
+    # researcher is told why the releaser stopped (not a bare closed channel).
+    filtered = """
+        import polars as pl
+
+        def f(df):
+            query = df.query().filter(pl.col("y") > 0.01).select(
+                pl.col("x").fill_nan(5.0).fill_null(5.0).dp.mean((0.0, 10.0)))
+            return query.release().collect().item()
+    """
+    result = run(executor, big_folder, filtered, kind="context")
+    assert not result.ok and result.error_type == "ReleaseError", result.error_detail
+    assert "releaser stopped" in result.error_message and "memory" in result.error_message
 
 
 @pytest.mark.integration
