@@ -249,32 +249,65 @@ def _plain(documents: pd.Series, max_words: int) -> list[str]:
     return text._join(tokens, lengths)
 
 
-def utility_svg(rows: list[dict[str, float]], path: Path) -> None:
-    """A small SVG line plot of accuracy against epsilon (original text as a dashed line)."""
+def common_words(documents: pd.Series, count: int = 4, *, skip: int = 100) -> list[str]:
+    """The ``count`` commonest words of ``documents`` the mechanism knows, leaving out the
+    ``skip`` most frequent GloVe words (function words: "the", "and")."""
+    tokens, _ = text.tokenize(documents, None)
+    if not len(tokens):
+        return []
+    embeddings = text.load_embeddings(text.DEFAULT_VOCABULARY)
+    ranks = embeddings.indices(tokens)
+    kept = pd.Series(tokens[ranks >= skip])
+    return [str(w) for w in kept.value_counts().index[:count]]
+
+
+def curve_markup(
+    rows: list[dict[str, float]],
+    *,
+    key: str = "accuracy",
+    label: str = "sentiment accuracy",
+    low: float = 0.4,
+    high: float = 1.0,
+    title: str = "Sentiment accuracy against per-word epsilon",
+) -> str:
+    """A small SVG line plot of ``row[key]`` against epsilon (log scale), the row with an
+    infinite epsilon (original text) as a dashed line. Presentation attributes only (the
+    site's pages allow no inline style); every label escaped."""
+    from html import escape
+
     points = [r for r in rows if np.isfinite(r["epsilon"])]
-    baseline = next((r["accuracy"] for r in rows if not np.isfinite(r["epsilon"])), None)
+    baseline = next((r[key] for r in rows if not np.isfinite(r["epsilon"])), None)
     width, height, pad = 420, 260, 40
-    xs = np.log10([r["epsilon"] for r in points])
-    lo, hi = float(xs.min()), float(xs.max()) if len(xs) > 1 else float(xs.min()) + 1
+    xs = np.log10([r["epsilon"] for r in points]) if points else np.zeros(1)
+    lo = float(xs.min())
+    hi = float(xs.max()) if len(xs) > 1 else lo + 1
 
     def x(v: float) -> float:
         return pad + (v - lo) / (hi - lo or 1) * (width - 2 * pad)
 
     def y(a: float) -> float:
-        return height - pad - (a - 0.4) / 0.6 * (height - 2 * pad)
+        return height - pad - (a - low) / (high - low) * (height - 2 * pad)
 
-    line = " ".join(f"{x(v):.1f},{y(r['accuracy']):.1f}" for v, r in zip(xs, points, strict=True))
+    line = " ".join(f"{x(v):.1f},{y(r[key]):.1f}" for v, r in zip(xs, points, strict=False))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
         '<rect width="100%" height="100%" fill="white"/>',
         f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{line}"/>',
         f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
         "per-word epsilon (log scale)</text>",
         f'<text x="12" y="{height / 2}" font-size="12" transform="rotate(-90 12 {height / 2})"'
-        ' text-anchor="middle">sentiment accuracy</text>',
+        f' text-anchor="middle">{escape(label)}</text>',
+        f'<text x="{pad - 4}" y="{y(high) + 4:.1f}" font-size="10" text-anchor="end">'
+        f"{high:g}</text>",
+        f'<text x="{pad - 4}" y="{y(low) + 4:.1f}" font-size="10" text-anchor="end">{low:g}</text>',
     ]
-    for v, r in zip(xs, points, strict=True):
-        parts.append(f'<circle cx="{x(v):.1f}" cy="{y(r["accuracy"]):.1f}" r="3"/>')
+    for v, r in zip(xs, points, strict=False):
+        parts.append(
+            f'<circle cx="{x(v):.1f}" cy="{y(r[key]):.1f}" r="3"><title>epsilon '
+            f"{r['epsilon']:g}: {escape(label)} {r[key]:.3f}</title></circle>"
+        )
         parts.append(
             f'<text x="{x(v):.1f}" y="{height - pad + 14}" font-size="10" '
             f'text-anchor="middle">{r["epsilon"]:g}</text>'
@@ -287,4 +320,9 @@ def utility_svg(rows: list[dict[str, float]], path: Path) -> None:
             f'text-anchor="end">original text {baseline:.3f}</text>'
         )
     parts.append("</svg>")
-    path.write_text("\n".join(parts) + "\n")
+    return "\n".join(parts) + "\n"
+
+
+def utility_svg(rows: list[dict[str, float]], path: Path) -> None:
+    """The bench's figure: :func:`curve_markup` of sentiment accuracy, written to ``path``."""
+    path.write_text(curve_markup(rows))

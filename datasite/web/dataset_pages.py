@@ -23,6 +23,7 @@ from datasite.api.deps import client_address, db_session
 from datasite.db.models import Asset, Dataset
 from datasite.errors import Invalid
 from datasite.store.storage import Storage
+from datasite.web import text_pages as _text_pages
 from datasite.web.access import PageError, WebSession, owner_page, owner_post, staff_page
 from datasite.web.policy_form import form_fields, form_intro, parse_form, with_values
 from datasite.web.render import render
@@ -238,3 +239,7 @@ def _save_policy(
         db.commit()
         the_site.reviewer.recheck_dataset(db, dataset.id)
     return RedirectResponse(f"/datasets/{quote(name)}?saved=1#policy-heading", status_code=303)
+
+
+# The owner's text-privatization report of a text column (datasite.web.text_pages).
+router.include_router(_text_pages.router)
