@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -423,16 +424,25 @@ class Releaser:
         noise OpenDP's resolved measurement names, added once to the combined values."""
         from researcher_kit.dp.context import answer_from_exact
 
-        def answer(summary: Any) -> Any:
+        def exact_values() -> tuple[Any, int]:
             rows = source.num_rows()
-            total = None
-            if kind != "count":
-                low, high = call.bounds  # type: ignore[misc]
-                integer = isinstance(low, int) and isinstance(high, int)
-                scan = Scan("mean", integer=integer, bounds=(low, high))
-                clamped, present = exact(scan, source.column(call.column))
-                middle = (low + high) // 2 if integer else (low + high) / 2
-                total = clamped + (rows - present) * middle  # missing values: the midpoint
+            if kind == "count":
+                return None, rows
+            low, high = call.bounds  # type: ignore[misc]
+            integer = isinstance(low, int) and isinstance(high, int)
+            scan = Scan("mean", integer=integer, bounds=(low, high))
+            clamped, present = exact(scan, source.column(call.column))
+            middle = (low + high) // 2 if integer else (low + high) / 2
+            return clamped + (rows - present) * middle, rows  # missing: the midpoint
+
+        # The scan runs while OpenDP searches the noise scale (data-free, ~1 s): nothing
+        # is released before the query is resolved and charged.
+        pool = ThreadPoolExecutor(1)
+        scanned = pool.submit(exact_values)
+        pool.shutdown(wait=False)
+
+        def answer(summary: Any) -> Any:
+            total, rows = scanned.result()
             return answer_from_exact(kind, call.column, total, rows, summary)
 
         return answer
