@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # real tables are stored as Parquet files of at most this many rows (one unit of
     # parallel work for the releaser); DATASITE_PARTITION_ROWS
     partition_rows: int = Field(default=1024 * 1024, ge=1)
+    #: where asset tables are kept: None for the data folder's ``assets/``; an fsspec URL
+    #: (``s3://bucket/prefix``) for an object store, with ``assets/`` as its local cache
+    #: (``datasite.store.object_storage``); DATASITE_STORAGE_URL
+    storage_url: str | None = None
+    #: the object store's fsspec options as JSON (S3: ``{"endpoint_url": ..., "key": ...,
+    #: "secret": ...}``); DATASITE_STORAGE_OPTIONS
+    storage_options: dict[str, str] = Field(default_factory=dict, repr=False)
     executor: str = "local"
     executor_concurrency: int = 2
     #: compute the text privatization's neighbour table (``rk.dp.privatize_text``, the

@@ -23,7 +23,7 @@ from datasite.db.models import User
 from datasite.db.session import make_engine, make_sessionmaker, migrate
 from datasite.review import Reviewer
 from datasite.runs import Runner
-from datasite.store.storage import LocalStorage, Storage
+from datasite.store import LocalStorage, ObjectStorage, Storage, make_storage
 from datasite.watch import StateWatch
 
 if TYPE_CHECKING:
@@ -72,8 +72,8 @@ class Site:
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="datasite-bg")
         self.watch = StateWatch()
         self._executor = executor
-        self.store: Storage = store or LocalStorage(settings.assets_dir, settings.partition_rows)
-        if isinstance(self.store, LocalStorage):
+        self.store: Storage = store or make_storage(settings)
+        if isinstance(self.store, LocalStorage | ObjectStorage):
             for folder in self.store.sweep_partial():
                 log.warning("removed an incomplete asset folder left by a crash: %s", folder)
         self._bootstrap_owner()
