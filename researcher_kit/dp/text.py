@@ -122,9 +122,16 @@ class Embeddings:
     def lookup(self) -> pd.Index:
         return pd.Index(self.words)
 
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """Each word's vocabulary position."""
+        return {str(word): i for i, word in enumerate(self.words)}
+
     def indices(self, tokens: np.ndarray) -> np.ndarray:
-        """Vocabulary positions of ``tokens`` (-1 when out of vocabulary), vectorized."""
-        return self.lookup.get_indexer(tokens)
+        """Vocabulary positions of ``tokens`` (-1 when out of vocabulary): a dict lookup
+        a token (a third of pandas' ``get_indexer`` here, which converts the strings)."""
+        get = self.positions.get
+        return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
 
     @functools.cached_property
     def table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +224,14 @@ class Embeddings:
             cells.append((ids, np.ascontiguousarray(block, dtype=np.float32)))
         return cells
 
+    def prepare(self, search: str = "ann") -> None:
+        """Build what :meth:`nearest` reads (once; threads then share it read-only)."""
+        _ = self.positions, self.neighbours, self.reach
+        if search == "exact":
+            _ = self.flat
+        elif hasattr(self.ivf, "invlists"):
+            _ = self.lists
+
     def nearest(self, points: np.ndarray, sources: np.ndarray, search: str = "ann") -> np.ndarray:
         """The vocabulary index nearest to each point; ``sources[i]`` is the word that
         ``points[i]`` was noised from (its neighbour list makes most searches exact).
@@ -276,15 +291,16 @@ class Embeddings:
         best = np.full(len(probes), np.inf, dtype=np.float32)
         found = np.zeros(len(probes), dtype=np.int64)
         rows = np.arange(int(counts.max(initial=0)))
+        gathered = np.take(augmented, queries, axis=0)  # one gather, then views a cell
         lists = self.lists
         for cell in np.flatnonzero(counts):
             words, block = lists[cell]
             if not len(words):
                 continue
             start, end = ends[cell] - counts[cell], ends[cell]
-            distance = augmented[queries[start:end]] @ block
+            distance = gathered[start:end] @ block
             pick = distance.argmin(axis=1)
-            best[start:end] = distance.ravel()[rows[: end - start] * len(words) + pick]
+            best[start:end] = distance[rows[: end - start], pick]
             found[start:end] = words[pick]
         by_point, chosen = np.empty_like(best), np.empty_like(found)
         by_point[order], chosen[order] = best, found
@@ -480,9 +496,7 @@ def privatize_words(
 
     if len(tokens) == 0:
         return np.empty(0, dtype=object)
-    # Built once, before the threads share them.
-    _ = embeddings.neighbours, embeddings.reach, embeddings.indices(tokens[:1])
-    _ = embeddings.lists if search == "ann" else embeddings.flat
+    embeddings.prepare(search)  # built once, before the threads share them
     with _one_blas_thread():
         if workers == 1:
             parts = [one(start) for start in starts]
@@ -656,7 +670,7 @@ def _privatize_partitions(
     so only a partition's text and the output are in memory; the outputs in file order."""
     import pyarrow.parquet as pq
 
-    _ = embeddings.neighbours, embeddings.reach, embeddings.lists  # built before the threads
+    embeddings.prepare(search)  # built once, before the threads share them
 
     def one(path: str) -> list[str]:
         values = pq.read_table(path, columns=[column.name]).column(0).to_pandas()
