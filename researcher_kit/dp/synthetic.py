@@ -44,7 +44,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -265,6 +265,216 @@ def _patch_budget_split() -> None:
             module.prior = _roomier_prior
 
 
+#: Doublings or halvings from 1.0 the bracketing of a noise scale may take (2**+-200).
+BRACKET_STEPS = 200
+
+
+def _bracketed_search(predicate: Callable[[float], bool]) -> float:
+    """OpenDP's ``binary_search(predicate, T=float)`` answer, found in ~60 calls, not ~1,140.
+
+    OpenDP's unbounded search for a noise scale first probes 0.0 and then bisects down
+    through the subnormal floats before it finds the boundary: about 1,140 predicate
+    calls, each building the whole chain (one measurement per marginal), 15-30 s of a
+    cold MST fit on Adult. Here the boundary is bracketed by doubling or halving from 1.0
+    (``predicate(lo)`` false, ``predicate(hi)`` true), then OpenDP's own search runs
+    inside that bracket. For a monotone predicate both return the same float, the
+    smallest passing one, so the scale (and the privacy guarantee) is unchanged; anything
+    unexpected (an exception, no boundary within 2**+-200) falls back to OpenDP's search.
+    """
+    from opendp.mod import binary_search
+
+    try:
+        scale = 1.0
+        if predicate(scale):
+            for _ in range(BRACKET_STEPS):
+                if not predicate(scale / 2):
+                    lower, upper = scale / 2, scale
+                    break
+                scale /= 2
+            else:
+                raise ArithmeticError("no boundary above 2**-200")
+        else:
+            for _ in range(BRACKET_STEPS):
+                if predicate(scale * 2):
+                    lower, upper = scale, scale * 2
+                    break
+                scale *= 2
+            else:
+                raise ArithmeticError("no boundary below 2**200")
+    except Exception:  # noqa: BLE001 - OpenDP's own search decides what is an error
+        return float(binary_search(predicate, T=float))  # type: ignore[arg-type]
+    return float(binary_search(predicate, bounds=(lower, upper), T=float))  # type: ignore[arg-type]
+
+
+def _plain_float_search(bounds: Any, T: Any) -> bool:
+    return bounds in (None, (None, None)) and T in (float, "f64")
+
+
+def _fast_binary_search_param(
+    make_chain: Callable[[float], Any],
+    d_in: Any,
+    d_out: Any,
+    bounds: Any = (None, None),
+    T: Any = None,
+) -> Any:
+    """``opendp.binary_search_param`` with :func:`_bracketed_search` for float scales."""
+    from opendp.mod import binary_search_param
+
+    if not _plain_float_search(bounds, T):
+        return binary_search_param(make_chain, d_in, d_out, bounds, T)
+    return _bracketed_search(lambda s: make_chain(s).check(d_in, d_out))
+
+
+def _fast_binary_search_chain(
+    make_chain: Callable[[float], Any],
+    d_in: Any,
+    d_out: Any,
+    bounds: Any = (None, None),
+    T: Any = None,
+) -> Any:
+    """``opendp.binary_search_chain`` with :func:`_bracketed_search` for float scales."""
+    return make_chain(_fast_binary_search_param(make_chain, d_in, d_out, bounds, T))
+
+
+def _fast_binary_search(
+    predicate: Callable[[Any], bool],
+    bounds: Any = (None, None),
+    T: Any = None,
+    return_sign: bool = False,
+) -> Any:
+    """``opendp.binary_search`` with :func:`_bracketed_search` for float scales."""
+    from opendp.mod import binary_search
+
+    if return_sign or not _plain_float_search(bounds, T):
+        return binary_search(predicate, bounds, T, return_sign)  # type: ignore[arg-type]
+    return _bracketed_search(predicate)
+
+
+def _patch_searches() -> None:
+    """Point OpenDP's MST, AIM and contingency-table code at the bracketed searches."""
+    from opendp.extras.mbi import _aim, _fixed, _mst, _table
+
+    for module in (_aim, _fixed, _mst, _table):
+        for name, fast in (
+            ("binary_search_chain", _fast_binary_search_chain),
+            ("binary_search_param", _fast_binary_search_param),
+            ("binary_search", _fast_binary_search),
+        ):
+            if hasattr(module, name) and getattr(module, name) is not fast:
+                setattr(module, name, fast)
+
+
+def _patch_independent_projection() -> None:
+    """Project a model of independent columns onto several columns with numpy.
+
+    MST scores every pair of columns (105 on Adult) against the model fitted on the
+    one-way marginals alone. mbi computes each pair by variable elimination in eager JAX,
+    which compiles kernels for every pair's shape: about 800 XLA compilations, the
+    largest part of a cold fit. When every potential is on one column, the model is a
+    product of its one-way marginals, and the projection is their outer product over
+    ``total`` (the same numbers, in float64). Other models go to mbi as before.
+    """
+    from mbi import Factor, MarkovRandomField
+
+    original = MarkovRandomField.project
+    if getattr(original, "_rk_independent", False):
+        return
+
+    def project(self: Any, attrs: Any) -> Any:
+        attrs = (attrs,) if isinstance(attrs, str) else tuple(attrs)
+        marginals = self.marginals
+        if (
+            len(attrs) < 2
+            or marginals.supports(attrs)
+            or any(len(c) > 1 for c in self.potentials.cliques)
+            or any((a,) not in marginals.arrays for a in attrs)
+        ):
+            return original(self, attrs)
+        total = float(self.total)
+        values = np.asarray(marginals[(attrs[0],)].values, dtype=float)
+        for attr in attrs[1:]:
+            values = np.multiply.outer(values, np.asarray(marginals[(attr,)].values) / total)
+        return Factor(self.domain.project(attrs), values)
+
+    project._rk_independent = True  # type: ignore[attr-defined]
+    MarkovRandomField.project = project
+
+
+def _sample_tree(
+    model: Any, rows: int | None, generator: np.random.Generator
+) -> pd.DataFrame | None:
+    """i.i.d. rows from a model whose cliques are columns and pairs forming a forest.
+
+    MST's model is a spanning tree of pairs, so its fitted pair marginals are exact, and
+    ancestral sampling (a root column from its marginal, then each column given its
+    parent) draws from the model itself: the distribution of mbi's
+    ``synthetic_data(rows, "sample")``, in numpy, without mbi's junction-tree message
+    passing in eager JAX (30-odd compilations, 5-10 s cold). ``None`` for other models
+    (AIM's may hold cycles or triples): the caller then asks mbi.
+    """
+    cliques = [tuple(c) for c in model.marginals.cliques]
+    if any(len(c) > 2 for c in cliques):
+        return None
+    attrs = list(model.domain.attrs)
+    pairs = {tuple(sorted(c)): c for c in cliques if len(c) == 2}
+    neighbours: dict[str, list[str]] = {a: [] for a in attrs}
+    component = {a: a for a in attrs}
+
+    def find(a: str) -> str:
+        while component[a] != a:
+            a = component[a]
+        return a
+
+    for a, b in pairs:
+        if find(a) == find(b):
+            return None  # a cycle: not a forest
+        component[find(a)] = find(b)
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    total = max(1, int(rows or model.total))
+    out: dict[str, np.ndarray] = {}
+
+    def joint(parent: str, child: str) -> np.ndarray:
+        clique = pairs[tuple(sorted((parent, child)))]
+        values = np.asarray(model.marginals[clique].values, dtype=float)
+        return values if clique == (parent, child) else values.T
+
+    def draw(p: np.ndarray, size: int) -> np.ndarray:
+        p = np.clip(p, 0.0, None)
+        s = p.sum()
+        p = p / s if s > 0 else np.full(len(p), 1.0 / len(p))
+        return generator.choice(len(p), size=size, p=p)
+
+    for root in attrs:
+        if root in out:
+            continue
+        if neighbours[root]:
+            marginal = joint(root, neighbours[root][0]).sum(axis=1)
+        elif (root,) in model.marginals.arrays:
+            marginal = np.asarray(model.marginals[(root,)].values, dtype=float)
+        else:
+            return None
+        out[root] = draw(marginal, total)
+        stack = [root]
+        while stack:
+            parent = stack.pop()
+            for child in neighbours[parent]:
+                if child in out:
+                    continue
+                table = joint(parent, child)
+                values = np.empty(total, dtype=np.int64)
+                order = np.argsort(out[parent], kind="stable")
+                counts = np.bincount(out[parent], minlength=table.shape[0])
+                start = 0
+                for value, count in enumerate(counts):
+                    if count:
+                        values[order[start : start + count]] = draw(table[value], count)
+                    start += count
+                out[child] = values
+                stack.append(child)
+    return pd.DataFrame({a: out[a] for a in attrs})
+
+
 def _below(value: float, ulps: int = 4) -> float:
     """``value`` rounded down (OpenDP's budget split rounds against us).
 
@@ -381,6 +591,99 @@ def _estimate(
     return mirror_descent(domain, list(measurements), iters=iters, **kwargs)
 
 
+#: Power-iteration steps for the loss's Lipschitz constant (mbi's value).
+LIPSCHITZ_STEPS = 50
+#: XLA options for the fit's two kernels. LLVM's optimisation passes take most of a CPU
+#: compilation (about 15 s of a cold MST fit on Adult on 2 cores) and buy little here:
+#: a fit runs each kernel a few hundred times on small arrays (300 mirror-descent steps
+#: in about half a second either way). Level 0 cuts the compilation to about a third.
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _mirror_descent(
+    domain: Any,
+    measurements: Sequence[Any],
+    *,
+    iters: int,
+    potentials: Any = None,
+    known_total: float | None = None,
+    **other: Any,
+) -> Any:
+    """mbi's ``mirror_descent`` (same loss, step size, line search and iterations) in two kernels.
+
+    mbi builds the starting potentials, the loss's Lipschitz constant (50 power-iteration
+    steps) and the first and last marginals with eager JAX operations outside its jitted
+    step: some 100 XLA compilations per fit, one per operation and clique shape (about a
+    third of a cold MST fit on Adult). Here the starting potentials and the Lipschitz
+    constant are one jitted function (a ``fori_loop`` over the same 50 steps), and the last
+    marginals come from one more call of the compiled step (its ``mu`` is the marginals of
+    the potentials it is given), so a fit compiles two kernels. Other keyword arguments
+    (a custom oracle, a mesh) go to mbi's own ``mirror_descent``.
+    """
+    import jax
+    import optax
+    from mbi import CliqueVector, MarkovRandomField, marginal_loss, marginal_oracles
+    from mbi.estimation import minimum_variance_unbiased_total, mirror_descent
+
+    measurements = list(measurements)
+    if other:
+        return mirror_descent(
+            domain, measurements, iters=iters, potentials=potentials,
+            known_total=known_total, **other,
+        )  # fmt: skip
+    if known_total is None:
+        known_total = minimum_variance_unbiased_total(measurements)
+    # no domain: mbi would estimate the Lipschitz constant eagerly; it is done below
+    loss_fn = marginal_loss.from_linear_measurements(measurements)
+    cliques = list(loss_fn.cliques)
+    if potentials is not None and all(potentials.supports(c) for c in cliques):
+        start, expand = potentials, False
+    else:
+        start, expand = potentials, True
+
+    @functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+    def prepare(old: Any) -> tuple[Any, Any]:
+        if not expand:
+            theta = old
+        elif old is None:
+            theta = CliqueVector.zeros(domain, cliques)
+        else:
+            theta = old.expand(cliques)
+        x0 = CliqueVector.zeros(domain, cliques)
+        v = CliqueVector.ones(domain, cliques)
+        v = v / optax.tree.norm(v)
+
+        def step(_: Any, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+            v, _estimate = carry
+            hv = jax.jvp(jax.grad(loss_fn), (x0,), (v,))[1]
+            estimate = optax.tree.norm(hv)
+            return hv / (estimate + 1e-12), estimate
+
+        _, lipschitz = jax.lax.fori_loop(0, LIPSCHITZ_STEPS, step, (v, optax.tree.norm(v)))
+        return theta, lipschitz
+
+    oracle = marginal_oracles.message_passing_fast
+
+    @functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+    def update(theta: Any, alpha: Any) -> tuple[Any, Any, Any]:
+        mu = oracle(theta, known_total)
+        loss, gradient = jax.value_and_grad(loss_fn)(mu)
+        theta2 = theta - alpha * gradient
+        mu2 = oracle(theta2, known_total)
+        loss2 = loss_fn(mu2)
+        sufficient_decrease = loss - loss2 >= 0.5 * alpha * gradient.dot(mu - mu2)
+        alpha = jax.lax.select(sufficient_decrease, 1.01 * alpha, 0.5 * alpha)
+        theta = jax.lax.cond(sufficient_decrease, lambda: theta2, lambda: theta)
+        return theta, alpha, mu
+
+    theta, lipschitz = prepare(start)
+    alpha = 2.0 / (lipschitz * known_total)
+    for _ in range(int(iters)):
+        theta, alpha, _mu = update(theta, alpha)
+    _, _, marginals = update(theta, alpha)  # the marginals of the final potentials
+    return MarkovRandomField(potentials=theta, marginals=marginals, total=known_total)
+
+
 def _fit_and_sample(
     frame: pd.DataFrame,
     kinds: dict[str, str],
@@ -402,10 +705,11 @@ def _fit_and_sample(
 ) -> pd.DataFrame:
     import opendp.prelude as dp
     import polars as pl
-    from mbi.estimation import mirror_descent
 
     dp.enable_features("contrib")
     _patch_budget_split()
+    _patch_searches()
+    _patch_independent_projection()
     _use_compile_cache()
     # Integer columns whose public range holds at most ``exact_integers`` values keep
     # every value (each one a public category); the others are binned.
@@ -450,7 +754,7 @@ def _fit_and_sample(
     # Cuts are left-open: the lower bound is the first cut, so bin 0 holds the values at
     # (or clamped to) the lower bound exactly (zero-inflated columns keep their zeros).
     cuts = {c: [float(e) for e in edges[c][:-1]] for c in numeric}
-    estimator = functools.partial(_estimate, mirror_descent, iterations=int(iterations))
+    estimator = functools.partial(_estimate, _mirror_descent, iterations=int(iterations))
     # One-way marginals of every column are measured first (MST's design); skipping them
     # for keyed columns (oneway="unkeyed") is faster but leaves the pair selection blind.
     oneway = "all"
@@ -483,9 +787,11 @@ def _fit_and_sample(
             if "insufficient budget" not in str(exc) or shave == RETRY_SHAVES[-1]:
                 raise
     assert table is not None
-    indices = table.model.synthetic_data(rows, "sample").df
-    out: dict[str, Any] = {}
     generator = np.random.default_rng()
+    indices = _sample_tree(table.model, rows, generator)
+    if indices is None:
+        indices = table.model.synthetic_data(rows, "sample").df
+    out: dict[str, Any] = {}
     for column, kind in kinds.items():
         index = indices[column].to_numpy()
         if column in exact:
