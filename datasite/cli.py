@@ -420,7 +420,8 @@ def datasets_upload(
         str,
         typer.Option(
             help='Synthesizer settings as JSON: {"bounds": {"age": [0, 120]}, '
-            '"public_categories": {...}, "delta": 1e-6, "synthesizer": "mst", "bins": 10}.'
+            '"public_categories": {...}, "delta": 1e-6, "synthesizer": "mst", "bins": 10, '
+            '"binning": "uniform" or "quantile", "quantile_share": 0.1, "exact_integers": 100}.'
         ),
     ] = "{}",
     asset: Annotated[str, typer.Option(help="The asset's name inside the dataset.")] = "data",

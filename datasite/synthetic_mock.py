@@ -50,6 +50,8 @@ def synthesizer_for(settings: dict[str, Any]):  # type: ignore[no-untyped-def]
             bounds=settings.get("bounds") or None,
             bins=int(settings.get("bins", 10)),
             binning=settings.get("binning", "uniform"),
+            quantile_share=float(settings.get("quantile_share", 0.1)),
+            exact_integers=int(settings.get("exact_integers", 100)),
         )
 
     return fit
@@ -95,13 +97,71 @@ def make_synthetic_mock(real_path: Path, out_path: Path, settings: dict[str, Any
     pq.write_table(
         table.replace_schema_metadata(None).cast(schema), out_path
     )  # the real table's Arrow types exactly
+    details = spent.entries[0].details if spent.entries else {}
     return {
         "settings": settings,
         "epsilon": spent.epsilon,
         "delta": spent.delta,
         "spend": [e.to_dict() for e in spent.entries],
         "rows": len(fake),
+        "scheme": column_scheme(dict(real.dtypes.items()), settings, details),
     }
+
+
+def column_scheme(
+    dtypes: dict[str, Any], settings: dict[str, Any], details: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """How each column was prepared for the synthesizer, in words the owner can check.
+
+    Per column: ``kind`` (numeric or categorical), ``how`` (kept integers, equal-width
+    bins inside the public bounds, bins at DP quantiles, public categories, or categories
+    found under delta), and where known the bounds, the bin ``edges`` (DP quantile edges
+    are read from the fit's spend entry; equal-width ones follow from the bounds) and the
+    number of public categories. ``details`` is the ``synthesize`` spend entry's details.
+    """
+    import math
+
+    import numpy as np
+
+    from researcher_kit.dp.synthetic import plan_columns
+
+    details = details or {}
+    bounds = settings.get("bounds") or {}
+    public = settings.get("public_categories") or {}
+    kinds = plan_columns(dtypes, bounds=bounds, public_categories=public, delta=1.0)
+    bins, binning = int(settings.get("bins", 10)), settings.get("binning", "uniform")
+    exact_limit = int(settings.get("exact_integers", 100))
+    share = float(settings.get("quantile_share", 0.1))
+    released = details.get("bin_edges") or {}
+    rows = []
+    for column, kind in kinds.items():
+        row: dict[str, Any] = {"column": column, "kind": kind}
+        if kind == "categorical":
+            if column in public:
+                row["how"] = (
+                    "public categories (declared by the owner); other values become missing"
+                )
+                row["categories"] = len(public[column])
+            else:
+                row["how"] = "categories found by OpenDP's thresholded release (under delta)"
+        else:
+            lower, upper = (float(b) for b in bounds[column])
+            row["bounds"] = [lower, upper]
+            integer = str(dtypes[column]).lower().startswith(("int", "uint"))
+            if integer and math.floor(upper) - math.ceil(lower) < exact_limit:
+                row["how"] = "every integer inside the public bounds kept (no bins)"
+            elif binning == "quantile":
+                row["how"] = (
+                    f"{bins} bins at DP quantiles inside the public bounds ({share:.0%} of "
+                    "epsilon buys one DP histogram per binned column), plus the lower bound"
+                )
+                if column in released:
+                    row["edges"] = released[column]
+            else:
+                row["how"] = f"{bins} equal-width bins inside the public bounds (no data used)"
+                row["edges"] = [float(e) for e in np.linspace(lower, upper, bins + 1)]
+        rows.append(row)
+    return rows
 
 
 def _like(fake: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
@@ -132,19 +192,30 @@ def released_settings(db: Any, dataset: str, asset: str | None) -> tuple[str, di
     ).all()
     for event in events:
         if asset is None or event.detail.get("asset") == asset:
-            return event.detail["asset"], dict(event.detail.get("settings") or {})
+            settings = dict(event.detail.get("settings") or {})
+            if event.detail.get("scheme"):  # the report shows it; fits ignore it
+                settings["scheme"] = event.detail["scheme"]
+            return event.detail["asset"], settings
     raise LookupError(
         f"dataset {dataset!r} has no synthetic mock" + (f" for {asset!r}" if asset else "")
     )
 
 
 def report(real: pd.DataFrame, mock: pd.DataFrame, settings: dict[str, Any]) -> dict[str, Any]:
+    """The quality report, with each column's binning or categories (``scheme``)."""
     from datasite.synthetic_report import quality_report
 
+    settings = dict(settings)
+    scheme = settings.pop("scheme", None)  # the released one (with its DP edges), if kept
     target = settings.get("target")
-    return quality_report(
+    result = quality_report(
         real, mock, target=target if target in real.columns else None, settings=settings
     )
+    try:
+        result["scheme"] = scheme or column_scheme(dict(real.dtypes.items()), settings)
+    except ValueError:  # settings of an older release that no longer plan: no scheme
+        result["scheme"] = []
+    return result
 
 
 def canary(real: pd.DataFrame, settings: dict[str, Any]) -> dict[str, Any]:

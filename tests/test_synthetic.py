@@ -144,6 +144,13 @@ def test_the_quality_report_shows_the_baseline_and_what_touched_the_real_data(up
     assert report["svg"]["distributions"].startswith("<svg")
     assert report["svg"]["correlations"].count("<rect") == 2 * len(wine().columns) ** 2
     assert report["settings"]["epsilon"] == 1.0
+    # the owner sees how each column reached the synthesizer (what they set at upload)
+    scheme = {row["column"]: row for row in report["scheme"]}
+    assert set(scheme) == set(wine().columns)
+    assert scheme["cultivar"]["how"].startswith("public categories")
+    assert scheme["cultivar"]["categories"] == 3
+    assert "equal-width" in scheme["proline"]["how"]
+    assert scheme["proline"]["edges"] == [200.0, 600.0, 1000.0, 1400.0, 1800.0]
 
 
 def test_bad_synthetic_uploads_get_a_clear_error_and_no_audit_event(uploaded) -> None:  # type: ignore[no-untyped-def]
@@ -159,6 +166,12 @@ def test_bad_synthetic_uploads_get_a_clear_error_and_no_audit_event(uploaded) ->
         (dated, 1.0, SETTINGS, "cannot be synthesized"),
         (real, 1.0, {**SETTINGS, "bounds": {}}, "needs public bounds"),
         (big, 1.0, SETTINGS, "over this site's limit"),
+        # the owner's binning and categories: a bad setting is named, nothing is fitted
+        (real, 1.0, {**SETTINGS, "bounds": {**BOUNDS, "cultivar": (0, 2)}}, "categorical col"),
+        (real, 1.0, {**SETTINGS, "public_categories": {"cultivar": []}}, "is empty"),
+        (real, 1.0, {**SETTINGS, "binning": "deciles"}, "'uniform' or 'quantile'"),
+        (real, 1.0, {**SETTINGS, "binning": "quantile", "quantile_share": 1.5}, "less than 1"),
+        (real, 1.0, {**SETTINGS, "bounds": {**BOUNDS, "proline": (5, 5)}}, "lower < upper"),
     ]
     for table, epsilon, settings, message in cases:
         with pytest.raises(DatasiteError, match=message):
@@ -247,3 +260,26 @@ def test_quantile_binning_uses_dp_edges_and_records_them_in_one_spend_entry() ->
     # every synthetic value lies in one of the edges' bins; an integer column stays one
     assert fake["age"].dtype == "int64" and fake["age"].between(18, 200).all()
     assert (fake["age"] <= edges[-2]).mean() > 0.5  # mass where the DP edges put it
+
+
+def test_the_column_scheme_names_dp_edges_kept_integers_and_discovered_categories() -> None:
+    from datasite.synthetic_mock import column_scheme
+
+    dtypes = {"age": "int64", "income": "float64", "sex": "object", "town": "object"}
+    settings = {
+        "bounds": {"age": (17, 90), "income": (0, 1e6)},
+        "public_categories": {"sex": ["f", "m"]},
+        "binning": "quantile",
+        "bins": 4,
+        "quantile_share": 0.2,
+        "delta": 1e-6,
+    }
+    details = {"bin_edges": {"income": [0.0, 1e4, 3e4, 8e4, 1e6]}}
+    scheme = {r["column"]: r for r in column_scheme(dtypes, settings, details)}
+    assert scheme["age"]["how"].startswith("every integer")  # 73 values < exact_integers
+    assert "DP quantiles" in scheme["income"]["how"] and "20% of epsilon" in scheme["income"]["how"]
+    assert scheme["income"]["edges"] == details["bin_edges"]["income"]
+    assert scheme["sex"]["categories"] == 2
+    assert "thresholded" in scheme["town"]["how"]
+    with pytest.raises(SynthesisRefused, match="categorical"):
+        column_scheme(dtypes, {**settings, "bounds": {**settings["bounds"], "sex": (0, 1)}})

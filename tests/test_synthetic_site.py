@@ -99,6 +99,14 @@ def test_the_report_page_shows_the_score_baseline_plots_and_privacy_notes(
     assert "What touched the real data" in text and "owner only" in text
     for column in wine().columns:
         assert f"<code>{column}</code>" in text
+    # the binning the owner set, with the DP quantile edges the fit released
+    assert "Binning and categories" in text and "bins at DP quantiles" in text
+    assert "public categories (declared by the owner)" in text
+    edges = next(
+        e for e in owner.audit() if e["action"] == "synthetic_mock_released"
+        and e["target_id"] == NAME
+    )["detail"]["spend"][0]["details"]["bin_edges"]  # fmt: skip
+    assert f"{round(edges['alcohol'][1], 4)}" in text
     # a researcher is refused the page: it reads the real table
     researcher = admin.connect(inprocess_site.url, RESEARCHER_EMAIL, RESEARCHER_PASSWORD)
     other = inprocess_site.client.get(

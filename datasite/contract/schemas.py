@@ -123,7 +123,15 @@ class SyntheticMockIn(Strict):
     delta: float = Field(default=0.0, ge=0, lt=1e-3)
     synthesizer: Literal["mst", "aim"] = "mst"
     bins: int = Field(default=10, ge=2, le=64)
-    binning: Literal["uniform", "quantile"] = "uniform"
+    binning: Literal["uniform", "quantile"] = Field(
+        default="uniform",
+        description="Numeric columns: equal-width bins inside the public bounds, or bins at "
+        "DP quantiles (a quantile_share of epsilon buys one DP histogram per column).",
+    )
+    quantile_share: float = Field(default=0.1, gt=0, lt=1)
+    exact_integers: int = Field(
+        default=100, ge=0, le=1000, description="Integer columns with fewer values kept whole."
+    )
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     public_categories: dict[str, list[Any]] = Field(default_factory=dict)
     rows: int | None = Field(default=None, ge=1, le=2_000_000)

@@ -62,8 +62,10 @@ MAX_ROWS = 2_000_000
 MAX_BINS = 64
 #: Cells of the fine DP histogram that DP-quantile binning reads its edges off.
 QUANTILE_GRID = 200
-#: Mirror-descent iterations per model fit (mbi's default is 1000; MST fits twice).
-DEFAULT_ITERATIONS = 300
+#: Mirror-descent iterations per model fit (mbi's default; the one-way fit takes 50). A
+#: step costs about a millisecond on Adult once compiled: 1000 steps scored a mean 2-way
+#: TVD of 0.044 over four MST fits at epsilon 1, 300 steps 0.049, for about a second more.
+DEFAULT_ITERATIONS = 1000
 #: Public knobs of OpenDP's MST/AIM a caller may set (AIM: rounds, queries = the largest
 #: interaction degree, max_size in MB; MST: num_selections, measure_split;
 #: oneway_split: the share of the marginals' budget on the one-way marginals, both;
@@ -123,6 +125,19 @@ def plan_columns(
             lower, upper = bounds[column]
             if not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
                 raise SynthesisRefused(f"bounds for {column!r} must be finite with lower < upper")
+    bounded = sorted(c for c in bounds if kinds.get(c) == "categorical")
+    if bounded:
+        raise SynthesisRefused(
+            f"bounds given for categorical column(s) {', '.join(map(repr, bounded))}: bounds "
+            "are for numeric columns; declare a categorical column's values in "
+            "public_categories instead"
+        )
+    empty = sorted(c for c, values in public.items() if not list(values))
+    if empty:
+        raise SynthesisRefused(
+            f"public_categories for {', '.join(map(repr, empty))} is empty: list the "
+            "column's categories, or leave it out so they are found under delta"
+        )
     unknown = [c for c, k in kinds.items() if k == "categorical" and c not in public]
     if unknown and not delta:
         raise SynthesisRefused(
