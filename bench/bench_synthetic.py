@@ -17,8 +17,7 @@ the spanning tree's pairs cover every column again), the remainder to MST's sele
 and pair measurements. Earlier settings, for the record: equal-width bins scored 0.076
 (fnlwgt's mass sits in two of ten equal bins); age and hours kept exact (74 and 99
 values, so pairs of 7,000 cells of Laplace noise) with one exponential-mechanism draw per
-quantile scored 0.056-0.065 in three runs; 200 mirror-descent steps instead of 300
-(``MST_ITERATIONS``) scored 0.0498, 0.0516, 0.0493 with no time saved.
+quantile scored 0.056-0.065 in three runs.
 
 AIM: all 15 columns, the same binning, categories public (pure epsilon-DP), pairs only
 (``queries=2``), at most ``AIM_ROUNDS`` rounds, ``AIM_ITERATIONS`` mirror-descent steps
@@ -32,15 +31,25 @@ budget-rounding patch since removed for AIM and with age and hours kept exact. W
 the two mattered was not isolated; with both gone it runs on all 15 columns under pure
 epsilon-DP.
 
-Time: every run starts from an empty JAX compilation cache (a fresh temporary folder),
-so ``fit_sample_s`` includes compiling Private-PGM's kernels (most of a cold fit on 2
-cores). MST is then fitted ``MST_WARM_REPEATS`` more times in the same process (kernels
-compiled): those runs are ``warm``, the case of a long-lived site worker or a warm
-``RK_JAX_CACHE``, and their TVDs are more draws (``tvd_2way_all_runs``): DP noise moves
-the 2-way TVD by up to 0.01 from one fit to the next. ``fit_sample_cpu_s`` is the
-process's CPU time, comparable when other jobs share the 2 cores (``load_average``). Run
-each synthesizer in its own process (``--only``) for cold figures: a second synthesizer
-in the same process would reuse the first one's kernels.
+Time: every run starts from an empty JAX compilation cache (a fresh temporary folder)
+in a fresh process, so ``fit_sample_s`` includes compiling the fit's kernels. Where a cold
+MST fit went (profiled on 2 cores, opendp 0.16, mbi 1.1.0, jax 0.10.2; CPU seconds):
+OpenDP's unbounded noise-scale search made about 1,140 calls per search, each building
+the whole chain (two such searches, ~25 s); scoring the 105 pairs against the one-way
+model ran variable elimination in eager JAX (~800 XLA compilations, ~43 s); mbi's mirror
+descent compiled ~140 eager kernels beside its jitted step (~30 s); sampling ~8 s; the
+300 (now 1000) mirror-descent steps themselves well under a second. ``synthesize`` now
+brackets the search (OpenDP's own answer, bit for bit), projects the independent model
+in numpy, runs mirror descent as two jitted kernels at XLA optimisation level 0, and
+samples tree models in numpy: about 140 s of CPU became about 17. Mirror-descent steps
+being cheap, MST takes mbi's default 1000 (300 scored 0.050, 0.0525, 0.0444, 0.047;
+1000 scored 0.0424, 0.0442, 0.0467, 0.0437 in the same process at load 2-3). MST is then
+fitted ``MST_WARM_REPEATS`` more times in the same process: ``warm`` (libraries loaded;
+the fit's two kernels compile again, since they hold its noisy measurements), and their
+TVDs are more draws (``tvd_2way_all_runs``): DP noise moves the 2-way TVD by up to 0.01
+from one fit to the next. ``fit_sample_cpu_s`` is the process's CPU time, comparable
+when other jobs share the 2 cores (``load_average_at_start``). Run each synthesizer in
+its own process (``--only``) for cold figures.
 
     .venv/bin/python bench/bench_synthetic.py [--only mst|aim]
 """
@@ -73,14 +82,18 @@ BOUNDS = {
 }  # fmt: skip
 EPSILON = 1.0
 AIM_ITERATIONS = 100
-#: Mirror-descent steps of MST's final fit (its one-way fit takes 50).
-MST_ITERATIONS = 300
+#: Mirror-descent steps of MST's final fit (its one-way fit takes 50); see the module doc.
+MST_ITERATIONS = 1000
 AIM_ROUNDS = 24
 #: MST is fitted again this many times after the cold fit (warm times, more TVD draws).
 MST_WARM_REPEATS = 2
 #: Binned at DP quantiles; every other integer column keeps its values.
 EXACT_INTEGERS = 20
 RESULTS = Path(__file__).parent / "results" / "synthetic.json"
+COMPILE_CACHE = (
+    "empty JAX compilation cache (a fresh temporary folder) in a fresh process; a fit's two "
+    "kernels hold its noisy measurements as constants, so a warm cache would not hit either"
+)
 
 
 def adult_folder() -> Path:
@@ -158,7 +171,7 @@ def run(adult: pd.DataFrame, synthesizer: str, bins: int, iterations: int, **ext
                      "mirror_descent_iterations": iterations, "sampling": "sample",
                      **{k: v for k, v in extra.items() if k != "public_categories"},
                      "categories": "discovered (delta)" if "delta" in extra else "adult.names",
-                     "compile_cache": "empty at the start (fresh process)"},
+                     "compile_cache": COMPILE_CACHE},
     }  # fmt: skip
 
 
@@ -196,7 +209,8 @@ def main() -> None:
                 run(adult, synthesizer, bins, iterations, **extra) for _ in range(MST_WARM_REPEATS)
             ]
             row["warm"] = {
-                "what": "the same fit again in the same process (kernels compiled)",
+                "what": "the same fit again in the same process (libraries loaded; the fit's "
+                "two kernels compile again: they hold its noisy measurements)",
                 "runs": [{k: r[k] for k in keys} for r in again],
             }
             draws = [row["tvd_2way"], *(r["tvd_2way"] for r in again)]
