@@ -129,3 +129,26 @@ def test_the_tree_sampler_draws_from_the_models_pair_marginals() -> None:
     assert (
         S._sample_tree(S._mirror_descent(cyc, loop, iters=5), 10, np.random.default_rng()) is None
     )
+
+
+def test_a_forest_models_pair_projection_matches_variable_elimination() -> None:
+    """AIM's candidate scores: pairs along a path, across trees, and a cycle left to mbi."""
+    from mbi import Domain, LinearMeasurement, marginal_oracles
+
+    rng = np.random.default_rng(3)
+    domain = Domain.fromdict({"a": 3, "b": 4, "c": 5, "d": 2, "e": 3})
+    chain = [("a", "b"), ("c", "b"), ("c", "d"), ("e",)]
+    measured = [
+        LinearMeasurement(rng.random(domain.project(c).size()) * 50, c, stddev=3.0) for c in chain
+    ]
+    model = S._mirror_descent(domain, measured, iters=40)
+    S._patch_independent_projection()
+    for attrs in [("a", "c"), ("d", "a"), ("a", "e"), ("b", "d")]:
+        fast = model.project(attrs)
+        exact = marginal_oracles.variable_elimination(model.potentials, attrs, model.total)
+        np.testing.assert_allclose(
+            np.asarray(fast.values), np.asarray(exact.values), rtol=1e-3, atol=1e-3
+        )
+    loop = [*measured, LinearMeasurement(rng.random(15) * 50, ("a", "c"), stddev=3.0)]
+    cyclic = S._mirror_descent(domain, loop, iters=5)
+    assert S._forest_pair(cyclic, "a", "d") is None

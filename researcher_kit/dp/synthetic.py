@@ -398,6 +398,10 @@ def _patch_independent_projection() -> None:
     def project(self: Any, attrs: Any) -> Any:
         attrs = (attrs,) if isinstance(attrs, str) else tuple(attrs)
         marginals = self.marginals
+        if len(attrs) == 2 and not marginals.supports(attrs):
+            joint = _forest_pair(self, attrs[0], attrs[1])
+            if joint is not None:
+                return Factor(self.domain.project(attrs), joint)
         if (
             len(attrs) < 2
             or marginals.supports(attrs)
@@ -413,6 +417,76 @@ def _patch_independent_projection() -> None:
 
     project._rk_independent = True  # type: ignore[attr-defined]
     MarkovRandomField.project = project
+
+
+def _forest_pair(model: Any, a: str, b: str) -> np.ndarray | None:
+    """The model's joint counts of columns ``a`` and ``b`` when its cliques form a forest.
+
+    AIM scores every candidate pair against a model of the pairs it measured so far; while
+    those form a forest (no cycle, no triple), the model is a tree-structured Markov field
+    whose fitted pair marginals are exact, and the joint of two columns is the chain of
+    conditionals along the path between them (``P(a) P(v1|a) ... P(b|vk)``) or, in
+    different trees, the outer product of their marginals. ``None`` otherwise (mbi's
+    variable elimination then answers, compiling kernels in eager JAX).
+    """
+    marginals = model.marginals
+    cliques = [tuple(c) for c in marginals.cliques]
+    if any(len(c) > 2 for c in cliques) or not all(
+        marginals.supports(tuple(c)) for c in model.potentials.cliques
+    ):
+        return None
+    neighbours: dict[str, dict[str, tuple[str, ...]]] = {x: {} for x in model.domain.attrs}
+    component = {x: x for x in model.domain.attrs}
+
+    def find(x: str) -> str:
+        while component[x] != x:
+            x = component[x]
+        return x
+
+    for clique in cliques:
+        if len(clique) == 2:
+            u, v = clique
+            if find(u) == find(v):
+                return None
+            component[find(u)] = find(v)
+            neighbours[u][v] = neighbours[v][u] = clique
+
+    def edge(u: str, v: str) -> np.ndarray:  # joint counts, rows u, columns v
+        clique = neighbours[u][v]
+        values = np.asarray(marginals[clique].values, dtype=float)
+        return values if clique == (u, v) else values.T
+
+    def one(x: str) -> np.ndarray | None:
+        if neighbours[x]:
+            return edge(x, next(iter(neighbours[x]))).sum(axis=1)
+        if (x,) in marginals.arrays:
+            return np.asarray(marginals[(x,)].values, dtype=float)
+        return None
+
+    pa, pb = one(a), one(b)
+    if pa is None or pb is None:
+        return None
+    total = float(model.total)
+    if find(a) != find(b):
+        return np.multiply.outer(pa, pb / max(pb.sum(), 1e-300))
+    parent: dict[str, str | None] = {a: None}
+    queue = [a]
+    while queue:
+        x = queue.pop()
+        for y in neighbours[x]:
+            if y not in parent:
+                parent[y] = x
+                queue.append(y)
+    path = [b]
+    while path[-1] != a:
+        path.append(parent[path[-1]])  # type: ignore[arg-type]
+    path.reverse()
+    joint = np.diag(pa)
+    for u, v in zip(path, path[1:], strict=False):
+        pair = edge(u, v)
+        rows = pair.sum(axis=1, keepdims=True)
+        joint = joint @ np.divide(pair, rows, out=np.zeros_like(pair), where=rows > 0)
+    return joint * (total / max(joint.sum(), 1e-300))
 
 
 def _sample_tree(
