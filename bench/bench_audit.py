@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the corpus lives in tests/
 
-from policies.audit import run_audit  # noqa: E402
+from policies.dp_audit import run_audit  # noqa: E402
 from policies.schema import AuditSettings, Policy  # noqa: E402
 from tests.test_audit_ding import BEYOND, CASES, load_case, survey_table  # noqa: E402
 

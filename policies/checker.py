@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, Limits, RequestKind
-from policies import audit, audit_events
+from policies import dp_audit, dp_events
 from policies.report import Budget, PolicyReport
 from policies.schema import Policy
 from policies.static import StaticResult, analyse, non_dp_severity
@@ -267,7 +267,8 @@ def _dynamic(
     budget = policy.audit.time_budget_seconds
     options = {"time_budget": budget, "max_trials": policy.audit.max_trials,
                "confidence": policy.audit.confidence, "delta": decl.delta}  # fmt: skip
-    spec = _spec(source, entry, decl, inputs, "policies.audit:audit_call", options, budget + limit)
+    harness = "policies.dp_audit:audit_call"
+    spec = _spec(source, entry, decl, inputs, harness, options, budget + limit)
     result = runner.run(spec)
     report.timings["audit"] = time.perf_counter() - started
     if not result.ok and _timed_out(result):
@@ -279,7 +280,8 @@ def _dynamic(
         return
     if _failed(result, "audit", budget + limit, report):
         return
-    _apply_audit(audit.analyse(payload_of(result), policy.audit.confidence), decl, policy, report)
+    found = dp_audit.analyse(payload_of(result), policy.audit.confidence)
+    _apply_audit(found, decl, policy, report)
 
 
 def _blind_dry_run(
@@ -315,7 +317,7 @@ def _apply_audit(
     bound = found["epsilon_lower_bound"]
     report.budget.audit_epsilon_lower_bound = bound
     report.budget.audit_confidence = policy.audit.confidence
-    report.notes.append("Audit: " + audit.plain_words(found, decl.epsilon))
+    report.notes.append("Audit: " + dp_audit.plain_words(found, decl.epsilon))
     example = found.get("counterexample")
     if bound > decl.epsilon * (1 + TOLERANCE) and example:
         report.add(
@@ -331,7 +333,7 @@ def _apply_audit(
         if found.get("svg"):
             report.notes.append(
                 "Audit plot (output histograms on the two tables, blue D, red D'): "
-                + audit_events.data_uri(found["svg"])
+                + dp_events.data_uri(found["svg"])
             )
     for item in found["deterministic_data_dependent"]:
         report.add(

@@ -1,6 +1,6 @@
 """Stage 3 of the checker: an empirical audit that looks for DP violations, StatDP-style.
 
-:func:`audit_call` (harness ``policies.audit:audit_call``) runs in the sandbox on the
+:func:`audit_call` (harness ``policies.dp_audit:audit_call``) runs in the sandbox on the
 mock only, never on private data. It builds neighbouring pairs of made-up tables from
 the mock under the privacy unit (add/remove one row by default; see
 :func:`policies.neighbours.audit_pairs`: rows removed, and rows at the columns' extremes
@@ -9,7 +9,7 @@ Privacy", CCS 2018), then
 
 1. *screens*: runs the request a few dozen to a few hundred times on every pair (the
    base table's runs are shared) and, for each pair, finds the output event that
-   separates the two output distributions best (:func:`policies.audit_events.best_event`);
+   separates the two output distributions best (:func:`policies.dp_events.best_event`);
 2. *tests*: spends the rest of the time budget on fresh runs of the most separated pair.
 
 In the parent, :func:`analyse` re-selects the event on the screening runs of that pair
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from policies import audit_events, neighbours, outputs
+from policies import dp_events, neighbours, outputs
 
 MAX_COMPONENTS = 16
 MIN_TEST_SAMPLES = 40  # per table; fewer runs than this cannot show a bound
@@ -138,8 +138,8 @@ def _score(
     names = _names([a, b])
     if not names or not a or not b:
         return 0.0
-    x, y = (audit_events.with_derived(_matrix(rows, names)) for rows in (a, b))
-    found = audit_events.best_events(x, y, alpha, delta, width=len(names))
+    x, y = (dp_events.with_derived(_matrix(rows, names)) for rows in (a, b))
+    found = dp_events.best_events(x, y, alpha, delta, width=len(names))
     return found[0].selection_bound if found else 0.0
 
 
@@ -156,7 +156,7 @@ def _effect(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
     n = min(len(a), len(b))
     if not names or n == 0:
         return 0.0
-    x, y = (audit_events.with_derived(_matrix(rows[:n], names)) for rows in (a, b))
+    x, y = (dp_events.with_derived(_matrix(rows[:n], names)) for rows in (a, b))
     x, y = np.nan_to_num(x, nan=-1.0), np.nan_to_num(y, nan=-1.0)
     moved = np.abs(y - x).mean(axis=0)
     spread = np.concatenate([x, y]).std(axis=0)
@@ -323,8 +323,8 @@ def _deterministic(a: np.ndarray, b: np.ndarray, names: list[str]) -> list[dict[
         return []
     found: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(names):
-        x = np.nan_to_num(a[:, k], nan=audit_events.NAN_KEY)
-        y = np.nan_to_num(b[:, k], nan=audit_events.NAN_KEY)
+        x = np.nan_to_num(a[:, k], nan=dp_events.NAN_KEY)
+        y = np.nan_to_num(b[:, k], nan=dp_events.NAN_KEY)
         if np.all(x == x[0]) and np.all(y == y[0]) and x[0] != y[0]:
             found.setdefault(
                 output_of(name),
@@ -338,7 +338,7 @@ def _deterministic(a: np.ndarray, b: np.ndarray, names: list[str]) -> list[dict[
 
 def clopper_pearson(successes: int, trials: int, alpha: float) -> tuple[float, float]:
     """Two one-sided (1 - alpha) bounds on a binomial proportion."""
-    low, high = audit_events.clopper_pearson(successes, trials, alpha)
+    low, high = dp_events.clopper_pearson(successes, trials, alpha)
     return float(low), float(high)
 
 
@@ -385,17 +385,17 @@ def analyse(payload: dict[str, Any], confidence: float) -> dict[str, Any]:
             }
         )
     found["pairs_screened"] = payload.get("pairs_screened", len(pairs))
-    derived = audit_events.derived_names(names)
-    sel_a, sel_b = audit_events.with_derived(sel_a), audit_events.with_derived(sel_b)
-    test_a, test_b = audit_events.with_derived(test_a), audit_events.with_derived(test_b)
-    events = audit_events.best_events(sel_a, sel_b, alpha, delta, count=TESTED_EVENTS, width=width)
+    derived = dp_events.derived_names(names)
+    sel_a, sel_b = dp_events.with_derived(sel_a), dp_events.with_derived(sel_b)
+    test_a, test_b = dp_events.with_derived(test_a), dp_events.with_derived(test_b)
+    events = dp_events.best_events(sel_a, sel_b, alpha, delta, count=TESTED_EVENTS, width=width)
     if not events or min(len(test_a), len(test_b)) < MIN_TEST_SAMPLES:
         found["too_few_runs"] = True
         return found
     # Several events, chosen on the screening runs, tested on the fresh ones: each at
     # alpha / len(events) (Bonferroni), so the largest bound holds at 1 - alpha.
     tested = [
-        (*audit_events.evaluate_event(e, test_a, test_b, alpha / len(events), delta), e)
+        (*dp_events.evaluate_event(e, test_a, test_b, alpha / len(events), delta), e)
         for e in events
     ]
     bound, counts, event = max(tested, key=lambda t: t[0])
@@ -411,7 +411,7 @@ def analyse(payload: dict[str, Any], confidence: float) -> dict[str, Any]:
     }
     k = event.component if event.component >= 0 else 0
     if width:
-        found["svg"] = audit_events.svg_histograms(test_a[:, k], test_b[:, k], "D", "D'")
+        found["svg"] = dp_events.svg_histograms(test_a[:, k], test_b[:, k], "D", "D'")
     return found
 
 

@@ -1,7 +1,7 @@
 """The empirical audit on Ding et al.'s algorithms (CCS 2018) and broken variants of ours.
 
 Every corpus file with an ``# audit:`` header (``violation`` or ``none``) is audited on
-a made-up survey table, in this process (``policies.audit.run_audit``; the corpus is our
+a made-up survey table, in this process (``policies.dp_audit.run_audit``; the corpus is our
 own code), with five seeds: an incorrect algorithm must show an epsilon lower bound
 above its declaration with a counterexample in all five, a correct one in none. A file
 may raise its audit budget (``# audit-budget: seconds``) above the test's 1 s (twice the
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from policies.audit import FRESH_FLOOR, run_audit
+from policies.dp_audit import FRESH_FLOOR, run_audit
 
 CORPUS = Path(__file__).with_name("corpus")
 CASES = sorted(p for p in CORPUS.glob("*.py") if "# audit:" in p.read_text())

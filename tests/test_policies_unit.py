@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from datasite.contract.job import JobSpec
-from policies import audit, neighbours
+from policies import dp_audit, neighbours
 from policies.instrument import instrumented_call
 from policies.report import PolicyReport
 from policies.schema import DEFAULT_POLICY, Policy, PolicyOverrides
@@ -191,9 +191,9 @@ def count(df):
 @pytest.mark.parametrize(("scale", "caught"), [("1 / epsilon", False), ("epsilon", True)])
 def test_audit_passes_a_correct_count_and_catches_scale_epsilon(scale: str, caught: bool) -> None:
     fn = load(COUNT.replace("SCALE", scale), "count")
-    payload = audit.audit_call(fn, {"df": table()}, spec(time_budget=0.8, max_trials=3000))
-    found = audit.analyse(payload, confidence=0.99)
-    assert found["trials"] >= audit.MIN_TEST_SAMPLES and not found.get("too_few_runs")
+    payload = dp_audit.audit_call(fn, {"df": table()}, spec(time_budget=0.8, max_trials=3000))
+    found = dp_audit.analyse(payload, confidence=0.99)
+    assert found["trials"] >= dp_audit.MIN_TEST_SAMPLES and not found.get("too_few_runs")
     assert 2 * found["trials"] >= 0.3 * found["runs"]  # most runs go to the test itself
     assert (found["epsilon_lower_bound"] > 1.0) is caught
     assert found["epsilon_lower_bound"] <= (100 if caught else 0.1)
@@ -201,7 +201,7 @@ def test_audit_passes_a_correct_count_and_catches_scale_epsilon(scale: str, caug
 
 def test_audit_flags_deterministic_data_dependent_outputs() -> None:
     fn = load("def f(df):\n    return float(df['age'].sum()), 3.0\n", "f")
-    found = audit.analyse(audit.audit_call(fn, {"df": table()}, spec(time_budget=0.2)), 0.95)
+    found = dp_audit.analyse(dp_audit.audit_call(fn, {"df": table()}, spec(time_budget=0.2)), 0.95)
     assert [d["output"] for d in found["deterministic_data_dependent"]] == ["0"]
 
 

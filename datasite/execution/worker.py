@@ -67,7 +67,7 @@ OPTIONAL = (
     "researcher_kit.blind",
     "researcher_kit.releaser",
     "policies.instrument",
-    "policies.audit",
+    "policies.dp_audit",
     # DP synthetic data (rk.dp.synthesize, the `synth` extra): Private-PGM and JAX,
     # which imports modules the releaser may no longer import itself (http.server).
     "mbi",
