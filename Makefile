@@ -29,7 +29,7 @@ browser-deps:
 ## Set up and pass the tests (SQLite; the browser tests drive Debian's chromium).
 test: install browser-deps lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 ## The layers point one way: contract <- policies <- client <- researcher_kit <- server.
 lint-imports: install
