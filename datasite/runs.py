@@ -26,7 +26,7 @@ from datasite.contract.run_args import digest as run_args_digest
 from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
 from datasite.disclosure import review_outputs
 from datasite.errors import NotFound
-from datasite.execution.verdict import shown_error_type
+from datasite.execution.outcome import shown_error_type
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -528,7 +528,7 @@ class Runner:
 
         The failed run itself is refunded only when no researcher code ran with the
         private data in reach (``touched_data`` is set as soon as the researcher's module
-        starts with the inputs open, see ``datasite.execution.verdict``): a compile error
+        starts with the inputs open, see ``datasite.execution.outcome``): a compile error
         or a sandbox that could not start. Anything later keeps its charge.
         """
         unused = request.runs_allowed - request.runs_used + (0 if ran else 1)

@@ -110,7 +110,7 @@ def check_request(
     if skip:
         report.notes.append(f"Not run on the mock: static analysis found {', '.join(skip)}.")
     else:
-        runner = _Runner(executor)
+        runner = _CheckerJobs(executor)
         if runner.executor is None:
             report.add(
                 "not_run",
@@ -155,7 +155,7 @@ def _limits(decl: Declaration, policy: Policy, report: PolicyReport) -> None:
 # -- running jobs in the sandbox --------------------------------------------------------
 
 
-class _Runner:
+class _CheckerJobs:
     """Submits checker jobs to whatever executor the caller has."""
 
     def __init__(self, executor: Any) -> None:
@@ -230,7 +230,7 @@ def _failed(result: JobResult, stage: str, limit: float, report: PolicyReport) -
 
 
 def _dynamic(
-    runner: _Runner,
+    runner: _CheckerJobs,
     source: str,
     entry: str,
     decl: Declaration,
@@ -285,7 +285,7 @@ def _dynamic(
 
 
 def _blind_dry_run(
-    runner: _Runner,
+    runner: _CheckerJobs,
     source: str,
     entry: str,
     decl: Declaration,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from researcher_kit.client import Asset
 
 
-#: Notebook names the site's sandbox provides itself (``datasite.execution.runner``).
+#: Notebook names the site's sandbox provides itself (``datasite.execution.job_process``).
 SITE_PROVIDED = frozenset({"display"})
 
 

@@ -28,8 +28,8 @@ from datasite.contract.harness import start_report
 from datasite.contract.job import JobResult, JobSpec
 from datasite.contract.results import encode_result
 from datasite.execution.harness import load_table, resolve_harness
-from datasite.execution.runner import MAX_DETAIL, _compile, _execute_module, _extras, _Phase
-from datasite.execution.runner import safe_message as _safe_message
+from datasite.execution.job_process import MAX_DETAIL, _compile, _execute_module, _extras, _Phase
+from datasite.execution.job_process import safe_message as _safe_message
 
 #: Where the in-process site answers; no socket is ever opened on it.
 URL = "http://datasite.test"

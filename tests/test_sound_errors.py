@@ -17,7 +17,7 @@ import pytest
 
 from datasite.contract.framing import pack
 from datasite.contract.job import JobSpec, Limits
-from datasite.execution.verdict import GENERIC_ERROR, Outcome, shown_error_type, verdict
+from datasite.execution.outcome import GENERIC_ERROR, Outcome, job_result, shown_error_type
 
 MARKER = "987-65-4321"  # a private value: not in any mock, not in any fixed name
 SPEC = JobSpec(job_id="t", source="", entry="f", inputs={}, epsilon=1.0)
@@ -42,7 +42,7 @@ def _failed(error_type: str, phase: str = "function", jailed: bool = True) -> by
 
 
 def test_a_researcher_defined_exception_name_is_never_shown() -> None:
-    result = verdict(SPEC, {}, _failed(f"Err_{MARKER}"), CLEAN)
+    result = job_result(SPEC, {}, _failed(f"Err_{MARKER}"), CLEAN)
     assert result.error_type == GENERIC_ERROR
     assert MARKER not in (result.error_type + result.error_message)
     assert f"Err_{MARKER}" in result.error_detail  # the owner still sees the real one
@@ -52,7 +52,7 @@ def test_a_researcher_defined_exception_name_is_never_shown() -> None:
     "name", ["ValueError", "KeyError", "ZeroDivisionError", "MemoryError", "RecursionError"]
 )
 def test_built_in_exception_names_are_shown(name: str) -> None:
-    result = verdict(SPEC, {}, _failed(name), CLEAN)
+    result = job_result(SPEC, {}, _failed(name), CLEAN)
     assert result.error_type == name and name in result.error_message
 
 
@@ -65,26 +65,26 @@ def test_site_names_are_on_the_list_and_a_lookalike_is_not() -> None:
 
 def test_the_sites_own_failures_keep_their_names() -> None:
     killed = Outcome(timed_out=False, oversize=False, exit_code=128 + signal.SIGXCPU)
-    assert verdict(SPEC, {}, b"", killed).error_type == "CpuTimeExceeded"
+    assert job_result(SPEC, {}, b"", killed).error_type == "CpuTimeExceeded"
     timed_out = Outcome(timed_out=True, oversize=False, exit_code=0)
-    assert verdict(SPEC, {}, b"", timed_out).error_type == "TimeoutError"
+    assert job_result(SPEC, {}, b"", timed_out).error_type == "TimeoutError"
 
 
 def test_a_failure_after_researcher_code_ran_counts_as_touched() -> None:
     """Module-level code runs with the inputs open, before ``loaded``: no refund."""
-    in_module = verdict(SPEC, {}, _failed("ValueError", phase="module"), CLEAN)
+    in_module = job_result(SPEC, {}, _failed("ValueError", phase="module"), CLEAN)
     assert in_module.touched_data
     killed = Outcome(timed_out=False, oversize=False, exit_code=128 + signal.SIGKILL)
     jailed_only = _messages({"event": "jailed", "isolation": []})
-    assert verdict(SPEC, {}, jailed_only, killed).touched_data  # died in its module
+    assert job_result(SPEC, {}, jailed_only, killed).touched_data  # died in its module
     timed_out = Outcome(timed_out=True, oversize=False, exit_code=0)
-    assert verdict(SPEC, {}, jailed_only, timed_out).touched_data
+    assert job_result(SPEC, {}, jailed_only, timed_out).touched_data
 
 
 def test_a_failure_before_any_researcher_code_ran_is_untouched() -> None:
-    compile_error = verdict(SPEC, {}, _failed("SyntaxError", "compile", jailed=False), CLEAN)
+    compile_error = job_result(SPEC, {}, _failed("SyntaxError", "compile", jailed=False), CLEAN)
     assert not compile_error.touched_data
-    refused = verdict(SPEC, {"event": "refused", "reason": "no userns"}, b"", CLEAN)
+    refused = job_result(SPEC, {"event": "refused", "reason": "no userns"}, b"", CLEAN)
     assert not refused.touched_data
 
 
@@ -129,6 +129,6 @@ def test_real_sandbox_module_code_that_reads_and_fails(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("code", [3, 77, 128 + signal.SIGSEGV, 128 + signal.SIGUSR1])
 def test_an_exit_status_or_signal_the_code_chose_is_not_shown(code: int) -> None:
-    ended = verdict(SPEC, {}, _messages({"event": "jailed"}), Outcome(False, False, code))
+    ended = job_result(SPEC, {}, _messages({"event": "jailed"}), Outcome(False, False, code))
     assert ended.error_type == "Crashed" and str(code % 128) not in ended.error_message
     assert str(code) in ended.error_detail or "SIG" in ended.error_detail  # the owner's

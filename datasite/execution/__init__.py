@@ -5,10 +5,10 @@
 - ``worker``: the warm worker with pandas/NumPy/Polars/OpenDP/scikit-learn/diffprivlib/
   skops imported, forking one sandboxed process tree per job (``supervise``).
 - ``sandbox``: network/mount/PID namespaces, a read-only chroot jail, rlimits, uid 65534.
-- ``runner``: what happens inside the jail (exec the code, call the harness).
+- ``job_process``: what happens inside the jail (exec the code, call the harness).
 - ``harness``: trusted callers of the submitted function (``call_once``; the policy
   checker adds its own).
-- ``verdict``: what a finished, timed-out or killed run becomes.
+- ``outcome``: what a finished, timed-out or killed run becomes (``job_result``).
 
 The job contract, the result codec and the message framing are in ``datasite.contract``.
 """

@@ -36,7 +36,7 @@ from datasite.config import TEXT_CACHE_ENV
 from datasite.contract.framing import WireError, read_message, write_message
 from datasite.contract.job import JobSpec
 from datasite.execution import sandbox
-from datasite.execution.runner import close_all_but
+from datasite.execution.job_process import close_all_but
 
 log = logging.getLogger("datasite.execution")
 LEDGER_CAP = 4 * 1024**2

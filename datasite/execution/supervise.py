@@ -5,7 +5,7 @@ The process tree of a run::
     warm worker (root, stack imported)                     run_job: watches pipes + clock
       +- supervisor (own session, pdeathsig)                unshare(net, mnt, pid, ipc, uts)
            +- init: PID 1 of the job's PID namespace        reaps; its death kills the rest
-                +- job process (runner.job_main)            jail, uid 65534, user code
+                +- job process (job_process.job_main)            jail, uid 65534, user code
                      +- anything the user code forks
 
 The worker reads the job's stdout/stderr (first ``LOG_CAP`` bytes kept) and its result
@@ -29,8 +29,8 @@ from typing import Any, NoReturn
 from datasite.contract.framing import WireError, pack, unpack_all
 from datasite.contract.job import JobResult, JobSpec
 from datasite.execution import sandbox
+from datasite.execution.outcome import Outcome, job_result
 from datasite.execution.releasing import start_releaser
-from datasite.execution.verdict import Outcome, verdict
 
 log = logging.getLogger("datasite.execution")
 LOG_CAP = 1024**2
@@ -57,7 +57,7 @@ def _init(spec: JobSpec, config: sandbox.SandboxConfig, fds: dict[str, int], ns:
         sandbox.set_parent_death_signal()
         job = os.fork()
         if job == 0:
-            from datasite.execution.runner import job_main
+            from datasite.execution.job_process import job_main
 
             job_main(spec, config, fds, ns)
         for fd in fds.values():
@@ -256,7 +256,7 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
         _current = None
         _reap(watch)
         ledger = releaser.finish() if releaser is not None else None
-    result = verdict(
+    result = job_result(
         spec,
         watch.control(),
         bytes(watch.captures["result"].data),

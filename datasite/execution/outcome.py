@@ -216,7 +216,7 @@ def _oversize(spec: JobSpec) -> dict[str, Any]:
     )
 
 
-def verdict(
+def job_result(
     spec: JobSpec,
     control: dict[str, Any],
     result_bytes: bytes,
