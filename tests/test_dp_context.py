@@ -67,3 +67,33 @@ def test_local_context_accepts_polars_and_checks_the_row_bound(frame: pd.DataFra
     assert spent.entries[0].scale == pytest.approx(2.0)  # sensitivity 2 / epsilon 1
     with pytest.raises(ValueError, match="max_length"):
         dp.local_context(frame, epsilon=1.0, max_length=100)
+
+
+@pytest.mark.parametrize("delta", [0.0, 1e-6])
+def test_the_bracketed_resolve_gives_opendps_own_measurement(
+    frame: pd.DataFrame, delta: float
+) -> None:
+    """Same noise scales (and threshold), same privacy map as ``query.resolve()``, for a
+    count, a mean, a quantile, a histogram with public keys and, with delta, without."""
+    import opendp.prelude as odp
+    from opendp.accuracy import summarize_polars_measurement
+
+    from researcher_kit.dp.context import aggregate, resolve
+
+    ctx = dp.local_context(frame, epsilon=0.7, delta=delta, queries=5)
+    queries = [
+        ctx.query().select(aggregate("count")),
+        ctx.query().select(aggregate("mean", "bmi", (15.0, 45.0))),
+        ctx.query().select(pl.col("age").fill_null(50).dp.quantile(0.5, list(range(18, 91)))),
+        ctx.query()
+        .group_by("sex")
+        .agg(odp.len(signed=True))
+        .with_keys(pl.LazyFrame({"sex": ["F", "M"]})),
+    ]
+    if delta:
+        queries.append(ctx.query().group_by("sex").agg(odp.len(signed=True)))  # a threshold
+    for query in queries:
+        ours, theirs = resolve(query), query.resolve()
+        assert summarize_polars_measurement(ours).equals(summarize_polars_measurement(theirs))
+        assert ours.map(1) == theirs.map(1)
+        assert ours.map(2) == theirs.map(2)

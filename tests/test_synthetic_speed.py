@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("mbi")
 
 from researcher_kit.dp import synthetic as S  # noqa: E402
+from researcher_kit.dp._opendp import bracketed_search  # noqa: E402
 
 
 @pytest.mark.parametrize("d_out", [0.0123456, 0.75, 3e-4, 40.0])
@@ -42,7 +43,7 @@ def test_the_bracketed_search_falls_back_to_opendp_when_the_predicate_raises() -
             raise ValueError("too small")
         return scale >= 5.0
 
-    assert S._bracketed_search(predicate) == 5.0
+    assert bracketed_search(predicate) == 5.0
 
 
 def test_the_patches_touch_only_opendps_mbi_modules() -> None:

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from researcher_kit.blind import is_blind, release_from
+from researcher_kit.dp._opendp import bracketed_search
 from researcher_kit.dp.budget import Budget, plan
 from researcher_kit.dp.spend import _ACTIVE, SpendEntry, record
 
@@ -280,47 +281,6 @@ def _patch_budget_split() -> None:
             module.prior = _roomier_prior
 
 
-#: Doublings or halvings from 1.0 the bracketing of a noise scale may take (2**+-200).
-BRACKET_STEPS = 200
-
-
-def _bracketed_search(predicate: Callable[[float], bool]) -> float:
-    """OpenDP's ``binary_search(predicate, T=float)`` answer, found in ~60 calls, not ~1,140.
-
-    OpenDP's unbounded search for a noise scale first probes 0.0 and then bisects down
-    through the subnormal floats before it finds the boundary: about 1,140 predicate
-    calls, each building the whole chain (one measurement per marginal), 15-30 s of a
-    cold MST fit on Adult. Here the boundary is bracketed by doubling or halving from 1.0
-    (``predicate(lo)`` false, ``predicate(hi)`` true), then OpenDP's own search runs
-    inside that bracket. For a monotone predicate both return the same float, the
-    smallest passing one, so the scale (and the privacy guarantee) is unchanged; anything
-    unexpected (an exception, no boundary within 2**+-200) falls back to OpenDP's search.
-    """
-    from opendp.mod import binary_search
-
-    try:
-        scale = 1.0
-        if predicate(scale):
-            for _ in range(BRACKET_STEPS):
-                if not predicate(scale / 2):
-                    lower, upper = scale / 2, scale
-                    break
-                scale /= 2
-            else:
-                raise ArithmeticError("no boundary above 2**-200")
-        else:
-            for _ in range(BRACKET_STEPS):
-                if predicate(scale * 2):
-                    lower, upper = scale, scale * 2
-                    break
-                scale *= 2
-            else:
-                raise ArithmeticError("no boundary below 2**200")
-    except Exception:  # noqa: BLE001 - OpenDP's own search decides what is an error
-        return float(binary_search(predicate, T=float))  # type: ignore[arg-type]
-    return float(binary_search(predicate, bounds=(lower, upper), T=float))  # type: ignore[arg-type]
-
-
 def _plain_float_search(bounds: Any, T: Any) -> bool:
     return bounds in (None, (None, None)) and T in (float, "f64")
 
@@ -332,12 +292,12 @@ def _fast_binary_search_param(
     bounds: Any = (None, None),
     T: Any = None,
 ) -> Any:
-    """``opendp.binary_search_param`` with :func:`_bracketed_search` for float scales."""
+    """``opendp.binary_search_param`` with ``bracketed_search`` for float scales."""
     from opendp.mod import binary_search_param
 
     if not _plain_float_search(bounds, T):
         return binary_search_param(make_chain, d_in, d_out, bounds, T)
-    return _bracketed_search(lambda s: make_chain(s).check(d_in, d_out))
+    return bracketed_search(lambda s: make_chain(s).check(d_in, d_out))
 
 
 def _fast_binary_search_chain(
@@ -347,7 +307,7 @@ def _fast_binary_search_chain(
     bounds: Any = (None, None),
     T: Any = None,
 ) -> Any:
-    """``opendp.binary_search_chain`` with :func:`_bracketed_search` for float scales."""
+    """``opendp.binary_search_chain`` with ``bracketed_search`` for float scales."""
     return make_chain(_fast_binary_search_param(make_chain, d_in, d_out, bounds, T))
 
 
@@ -357,12 +317,12 @@ def _fast_binary_search(
     T: Any = None,
     return_sign: bool = False,
 ) -> Any:
-    """``opendp.binary_search`` with :func:`_bracketed_search` for float scales."""
+    """``opendp.binary_search`` with ``bracketed_search`` for float scales."""
     from opendp.mod import binary_search
 
     if return_sign or not _plain_float_search(bounds, T):
         return binary_search(predicate, bounds, T, return_sign)  # type: ignore[arg-type]
-    return _bracketed_search(predicate)
+    return bracketed_search(predicate)
 
 
 def _patch_searches() -> None:
