@@ -330,7 +330,6 @@ class Federation:
             timings=timings,
         )
 
-
     def _close_unfinished(self) -> dict[str, int]:
         """Close each reachable site's request that has rounds it will never run (the plan
         stopped, or the site dropped out and came back): those rounds are refunded there.
