@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 
-from datasite import audit, ledger
+from datasite import audit_log, ledger
 from datasite.contract.job import RequestKind
 from datasite.contract.lifecycle import PENDING, State, TransitionError, check_transition
 from datasite.db.models import (
@@ -165,7 +165,7 @@ class Reviewer:
         ledger.ensure_grant(
             db, author.id, dataset.id, policy.default_total_epsilon, policy.default_total_delta
         )
-        audit.record(
+        audit_log.record(
             db,
             "request_submitted",
             actor=author,
@@ -207,7 +207,7 @@ class Reviewer:
             request.policy_report = report.model_dump(mode="json")
             request.policy_version = policy.version
             request.updated_at = utcnow()
-            audit.record(
+            audit_log.record(
                 db,
                 "request_checked",
                 actor=None,
@@ -365,7 +365,7 @@ class Reviewer:
         overridden = bool(
             request.policy_report and request.policy_report.get("verdict") == "blocked"
         )
-        event_id = audit.record(
+        event_id = audit_log.record(
             db,
             "request_auto_approved" if actor is None else "request_approved",
             actor=actor,
@@ -432,7 +432,7 @@ class Reviewer:
             )
             if moved.rowcount != 1:
                 raise TransitionError("This request was decided by someone else just now.")
-            audit.record(
+            audit_log.record(
                 db,
                 "request_denied",
                 actor=actor,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 
-from datasite import audit, ledger
+from datasite import audit_log, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.contract.lifecycle import State, TransitionError, check_transition
 from datasite.contract.run_args import digest as run_args_digest
@@ -203,7 +203,7 @@ class Runner:
             updated_at=now,
             runs=[*request.runs, run],
         )
-        audit.record(
+        audit_log.record(
             db,
             "run_started",
             actor=actor,
@@ -471,7 +471,7 @@ class Runner:
                 outcome, State.FAILED
             ).value
             request.updated_at = utcnow()
-            event_id = audit.record(
+            event_id = audit_log.record(
                 db,
                 f"run_{outcome}",
                 actor=None,
@@ -510,7 +510,7 @@ class Runner:
             if release:
                 run.error_type = run.error_message = None
             request.state, request.updated_at = target.value, utcnow()
-            audit.record(
+            audit_log.record(
                 db,
                 "withheld_result_released" if release else "withheld_result_discarded",
                 actor=owner,
@@ -568,7 +568,7 @@ class Runner:
             if closed != 1:
                 db.rollback()
                 raise TransitionError("A run started meanwhile; close it once that run is done.")
-            event_id = audit.record(
+            event_id = audit_log.record(
                 db, "request_closed", actor=actor, address=address, target_type="request",
                 target_id=request_id, refunded_runs=allowed - used,
             )  # fmt: skip
@@ -600,7 +600,7 @@ class Runner:
                 run.touched_data = True  # we cannot know it did not: keep the charge
                 request = run.request
                 request.state = State.FAILED.value
-                event_id = audit.record(
+                event_id = audit_log.record(
                     db,
                     "run_failed",
                     actor=None,

@@ -94,7 +94,7 @@ def publish_private_text(
     import pyarrow.parquet as pq
     from sqlalchemy import select
 
-    from datasite import audit
+    from datasite import audit_log
     from datasite.db.models import Asset
     from datasite.errors import Invalid, NotFound
 
@@ -135,7 +135,7 @@ def publish_private_text(
         "mechanism": "metric_dp_laplace_embedding",
         "privacy_unit": f"metric DP per {unit}; one document composes to epsilon={charge:g}",
     }
-    audit.record(
+    audit_log.record(
         db, AUDIT_ACTION, actor=actor, address=address, target_type="dataset",
         target_id=found.dataset.name, **detail,
     )  # fmt: skip

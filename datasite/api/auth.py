@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite import audit
+from datasite import audit_log
 from datasite.api.deps import _bearer, client_address, current_user, db_session, site
 from datasite.auth.passwords import verify_password
 from datasite.auth.tokens import issue_token, revoke_token
@@ -37,11 +37,11 @@ def login(
     ok = verify_password(user.password_hash if user else None, body.password)
     address = client_address(request)
     if not ok or user is None or user.disabled:
-        audit.record(db, "login_failed", actor=None, actor_email=body.email, address=address)
+        audit_log.record(db, "login_failed", actor=None, actor_email=body.email, address=address)
         db.commit()
         raise HTTPException(401, BAD_LOGIN)
     token, expires = issue_token(db, user, the_site.settings.token_ttl_seconds)
-    audit.record(db, "login", actor=user, address=address)
+    audit_log.record(db, "login", actor=user, address=address)
     db.commit()
     warning = None
     if the_site.uses_dev_password(user, body.password):

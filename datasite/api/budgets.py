@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite import audit, ledger
+from datasite import audit_log, ledger
 from datasite.api.datasets import find_dataset, refuse_if_archived
 from datasite.api.deps import client_address, current_user, db_session, owner_only
 from datasite.api.users import find_user
@@ -51,7 +51,7 @@ def set_budget(
     dataset = find_dataset(db, body.dataset)
     refuse_if_archived(dataset)
     grant = ledger.set_grant(db, researcher, dataset, body.epsilon, body.delta)
-    audit.record(
+    audit_log.record(
         db,
         "budget_granted",
         actor=owner,

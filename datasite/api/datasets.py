@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from datasite import audit, policy_store
+from datasite import audit_log, policy_store
 from datasite.api.deps import STAFF, client_address, current_user, db_session, owner_only, site
 from datasite.api.errors import describe_validation
 from datasite.contract.schemas import (
@@ -196,7 +196,7 @@ def create_dataset(
                     mock_path=mock_rel,
                 )
             )
-        audit.record(
+        audit_log.record(
             db,
             "dataset_uploaded",
             actor=owner,
@@ -206,13 +206,13 @@ def create_dataset(
             assets=names,
         )
         if policy is not None:
-            audit.record(
+            audit_log.record(
                 db, "policy_set", actor=owner, address=client_address(request),
                 target_type="dataset", target_id=dataset.name,
                 version=policy_store.save(db, dataset.id, None, policy.model_dump(mode="json")),
             )  # fmt: skip
         for asset_name, released in synthetic.items():  # the owner-level DP spend
-            audit.record(
+            audit_log.record(
                 db, SYNTHETIC_MOCK, actor=owner, address=client_address(request),
                 target_type="dataset", target_id=dataset.name, asset=asset_name, **released,
             )  # fmt: skip
@@ -295,7 +295,7 @@ def _set_archived(
     dataset = find_dataset(db, name)
     if (dataset.archived_at is not None) != archived:
         dataset.archived_at = utcnow() if archived else None
-        audit.record(
+        audit_log.record(
             db,
             "dataset_archived" if archived else "dataset_restored",
             actor=owner,
@@ -363,7 +363,7 @@ def delete_dataset(
     grants = db.execute(delete(BudgetGrant).where(BudgetGrant.dataset_id == dataset.id)).rowcount
     db.execute(delete(PolicySetting).where(PolicySetting.dataset_id == dataset.id))
     db.delete(dataset)
-    audit.record(
+    audit_log.record(
         db,
         "dataset_deleted",
         actor=owner,
@@ -456,7 +456,7 @@ def generalise(
         hierarchies=body.hierarchies,
     )  # fmt: skip
     report = {"dataset": dataset.name, "asset": record.name, **made.to_dict()}
-    audit.record(
+    audit_log.record(
         db, "dataset_generalised", actor=owner, address=client_address(request),
         target_type="dataset", target_id=dataset.name, asset=record.name, k=body.k,
         l=body.l, quasi_identifiers=body.quasi_identifiers, suppressed=made.suppressed,
@@ -585,7 +585,7 @@ def synthetic_canary(
 
     dataset, asset_name, real, _, settings = _synthetic_tables(db, the_site, name, asset)
     result = canary(real, settings)
-    audit.record(
+    audit_log.record(
         db, "synthetic_canary_run", actor=owner, address=client_address(request),
         target_type="dataset", target_id=dataset.name, asset=asset_name,
         epsilon=result["epsilon"], delta=result["delta"],

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from datasite import audit, policy_store
+from datasite import audit_log, policy_store
 from datasite.api.datasets import find_dataset
 from datasite.api.deps import client_address, current_user, db_session, owner_only, require, site
 from datasite.api.errors import describe_validation
@@ -67,7 +67,7 @@ def set_policy(
     _validated(document, partial=False)
     _refuse_less_anonymous_mocks(dataset, Policy.model_validate(document), the_site)
     version = policy_store.save(db, dataset.id, None, document)
-    audit.record(
+    audit_log.record(
         db,
         "policy_set",
         actor=owner,
@@ -96,7 +96,7 @@ def set_override(
     researcher = find_user(db, email)
     _validated(document, partial=True)
     version = policy_store.save(db, dataset.id, researcher.id, document)
-    audit.record(
+    audit_log.record(
         db,
         "policy_override_set",
         actor=owner,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite import audit
+from datasite import audit_log
 from datasite.api.deps import client_address, current_user, db_session, require
 from datasite.contract.schemas import ProjectIn, ProjectOut
 from datasite.db.models import Project, User
@@ -40,7 +40,7 @@ def create_project(
     project = Project(name=body.name, description=body.description, owner_id=user.id)
     db.add(project)
     db.flush()
-    audit.record(
+    audit_log.record(
         db,
         "project_created",
         actor=user,

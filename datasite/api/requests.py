@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from datasite import audit
+from datasite import audit_log
 from datasite.api.deps import (
     STAFF,
     Caller,
@@ -356,7 +356,7 @@ def release_detail(
     if run is None or run.request_id != request_id:
         raise NotFound(f"Request {request_id} has no run {run_id}.")
     run.detail_released = True
-    audit.record(
+    audit_log.record(
         db,
         "run_detail_released",
         actor=owner,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite import audit
+from datasite import audit_log
 from datasite.api.auth import user_out
 from datasite.api.deps import client_address, db_session, owner_only
 from datasite.auth.passwords import generate_password, hash_password
@@ -50,7 +50,7 @@ def create_user(
     )
     db.add(user)
     db.flush()
-    audit.record(
+    audit_log.record(
         db,
         "user_created",
         actor=owner,
@@ -81,7 +81,7 @@ def update_user(
         setattr(user, field, value)
     if changes.get("disabled"):  # re-enabling later must not revive these sessions
         revoke_all_tokens(db, user.id)
-    audit.record(
+    audit_log.record(
         db,
         "user_updated",
         actor=owner,

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite import audit
+from datasite import audit_log
 from datasite.api.auth import BAD_LOGIN
 from datasite.api.deps import client_address, db_session
 from datasite.auth.passwords import verify_password
@@ -106,7 +106,7 @@ def login(
     ok = verify_password(user.password_hash if user else None, password)
     address = client_address(request)
     if not ok or user is None or user.disabled:
-        audit.record(
+        audit_log.record(
             db, "login_failed", actor=None, actor_email=email, address=address, channel="web"
         )
         db.commit()
@@ -115,7 +115,7 @@ def login(
     if previous:  # signing in again replaces this browser's session, it does not add one
         revoke_token(db, previous)
     token, _expires = issue_token(db, user, the_site.settings.token_ttl_seconds)
-    audit.record(db, "login", actor=user, address=address, channel="web")
+    audit_log.record(db, "login", actor=user, address=address, channel="web")
     db.commit()
     response = RedirectResponse(safe_next(next), status_code=303)
     set_cookie(request, response, SESSION_COOKIE, token, the_site.settings.token_ttl_seconds)
@@ -146,7 +146,8 @@ def logout(
     db: Session = Depends(db_session),
 ) -> RedirectResponse:
     revoke_token(db, session.token)
-    audit.record(db, "logout", actor=session.user, address=client_address(request), channel="web")
+    address = client_address(request)
+    audit_log.record(db, "logout", actor=session.user, address=address, channel="web")
     db.commit()
     response = RedirectResponse("/login", status_code=303)
     clear_cookie(request, response, SESSION_COOKIE)

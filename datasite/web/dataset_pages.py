@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from datasite import audit, policy_store
+from datasite import audit_log, policy_store
 from datasite.anonymity import refuse_less_anonymous_mocks, stored_mocks
 from datasite.api.deps import client_address, db_session
 from datasite.db.models import Asset, Dataset
@@ -226,7 +226,7 @@ def _save_policy(
                 request, db, session, name, posted=posted, errors={"": str(exc)}, status=422
             )
         version = policy_store.save(db, dataset.id, None, document)
-        audit.record(
+        audit_log.record(
             db,
             "policy_set",
             actor=session.user,
