@@ -422,17 +422,15 @@ class Releaser:
         """How a count, sum or mean of a partitioned table is answered without OpenDP's
         plan loading the column whole: exact partials, partition by partition, then the
         noise OpenDP's resolved measurement names, added once to the combined values."""
-        from researcher_kit.dp.context import answer_from_exact
+        from researcher_kit.dp.context import answer_from_exact, typed_with_midpoint
 
         def exact_values() -> tuple[Any, int]:
             rows = source.num_rows()
             if kind == "count":
                 return None, rows
-            low, high = call.bounds  # type: ignore[misc]
-            integer = isinstance(low, int) and isinstance(high, int)
-            scan = Scan("mean", integer=integer, bounds=(low, high))
+            low, high, middle = typed_with_midpoint(call.bounds)  # type: ignore[arg-type]
+            scan = Scan("mean", integer=isinstance(low, int), bounds=(low, high))
             clamped, present = exact(scan, source.column(call.column))
-            middle = (low + high) // 2 if integer else (low + high) / 2
             return clamped + (rows - present) * middle, rows  # missing: the midpoint
 
         # The scan runs while OpenDP searches the noise scale (data-free, ~1 s): nothing

@@ -133,4 +133,7 @@ class ObjectStorage:
     def clear_cache(self) -> None:
         """Forget every local copy (the store keeps the tables)."""
         for child in self.cache.root.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()

@@ -225,14 +225,26 @@ def _typed(bounds: tuple[float, float]) -> tuple[Any, Any]:
     return float(lower), float(upper)
 
 
+def typed_with_midpoint(bounds: tuple[float, float]) -> tuple[Any, Any, Any]:
+    """The bounds as OpenDP types them and the midpoint that stands for a missing value
+    (public, data-free): the one definition for the Context expressions and for the
+    site's partition scan of the same aggregates.
+
+    >>> typed_with_midpoint((18, 91)), typed_with_midpoint((0, 1.0))
+    ((18, 91, 54), (0.0, 1.0, 0.5))
+    """
+    lower, upper = _typed(bounds)
+    middle = (lower + upper) // 2 if isinstance(lower, int) else (lower + upper) / 2
+    return lower, upper, middle
+
+
 def _filled(column: str, bounds: tuple[float, float]) -> Any:
-    """``column`` with NaN and nulls imputed by the bounds' midpoint (public, data-free)."""
+    """``column`` with NaN and nulls imputed by the bounds' midpoint."""
     import polars as pl
 
-    lower, upper = _typed(bounds)
+    lower, _, middle = typed_with_midpoint(bounds)
     if isinstance(lower, int):
-        return pl.col(column).fill_null((lower + upper) // 2)
-    middle = (lower + upper) / 2
+        return pl.col(column).fill_null(middle)
     return pl.col(column).fill_nan(middle).fill_null(middle)
 
 
