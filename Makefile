@@ -3,6 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Some machines set PYTHONDONTWRITEBYTECODE: then every server, sandbox worker and test
+# process compiles the project from source again (0.5 s a process start, here).
+unexport PYTHONDONTWRITEBYTECODE
+# Test processes side by side (pytest-xdist). Most tests wait on servers, sandboxes and
+# browsers; the few that measure against a wall clock (marker `serial`) run after, alone.
+JOBS ?= 3
+PARALLEL := -n $(JOBS) --dist loadscope
+# pytest exits 5 when a marker selects no test (the PostgreSQL run has no serial test)
+NONE_IS_FINE := || [ $$? -eq 5 ]
 
 .PHONY: lint-imports demo test test-api test-postgres test-browser lint bench install clean
 
@@ -29,7 +38,8 @@ browser-deps:
 ## Set up and pass the tests (SQLite; the browser tests drive Debian's chromium).
 test: install browser-deps lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q $(PARALLEL) -m "not serial" --durations=25
+	$(BIN)/pytest -q -m serial --durations=10
 
 ## The layers point one way: contract <- policies <- client <- researcher_kit <- server.
 lint-imports: install
@@ -41,7 +51,10 @@ test-api: install
 
 ## The integration suite again, against the PostgreSQL on 127.0.0.1:5432.
 test-postgres: install
-	DATASITE_TEST_DB=postgres $(BIN)/pytest -q -m "integration and not one_database"
+	DATASITE_TEST_DB=postgres $(BIN)/pytest -q $(PARALLEL) \
+		-m "integration and not one_database and not serial"
+	DATASITE_TEST_DB=postgres $(BIN)/pytest -q \
+		-m "integration and not one_database and serial" $(NONE_IS_FINE)
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -16,6 +16,9 @@ from policies.checker import check_request
 from policies.schema import Policy
 from tests.test_policies_corpus import mock_table, sandbox_executor
 
+#: the audit finds what it finds within a wall-clock budget: run alone (`make test`)
+pytestmark = pytest.mark.serial
+
 TRIVIAL = """
 def patient_count(df):
     import numpy as np
