@@ -14,6 +14,23 @@ True
 from __future__ import annotations
 
 
+def describe_validation(errors: list) -> str:
+    """Pydantic's error list as one sentence a person can act on.
+
+    >>> describe_validation([{"loc": ("body", "epsilon"), "msg": "Value error, too big"}])
+    'epsilon: too big'
+    """
+    return "; ".join(_describe(e) for e in errors)
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    if error.get("type") == "json_invalid":
+        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+    message = error.get("msg", "invalid").removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 class DomainError(Exception):
     """A refusal a person can act on; ``str(error)`` is the message they see."""
 

@@ -1,23 +1,20 @@
-"""Privacy budgets: the owner grants, everyone reads what they may."""
+"""Privacy budgets: the owner grants, everyone reads what they may (``datasite.budgets``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from datasite import audit_log, ledger
-from datasite.api.datasets import find_dataset, refuse_if_archived
+from datasite import budgets
 from datasite.api.deps import client_address, current_user, db_session, owner_only
-from datasite.api.users import find_user
 from datasite.contract.schemas import GrantIn, GrantOut, LedgerEntryOut
-from datasite.db.models import BudgetGrant, LedgerEntry, User
-from datasite.errors import Invalid
+from datasite.db.models import BudgetGrant, User
 
 router = APIRouter(tags=["budgets"])
 
 
 def grant_out(grant: BudgetGrant) -> GrantOut:
+    left = budgets.remaining(grant)
     return GrantOut(
         email=grant.user.email,
         dataset=grant.dataset.name,
@@ -25,17 +22,14 @@ def grant_out(grant: BudgetGrant) -> GrantOut:
         delta=grant.delta,
         spent_epsilon=grant.spent_epsilon,
         spent_delta=grant.spent_delta,
-        remaining_epsilon=max(grant.epsilon - grant.spent_epsilon, 0.0),
-        remaining_delta=max(grant.delta - grant.spent_delta, 0.0),
+        remaining_epsilon=left.epsilon,
+        remaining_delta=left.delta,
     )
 
 
 @router.get("/budgets", response_model=list[GrantOut])
 def list_budgets(user: User = Depends(current_user), db: Session = Depends(db_session)) -> list:
-    query = select(BudgetGrant).order_by(BudgetGrant.id)
-    if user.role == "researcher":
-        query = query.where(BudgetGrant.user_id == user.id)
-    return [grant_out(g) for g in db.scalars(query)]
+    return [grant_out(g) for g in budgets.list_grants(db, user)]
 
 
 @router.put("/budgets", response_model=GrantOut)
@@ -45,32 +39,15 @@ def set_budget(
     owner: User = Depends(owner_only),
     db: Session = Depends(db_session),
 ) -> GrantOut:
-    researcher = find_user(db, body.email)
-    if researcher.role != "researcher":
-        raise Invalid(f"{researcher.email} is a {researcher.role}, not a researcher.")
-    dataset = find_dataset(db, body.dataset)
-    refuse_if_archived(dataset)
-    grant = ledger.set_grant(db, researcher, dataset, body.epsilon, body.delta)
-    audit_log.record(
-        db,
-        "budget_granted",
-        actor=owner,
-        address=client_address(request),
-        target_type="grant",
-        target_id=f"{researcher.email}/{dataset.name}",
-        epsilon=body.epsilon,
-        delta=body.delta,
-    )
-    db.commit()
-    db.refresh(grant)
+    grant = budgets.grant_budget(
+        db, body.email, body.dataset, body.epsilon, body.delta,
+        owner=owner, address=client_address(request),
+    )  # fmt: skip
     return grant_out(grant)
 
 
 @router.get("/ledger", response_model=list[LedgerEntryOut])
 def list_ledger(user: User = Depends(current_user), db: Session = Depends(db_session)) -> list:
-    query = select(LedgerEntry, BudgetGrant).join(BudgetGrant).order_by(LedgerEntry.id)
-    if user.role == "researcher":
-        query = query.where(BudgetGrant.user_id == user.id)
     return [
         LedgerEntryOut(
             id=e.id,
@@ -83,5 +60,5 @@ def list_ledger(user: User = Depends(current_user), db: Session = Depends(db_ses
             audit_event_id=e.audit_event_id,
             created_at=e.created_at,
         )
-        for e, g in db.execute(query)
+        for e, g in budgets.list_ledger(db, user)
     ]

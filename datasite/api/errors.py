@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 
 from datasite.contract.lifecycle import TransitionError
-from datasite.errors import Conflict, DomainError, Invalid, NotFound
+from datasite.errors import Conflict, DomainError, Invalid, NotFound, describe_validation
 
 #: Every refusal a service raises for a person to read.
 REFUSALS = (DomainError, TransitionError)
@@ -27,19 +27,6 @@ def status_of(exc: DomainError | TransitionError) -> int:
     (404, 413, 409)
     """
     return exc.status if isinstance(exc, DomainError) else Conflict.status
-
-
-def describe_validation(errors: list) -> str:
-    """Pydantic's error list as one sentence a person can act on."""
-    return "; ".join(_describe(e) for e in errors)
-
-
-def _describe(error: dict) -> str:
-    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-    if error.get("type") == "json_invalid":
-        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-    message = error.get("msg", "invalid").removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
 
 
 def install(app: FastAPI) -> None:

@@ -1,43 +1,23 @@
-"""Dataset policies, per-researcher overrides, and the site's pre-check on mock data."""
+"""Dataset policies, per-researcher overrides, and the site's pre-check on mock data.
+
+Setting a policy or an override is ``datasite.policy_settings``'s work."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from datasite import audit_log, policy_store
-from datasite.api.datasets import find_dataset
+from datasite import policy_settings
+from datasite.accounts import find_user
 from datasite.api.deps import client_address, current_user, db_session, owner_only, require, site
-from datasite.api.errors import describe_validation
-from datasite.api.users import find_user
 from datasite.contract.schemas import CodeRequestIn
+from datasite.datasets import find_dataset
 from datasite.db.models import User
-from datasite.errors import Invalid
 from datasite.site import Site
-from policies.schema import Policy
 
 router = APIRouter(tags=["policies"])
-
-
-def _validated(document: dict[str, Any], partial: bool) -> None:
-    try:
-        if partial:
-            Policy.model_validate({**Policy().model_dump(mode="json"), **document})
-        else:
-            Policy.model_validate(document)
-    except ValidationError as exc:
-        raise Invalid(f"Invalid policy: {describe_validation(exc.errors())}.") from exc
-
-
-def _refuse_less_anonymous_mocks(dataset: Any, policy: Policy, the_site: Site) -> None:
-    """A policy whose k-anonymity the stored mocks do not meet is refused (``datasite.
-    anonymity``): the mock researchers already hold must not be less anonymous than it."""
-    from datasite.anonymity import refuse_less_anonymous_mocks, stored_mocks
-
-    refuse_less_anonymous_mocks(policy, stored_mocks(dataset, the_site.store))
 
 
 @router.get("/datasets/{name}/policy")
@@ -46,11 +26,7 @@ def get_policy(
 ) -> dict[str, Any]:
     """The policy in force for the caller (a researcher sees their overrides applied)."""
     dataset = find_dataset(db, name, user)
-    if user.role == "researcher":
-        policy = policy_store.effective_policy(db, dataset.id, user.id)
-    else:
-        policy = policy_store.dataset_policy(db, dataset.id)
-    return {**policy.model_dump(mode="json"), "version": policy.version}
+    return policy_settings.policy_document(policy_settings.policy_for(db, dataset, user))
 
 
 @router.put("/datasets/{name}/policy")
@@ -62,24 +38,11 @@ def set_policy(
     db: Session = Depends(db_session),
     the_site: Site = Depends(site),
 ) -> dict[str, Any]:
-    dataset = find_dataset(db, name)
-    document.pop("version", None)
-    _validated(document, partial=False)
-    _refuse_less_anonymous_mocks(dataset, Policy.model_validate(document), the_site)
-    version = policy_store.save(db, dataset.id, None, document)
-    audit_log.record(
-        db,
-        "policy_set",
-        actor=owner,
-        address=client_address(request),
-        target_type="dataset",
-        target_id=dataset.name,
-        version=version,
-    )
-    db.commit()
-    the_site.reviewer.recheck_dataset(db, dataset.id)
-    policy = policy_store.dataset_policy(db, dataset.id)
-    return {**policy.model_dump(mode="json"), "version": policy.version}
+    policy = policy_settings.set_policy(
+        db, find_dataset(db, name), document, actor=owner, address=client_address(request),
+        store=the_site.store, reviewer=the_site.reviewer,
+    )  # fmt: skip
+    return policy_settings.policy_document(policy)
 
 
 @router.put("/datasets/{name}/policy/overrides/{email}")
@@ -93,24 +56,11 @@ def set_override(
     the_site: Site = Depends(site),
 ) -> dict[str, Any]:
     dataset = find_dataset(db, name)
-    researcher = find_user(db, email)
-    _validated(document, partial=True)
-    version = policy_store.save(db, dataset.id, researcher.id, document)
-    audit_log.record(
-        db,
-        "policy_override_set",
-        actor=owner,
-        address=client_address(request),
-        target_type="dataset",
-        target_id=dataset.name,
-        researcher=researcher.email,
-        version=version,
-        fields=sorted(document),
-    )
-    db.commit()
-    the_site.reviewer.recheck_dataset(db, dataset.id)
-    policy = policy_store.effective_policy(db, dataset.id, researcher.id)
-    return {**policy.model_dump(mode="json"), "version": policy.version}
+    policy = policy_settings.set_override(
+        db, dataset, find_user(db, email), document, actor=owner,
+        address=client_address(request), reviewer=the_site.reviewer,
+    )  # fmt: skip
+    return policy_settings.policy_document(policy)
 
 
 @router.post("/precheck")

@@ -1,8 +1,9 @@
 """Dataset pages: assets, schema, a mock preview, and the owner's policy form.
 
 The preview reads only the asset's ``mock_path`` file, never the real table. The policy
-form is generated from the policy model's schema (``datasite.web.policy_form``), saved
-with ``policy_store.save`` like the API does, and pending requests are re-checked.
+form is generated from the policy model's schema (``datasite.web.policy_form``) and set
+with ``datasite.policy_settings.set_policy``, the service the API uses (pending requests
+are re-checked). Datasets are found with ``datasite.datasets``, like the API finds them.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from datasite import audit_log, policy_store
-from datasite.anonymity import refuse_less_anonymous_mocks, stored_mocks
+from datasite import policy_store
 from datasite.api.deps import client_address, db_session
+from datasite.datasets import find_dataset, synthetic_tables
 from datasite.db.models import Asset, Dataset
-from datasite.errors import Invalid
+from datasite.errors import Invalid, NotFound
+from datasite.policy_settings import set_policy
 from datasite.store.storage import Storage
 from datasite.web import text_pages as _text_pages
 from datasite.web.access import PageError, WebSession, owner_page, owner_post, staff_page
@@ -54,10 +56,11 @@ def mock_preview(store: Storage, asset: Asset, rows: int = PREVIEW_ROWS) -> dict
 
 
 def _dataset(db: Session, name: str) -> Dataset:
-    dataset = db.scalar(select(Dataset).where(Dataset.name == name))
-    if dataset is None:
-        raise PageError(404, "No such dataset", f"There is no dataset {name!r}.")
-    return dataset
+    """The dataset (staff see archived ones too), or the "No such dataset" page."""
+    try:
+        return find_dataset(db, name)
+    except NotFound as exc:
+        raise PageError(NotFound.status, "No such dataset", str(exc)) from None
 
 
 @router.get("/datasets", response_class=HTMLResponse)
@@ -157,19 +160,15 @@ def synthetic_report_page(
     db: Session = Depends(db_session),
 ) -> HTMLResponse:
     """The quality report of a synthetic mock (owner only: it reads the real table)."""
-    import pandas as pd
-
-    from datasite.synthetic_mock import released_settings, report
+    from datasite.synthetic_mock import report
 
     dataset = _dataset(db, name)
     try:
-        asset_name, settings = released_settings(db, dataset.name, asset)
-    except LookupError as exc:
-        raise PageError(404, "No synthetic mock", f"{str(exc).capitalize()}.") from None
-    found = next(a for a in dataset.assets if a.name == asset_name)
-    store = request.app.state.site.store
-    real = pd.read_parquet(store.path(found.real_path))
-    mock = pd.read_parquet(store.path(found.mock_path))
+        asset_name, real, mock, settings = synthetic_tables(
+            db, dataset, asset, request.app.state.site.store
+        )
+    except NotFound as exc:
+        raise PageError(NotFound.status, "No synthetic mock", str(exc)) from None
     return render(
         request,
         "synthetic_report.html",
@@ -219,25 +218,14 @@ def _save_policy(
             )
         dataset = _dataset(db, name)
         try:  # the stored mock must meet the policy's k-anonymity (datasite.anonymity)
-            mocks = stored_mocks(dataset, the_site.store)
-            refuse_less_anonymous_mocks(Policy.model_validate(document), mocks)
+            set_policy(
+                db, dataset, document, actor=session.user, address=client_address(request),
+                store=the_site.store, reviewer=the_site.reviewer, channel="web",
+            )  # fmt: skip
         except Invalid as exc:
             return dataset_page(
                 request, db, session, name, posted=posted, errors={"": str(exc)}, status=422
             )
-        version = policy_store.save(db, dataset.id, None, document)
-        audit_log.record(
-            db,
-            "policy_set",
-            actor=session.user,
-            address=client_address(request),
-            target_type="dataset",
-            target_id=dataset.name,
-            version=version,
-            channel="web",
-        )
-        db.commit()
-        the_site.reviewer.recheck_dataset(db, dataset.id)
     return RedirectResponse(f"/datasets/{quote(name)}?saved=1#policy-heading", status_code=303)
 
 

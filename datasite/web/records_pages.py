@@ -1,4 +1,8 @@
-"""The ledger (budgets and every spend) and the audit log, as read-only pages."""
+"""The ledger (budgets and every spend) and the audit log, as read-only pages.
+
+The budgets, what is left of them and the ledger's entries are ``datasite.budgets``'s,
+the same the API lists.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,17 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datasite import budgets
 from datasite.api.deps import db_session
-from datasite.db.models import AuditEvent, BudgetGrant, Dataset, LedgerEntry, User
+from datasite.db.models import AuditEvent, Dataset, User
 from datasite.web.access import WebSession, owner_page, staff_page
 from datasite.web.charts import budget_over_time, line_chart
 from datasite.web.render import render
 
 router = APIRouter(include_in_schema=False)
 AUDIT_PAGE = 100
+#: Most ledger entries the ledger page lists (the newest first).
+ENTRIES = 500
 #: Most ledger entries the budget charts read (the oldest first).
 CHART_ENTRIES = 5000
 
@@ -27,36 +34,9 @@ def ledger_page(
     session: WebSession = Depends(staff_page),
     db: Session = Depends(db_session),
 ) -> HTMLResponse:
-    grants_q = (
-        select(BudgetGrant)
-        .join(User, BudgetGrant.user_id == User.id)
-        .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
-        .order_by(User.email, Dataset.name)
-    )
-    entries_q = (
-        select(LedgerEntry, BudgetGrant)
-        .join(BudgetGrant, LedgerEntry.grant_id == BudgetGrant.id)
-        .join(User, BudgetGrant.user_id == User.id)
-        .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
-        .order_by(LedgerEntry.id.desc())
-    )
-    spends_q = (
-        select(LedgerEntry.created_at, User.email, Dataset.name, LedgerEntry.epsilon)
-        .join(BudgetGrant, LedgerEntry.grant_id == BudgetGrant.id)
-        .join(User, BudgetGrant.user_id == User.id)
-        .join(Dataset, BudgetGrant.dataset_id == Dataset.id)
-        .order_by(LedgerEntry.id)
-    )
-    if researcher:
-        grants_q = grants_q.where(User.email == researcher.strip().lower())
-        entries_q = entries_q.where(User.email == researcher.strip().lower())
-        spends_q = spends_q.where(User.email == researcher.strip().lower())
-    if dataset:
-        grants_q = grants_q.where(Dataset.name == dataset)
-        entries_q = entries_q.where(Dataset.name == dataset)
-        spends_q = spends_q.where(Dataset.name == dataset)
-    grants = list(db.scalars(grants_q))
-    spends = list(db.execute(spends_q.limit(CHART_ENTRIES)))
+    filters = {"researcher": researcher, "dataset": dataset}
+    grants = budgets.list_grants(db, session.user, by_name=True, **filters)
+    spends = budgets.epsilon_spends(db, session.user, limit=CHART_ENTRIES, **filters)
     ceiling = grants[0].epsilon if len(grants) == 1 else None  # one budget: draw its line
     return render(
         request,
@@ -65,7 +45,10 @@ def ledger_page(
             "title": "Privacy ledger",
             "nav": "ledger",
             "grants": grants,
-            "entries": list(db.execute(entries_q.limit(500))),
+            "remaining": budgets.remaining,
+            "entries": budgets.list_ledger(
+                db, session.user, newest_first=True, limit=ENTRIES, **filters
+            ),
             "by_researcher": line_chart(
                 budget_over_time((when, email, eps) for when, email, _, eps in spends),
                 title="Epsilon spent over time, per researcher",

@@ -7,8 +7,6 @@ owner's justification, budget overrun, a request someone else decided meanwhile)
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
@@ -16,8 +14,9 @@ from sqlalchemy.orm import Session, joinedload
 
 from datasite.api.deps import client_address, db_session
 from datasite.api.errors import REFUSALS, status_of
+from datasite.budgets import request_budget
 from datasite.contract.lifecycle import PENDING, State, TransitionError
-from datasite.db.models import AuditEvent, BudgetGrant, CodeRequest, Dataset
+from datasite.db.models import AuditEvent, CodeRequest, Dataset
 from datasite.errors import DomainError, NotFound
 from datasite.web.access import PageError, WebSession, staff_page, staff_post
 from datasite.web.charts import run_error_bars
@@ -83,29 +82,6 @@ def queue(
     )
 
 
-def _budget(db: Session, code_request: CodeRequest) -> dict[str, Any]:
-    """What the request declares against what its author has left on the dataset."""
-    runs = code_request.runs_allowed
-    grant = db.scalar(
-        select(BudgetGrant).where(
-            BudgetGrant.user_id == code_request.author_id,
-            BudgetGrant.dataset_id == code_request.dataset_id,
-        )
-    )
-    need_epsilon, need_delta = code_request.epsilon * runs, code_request.delta * runs
-    view: dict[str, Any] = {"runs": runs, "epsilon": need_epsilon, "delta": need_delta}
-    if grant is not None:
-        left_epsilon = max(grant.epsilon - grant.spent_epsilon, 0.0)
-        left_delta = max(grant.delta - grant.spent_delta, 0.0)
-        view.update(
-            grant=grant,
-            left_epsilon=left_epsilon,
-            left_delta=left_delta,
-            fits=need_epsilon <= left_epsilon + 1e-9 and need_delta <= left_delta + 1e-9,
-        )
-    return view
-
-
 def request_page(
     request: Request,
     db: Session,
@@ -156,7 +132,7 @@ def request_page(
             "report": view,
             "output_tones": OUTPUT_TONES,
             "unplaced": unplaced,
-            "budget": _budget(db, code_request),
+            "budget": request_budget(db, code_request),
             "federated": federated_view(code_request),
             "error_bars": {run.id: run_error_bars(run.manifest) for run in code_request.runs},
             "history": list(history),
