@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from policies import dp_libraries
 from policies.mechanisms import same_mechanism
 from policies.report import MechanismUse, OutputInfo, PolicyReport
 from policies.schema import Policy
@@ -73,52 +74,11 @@ def apply_dry_run(
 
 
 def _uses(spend: dict[str, Any]) -> list[MechanismUse]:
-    uses = [
-        MechanismUse(
-            name=g["name"],
-            line=g.get("construct_line") or g.get("line"),
-            invocations=g["invocations"],
-            epsilon_each=g.get("each"),
-            delta_each=g.get("delta_each") or 0.0,
-            epsilon_total=g.get("total"),
-            delta_total=(g.get("delta_each") or 0.0) * g.get("per_individual", 1),
-            composition=g.get("composition", "")
-            + (" (zCDP rho)" if g.get("measure") == "zcdp" else ""),
-            d_in=g.get("d_in"),
-            d_in_source=g.get("d_in_source", ""),
-        )
-        for g in spend.get("groups", [])
-    ]
-    by_where: dict[tuple[str, Any], list[dict[str, Any]]] = {}
-    for s in spend.get("diffprivlib", []):
-        by_where.setdefault((s["where"], s.get("line")), []).append(s)
-    for (where, line), spends in by_where.items():
-        total = sum(s["epsilon"] for s in spends)
-        uses.append(
-            MechanismUse(
-                name=where,
-                line=line,
-                invocations=len(spends),
-                epsilon_each=spends[0]["epsilon"],
-                epsilon_total=total,
-                delta_total=sum(s["delta"] for s in spends),
-                composition="diffprivlib accountant, sequential",
-                d_in_source="diffprivlib",
-            )
-        )
-    for c in spend.get("contexts", []):
-        d_out = c.get("d_out")
-        eps = d_out[0] if isinstance(d_out, list) else d_out
-        uses.append(
-            MechanismUse(
-                name="Context",
-                line=c.get("line"),
-                invocations=1,
-                epsilon_total=eps,
-                composition=f"OpenDP compositor ({c.get('measure')})",
-                d_in_source="max_contributions (Context privacy unit)",
-            )
-        )
+    """Each instrumented library's entries as report rows (its ``report``)."""
+    uses: list[MechanismUse] = []
+    for library in dp_libraries.instrumented():
+        assert library.report is not None
+        uses += library.report(spend.get(library.spend_key, []))
     return uses
 
 
@@ -165,14 +125,13 @@ def _declared(uses: list[MechanismUse], decl: Any, r: PolicyReport) -> None:
     if not decl.mechanisms:
         return
     flagged = {(f.rule, f.line) for f in r.findings}
+    covers = [lib.covers for lib in dp_libraries.LIBRARIES if lib.covers is not None]
     for use in uses:
         if any(same_mechanism(use.name, d) for d in decl.mechanisms):
             continue
-        if use.name.startswith("diffprivlib") and any(
-            d.startswith("diffprivlib") or d.split(".")[-1] in use.name for d in decl.mechanisms
-        ):
+        if any(cover(use.name, decl.mechanisms) for cover in covers):
             continue
-        if ("undeclared_mechanism", use.line) not in flagged and use.name != "Context":
+        if ("undeclared_mechanism", use.line) not in flagged:
             r.add(
                 "undeclared_mechanism",
                 "warning",

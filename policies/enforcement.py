@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from policies import dp_libraries
+
 TOLERANCE = 1e-6
 
 
@@ -39,12 +41,18 @@ def withhold_reasons(
         reasons.append(f"the run spent delta {spend['delta']:.3g}, more than declared {delta:g}")
     budget = (dry_run_report or {}).get("budget") or {}
     seen = {str(m.get("name")) for m in budget.get("mechanisms") or []}
-    used = {str(g.get("name")) for g in spend.get("groups") or []}
-    used |= {str(d.get("where")) for d in spend.get("diffprivlib") or []}
+    libraries = dp_libraries.instrumented()
+    used = {
+        str(entry.get(library.name_key))
+        for library in libraries
+        if not library.allotment
+        for entry in spend.get(library.spend_key) or []
+    }
     new = sorted(used - seen)
     if new:
         reasons.append(f"the run used {', '.join(new)}, which the dry-run on the mock did not")
-    released = bool(used or spend.get("contexts"))
+    allotted = any(spend.get(library.spend_key) for library in libraries if library.allotment)
+    released = bool(used or allotted)
     if seen and not released:
         reasons.append("the run recorded no DP release although the dry-run saw some")
     return reasons

@@ -1,10 +1,11 @@
 """Stage 2 of the checker: the instrumented dry-run, inside the sandboxed child.
 
 :func:`instrumented_call` is a sandbox harness (``policies.instrument:instrumented_call``).
-It patches, in the child only, OpenDP's ``Measurement`` invocation, OpenDP's constructors
-(to name each measurement and find the line that built it), ``Context.compositor``,
-diffprivlib's ``BudgetAccountant.spend`` and ``skops.io.dumps``; then it runs the
-request three times on the mock:
+It patches, in the child only, every DP library the registry instruments
+(:func:`policies.dp_libraries.instrumented`, each library's ``install``): OpenDP's
+``Measurement`` invocation, OpenDP's constructors (to name each measurement and find the
+line that built it), ``Context.compositor``, diffprivlib's ``BudgetAccountant.spend`` and
+``skops.io.dumps``; then it runs the request three times on the mock:
 
 1. on the mock, recording every release and its privacy map;
 2. on a neighbour (one row changed to the extremes) with every release *replayed* from
@@ -36,8 +37,6 @@ dunder access, no ``sys``/``gc``/``inspect``); the dry-run is evidence, not a pr
 from __future__ import annotations
 
 import copy
-import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,11 +44,10 @@ from typing import Any
 
 import pandas as pd
 
-from policies import neighbours, outputs
+from policies import dp_libraries, neighbours, outputs
+from policies.dp_libraries.base import Tally, zcdp_to_epsilon
 
 _LIB_MARKERS = ("/pandas/", "/numpy/", "\\pandas\\", "\\numpy\\")
-_BOUNDS = re.compile(r"bounds=\[([-+0-9.eEinf]+), ([-+0-9.eEinf]+)\]")
-_DATASET_METRICS = ("Symmetric", "InsertDelete", "ChangeOne", "Hamming", "Frame", "Id")
 
 
 @dataclass
@@ -80,11 +78,16 @@ class Recorder:
         self.misaligned = False
         self.depth = 0
         self.release_ids: dict[int, Any] = {}  # id -> the release (kept alive)
-        self.dpl_spends: list[dict[str, Any]] = []
-        self.dpl_models: dict[int, Any] = {}
-        self.dumped: dict[int, tuple[Any, Any]] = {}  # id(bytes) -> (bytes, model)
-        self.contexts: list[dict[str, Any]] = []
+        #: What the other patched libraries recorded, by their ``spend_key`` (OpenDP's
+        #: releases are the ``groups``, recorded and replayed by :meth:`invoke`).
+        self.records: dict[str, list[dict[str, Any]]] = {}
+        self._scratch: dict[str, dict[str, Any]] = {}
+        self.helper_modules = dp_libraries.helper_modules()
         self.errors: list[str] = []
+
+    def scratch(self, family: str, **initial: Any) -> dict[str, Any]:
+        """A library's own state for this request (created with ``initial`` the first time)."""
+        return self._scratch.setdefault(family, initial)
 
     # -- where in the user's code are we -----------------------------------------------
 
@@ -101,16 +104,18 @@ class Recorder:
         element-wise, the kit helper it went through).
 
         The kit builds its measurements internally, so the name the researcher called
-        and declared is the outermost ``researcher_kit.dp`` frame below the entry
-        function: ``researcher_kit.dp.<helper>``.
+        and declared is the outermost frame below the entry function in a library's
+        ``helper_module``: ``researcher_kit.dp.<helper>``.
         """
         frame = sys._getframe(2)
         through_library, helper = False, None
         while frame is not None and frame.f_code is not self.entry_code:
             if any(m in frame.f_code.co_filename for m in _LIB_MARKERS):
                 through_library = True
-            if frame.f_globals.get("__name__", "").startswith("researcher_kit.dp"):
-                helper = f"researcher_kit.dp.{frame.f_code.co_name}"
+            module = frame.f_globals.get("__name__", "")
+            for prefix in self.helper_modules:
+                if module.startswith(prefix):
+                    helper = f"{prefix}.{frame.f_code.co_name}"
             frame = frame.f_back
         return (frame.f_lineno if frame is not None else None), through_library, helper
 
@@ -165,40 +170,8 @@ def _plain(value: Any) -> Any:
     return None
 
 
-def _tagging(original: Any, name: str, recorder: Recorder) -> Any:
-    def constructor(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        try:
-            result._checker_tag = (name, recorder._user_line())
-        except AttributeError:  # partial constructors are tagged when they build
-            pass
-        return result
-
-    constructor.__wrapped__ = original  # type: ignore[attr-defined]
-    return constructor
-
-
-def _chaining(original: Any) -> Any:
-    def chain(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        tags = [getattr(a, "_checker_tag", None) for a in args]
-        tag = next((t for t in tags if t is not None), None)
-        if tag is not None:
-            try:
-                result._checker_tag = tag
-            except AttributeError:
-                pass
-        return result
-
-    return chain
-
-
 def install(recorder: Recorder) -> list[tuple[Any, str, Any]]:
     """Patch the DP libraries for ``recorder``; returns what to restore."""
-    import opendp.combinators as combinators
-    import opendp.measurements as measurements
-    from opendp.mod import Measurement
-
     saved: list[tuple[Any, str, Any]] = []
 
     def patch(owner: Any, attr: str, value: Any) -> None:
@@ -207,99 +180,9 @@ def install(recorder: Recorder) -> list[tuple[Any, str, Any]]:
         )
         setattr(owner, attr, value)
 
-    for attr in dir(measurements):
-        if attr.startswith("make_"):
-            patch(measurements, attr, _tagging(getattr(measurements, attr), attr, recorder))
-    for attr in ("make_chain_mt", "make_chain_pm"):
-        patch(combinators, attr, _chaining(getattr(combinators, attr)))
-    call, invoke = Measurement.__call__, Measurement.invoke
-    patch(Measurement, "__call__", lambda self, arg: recorder.invoke(call, self, arg))
-    patch(Measurement, "invoke", lambda self, arg: recorder.invoke(invoke, self, arg))
-    _install_context(recorder, patch)
-    _install_diffprivlib(recorder, patch)
+    for library in dp_libraries.instrumented():
+        library.install(recorder, patch)
     return saved
-
-
-def _install_context(recorder: Recorder, patch: Any) -> None:
-    from opendp.context import Context
-
-    original = Context.compositor
-
-    def compositor(*args: Any, **kwargs: Any) -> Any:
-        recorder.depth += 1
-        try:
-            context = original(*args, **kwargs)
-        finally:
-            recorder.depth -= 1
-        measure = str(context.accountant.output_measure)
-        d_out = context.d_out
-        if d_out is None:
-            recorder.depth += 1
-            try:
-                d_out = context.accountant.map(context.d_in)
-            except Exception:  # noqa: BLE001 - reported as an unknown spend
-                d_out = None
-            finally:
-                recorder.depth -= 1
-        recorder.contexts.append(
-            {"line": recorder._user_line(), "measure": measure, "d_out": _plain_loss(d_out)}
-        )
-        return context
-
-    patch(Context, "compositor", staticmethod(compositor))
-
-
-def _plain_loss(d_out: Any) -> Any:
-    if isinstance(d_out, tuple):
-        return [float(x) for x in d_out]
-    try:
-        return float(d_out)
-    except (TypeError, ValueError):
-        return None
-
-
-def _install_diffprivlib(recorder: Recorder, patch: Any) -> None:
-    try:
-        import skops.io as skio
-        from diffprivlib.accountant import BudgetAccountant
-    except ImportError:  # pragma: no cover - both are dependencies
-        return
-    spend = BudgetAccountant.spend
-
-    def spending(self: Any, epsilon: float, delta: float) -> Any:
-        frame, where, model = sys._getframe(1), "diffprivlib", None
-        while frame is not None:
-            module = frame.f_globals.get("__name__", "")
-            if module.startswith("diffprivlib.") and not module.startswith("diffprivlib.acc"):
-                where = f"{module}.{frame.f_code.co_qualname}"
-                candidate = frame.f_locals.get("self")
-                if candidate is not None and type(candidate).__module__.startswith("diffprivlib"):
-                    model = candidate
-            if frame.f_code.co_filename == recorder.user_file:
-                break
-            frame = frame.f_back
-        if recorder.run == "record":
-            recorder.dpl_spends.append(
-                {
-                    "where": where,
-                    "epsilon": float(epsilon),
-                    "delta": float(delta),
-                    "line": frame.f_lineno if frame is not None else None,
-                }
-            )
-        if model is not None:
-            recorder.dpl_models[id(model)] = model
-        return spend(self, epsilon, delta)
-
-    dumps = skio.dumps
-
-    def dumping(obj: Any, *args: Any, **kwargs: Any) -> Any:
-        data = dumps(obj, *args, **kwargs)
-        recorder.dumped[id(data)] = (data, obj)
-        return data
-
-    patch(BudgetAccountant, "spend", spending)
-    patch(skio, "dumps", dumping)
 
 
 def uninstall(saved: list[tuple[Any, str, Any]]) -> None:
@@ -310,150 +193,35 @@ def uninstall(saved: list[tuple[Any, str, Any]]) -> None:
 # -- accounting -------------------------------------------------------------------------
 
 
-def _bounds_width(domain: Any) -> float | None:
-    match = _BOUNDS.search(str(domain))
-    if not match:
-        return None
-    low, high = float(match.group(1)), float(match.group(2))
-    return high - low if math.isfinite(high - low) else None
-
-
-def _distance(a: Any, b: Any, metric: str) -> float | None:
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b)
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        try:
-            diffs = [abs(float(x) - float(y)) for x, y in zip(a, b, strict=True)]
-        except (TypeError, ValueError):
-            return None
-        return math.sqrt(sum(d * d for d in diffs)) if "L2" in metric else sum(diffs)
-    return None
-
-
-def _map(meas: Any, d_in: float) -> Any:
-    for candidate in (d_in, int(math.ceil(d_in))):
-        try:
-            return meas.map(candidate)
-        except Exception:  # noqa: BLE001 - OpenDP raises its own types
-            continue
-    return None
-
-
-def _loss(meas: Any, d_in: float, delta: float) -> tuple[str, float | None, float]:
-    """(measure kind, epsilon or rho, delta) of one release at ``d_in``."""
-    measure = str(meas.output_measure)
-    value = _map(meas, d_in)
-    if value is None:
-        return measure, None, 0.0
-    if measure.startswith("ZeroConcentrated"):
-        return "zcdp", float(value), 0.0
-    if isinstance(value, tuple):
-        return "approx", float(value[0]), float(value[1])
-    if hasattr(value, "epsilon"):
-        return "approx", (float(value.epsilon(delta)) if delta > 0 else math.inf), delta
-    return "pure", float(value), 0.0
-
-
-def _sensitivity(recorder: Recorder, group: _Group, metric: str) -> tuple[float, str, int]:
-    """(d_in, where it came from, releases one row touched) for a group."""
-    if any(m in metric for m in _DATASET_METRICS):
-        return recorder.max_contributions, "max_contributions (dataset metric)", 0
-    candidates: list[tuple[float, str]] = []
-    if group.construct_line in recorder.sensitivities:
-        candidates.append(
-            (recorder.sensitivities[group.construct_line], "the sensitivity stated in the code")
-        )
-    width = _bounds_width(group.measurement.input_domain)
-    if width is not None:
-        candidates.append((width, "the width of the domain's bounds"))
-    base, neighbour = group.inputs.get("record", []), group.inputs.get("neighbour", [])
-    moved, local = 0, 0.0
-    if len(base) == len(neighbour):
-        for a, b in zip(base, neighbour, strict=True):
-            d = _distance(a, b, metric)
-            if d is not None and d > 1e-12:
-                moved, local = moved + 1, max(local, d)
-    if local > 0:
-        candidates.append((local, "the local sensitivity seen on the mock"))
-    if not candidates:
-        return 1.0, "the unit distance of the input metric (assumed)", moved
-    d_in, source = max(candidates, key=lambda c: c[0])
-    return d_in, source, moved
-
-
 def account(recorder: Recorder, n_rows: int) -> dict[str, Any]:
-    """Per-group spend and the total, as JSON-able data."""
-    groups, pure_eps, approx_delta, rho = [], 0.0, 0.0, 0.0
-    unknown = False
-    for group in recorder.groups.values():
-        count = len(group.inputs.get("record", []))
-        if not count:
-            continue
-        metric = str(group.measurement.input_metric)
-        d_in, source, moved = _sensitivity(recorder, group, metric)
-        kind, each, delta_each = _loss(group.measurement, d_in, recorder.delta)
-        if group.rowwise and n_rows > 0:
-            per_row = max(math.ceil(count / n_rows), moved, 1)
-            composition = (
-                f"element-wise over rows: parallel composition, {per_row} release(s) per row"
-            )
-        else:
-            per_row = count
-            composition = "sequential composition" if count > 1 else "one release"
-        total = None if each is None else each * per_row
-        if total is None:
-            unknown = True
-        elif kind == "zcdp":
-            rho += total
-        else:
-            pure_eps += total
-            approx_delta += delta_each * per_row
-        groups.append(
-            {
-                "name": group.name,
-                "construct_line": group.construct_line,
-                "line": group.line,
-                "rowwise": group.rowwise,
-                "invocations": count,
-                "per_individual": per_row,
-                "measure": kind,
-                "d_in": d_in,
-                "d_in_source": source,
-                "each": each,
-                "delta_each": delta_each,
-                "total": total,
-                "composition": composition,
-            }
-        )
-    for spend in recorder.dpl_spends:
-        pure_eps += spend["epsilon"]
-        approx_delta += spend["delta"]
-    for context in recorder.contexts:
-        d_out = context["d_out"]
-        if isinstance(d_out, list):
-            pure_eps, approx_delta = pure_eps + d_out[0], approx_delta + d_out[1]
-        elif d_out is None:
-            unknown = True
-        elif context["measure"].startswith("ZeroConcentrated"):
-            rho += d_out
-        else:
-            pure_eps += d_out
-    epsilon = pure_eps
-    delta = approx_delta
+    """Per-library spend (OpenDP's ``groups``, ``diffprivlib``, ``contexts``) and the total,
+    as JSON-able data."""
+    tally = Tally()
+    spend: dict[str, Any] = {}
+    for library in dp_libraries.instrumented():
+        assert library.account is not None
+        spend[library.spend_key] = library.account(recorder, n_rows, tally)
+    epsilon, delta, rho = tally.epsilon, tally.delta, tally.rho
     if rho > 0:
-        from policies.mechanisms import zcdp_to_epsilon
-
-        remaining = max(recorder.delta - approx_delta, 0.0)
+        remaining = max(recorder.delta - tally.delta, 0.0)
         epsilon += zcdp_to_epsilon(rho, remaining)
         delta += remaining
     return {
-        "groups": groups,
-        "diffprivlib": recorder.dpl_spends,
-        "contexts": recorder.contexts,
-        "epsilon": None if unknown else epsilon,
+        **spend,
+        "epsilon": None if tally.unknown else epsilon,
         "delta": delta,
         "rho": rho,
     }
+
+
+def itemised(spend: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spend's releases, one entry each (a Context's allotment is not one)."""
+    return [
+        entry
+        for library in dp_libraries.instrumented()
+        if not library.allotment
+        for entry in spend.get(library.spend_key) or []
+    ]
 
 
 # -- classification ---------------------------------------------------------------------
@@ -476,21 +244,21 @@ def classify_outputs(
 def _classify_one(
     recorder: Recorder, value: Any, name: str, again: dict[str, Any], replay_ok: bool
 ) -> tuple[str, str]:
-    if id(value) in recorder.release_ids:
-        return "dp", "returned as released by an OpenDP measurement"
-    if id(value) in recorder.dpl_models:
-        return "dp", "a diffprivlib model that spent privacy budget"
-    dumped = recorder.dumped.get(id(value))
-    if dumped is not None and id(dumped[1]) in recorder.dpl_models:
-        return "dp", "a skops dump of a diffprivlib model that spent privacy budget"
+    libraries = dp_libraries.instrumented()
+    for library in libraries:
+        found = library.output_class(recorder, value) if library.output_class else None
+        if found is not None:
+            return found
     if not replay_ok or name not in again:
         return "unknown", "the replay on other data did not line up with the first run"
     if outputs.fingerprint(value) == outputs.fingerprint(again[name]):
-        if recorder.groups or recorder.contexts:
+        held = [recorder.records.get(lib.spend_key) for lib in libraries if lib.held_fixed]
+        if recorder.groups or any(held):
             return "post_processing", "unchanged on other data with the DP releases held fixed"
         return "post_processing", "unchanged on other data (no DP release involved)"
-    if recorder.dpl_spends:
-        return "unknown", "changed on other data; diffprivlib noise cannot be held fixed"
+    for library in libraries:
+        if not library.held_fixed and recorder.records.get(library.spend_key):
+            return "unknown", f"changed on other data; {library.title} noise cannot be held fixed"
     return "raw", "changed on other data although every DP release was held fixed"
 
 
@@ -545,7 +313,7 @@ def instrumented_call(fn: Any, inputs: dict[str, Any], spec: Any) -> dict[str, A
         answer["spend"] = account(recorder, answer["n_rows"])
         timings["total"] = time.perf_counter() - started
         report.details = answer
-        report.spend = answer["spend"]["groups"] + answer["spend"]["diffprivlib"]
+        report.spend = itemised(answer["spend"])
     return answer
 
 
@@ -589,7 +357,7 @@ def recording_call(fn: Any, inputs: dict[str, Any], spec: Any) -> Any:
         uninstall(saved)
         spend = account(recorder, n_rows)
         report.details = {"recorded": True, "spend": spend}
-        report.spend = spend["groups"] + spend["diffprivlib"]
+        report.spend = itemised(spend)
 
 
 def _replay(recorder: Recorder, fn: Any, inputs: dict[str, Any], run: str, make: Any) -> bool:

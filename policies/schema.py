@@ -24,39 +24,22 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policies import dp_libraries
 from policies.sdc import SdcRules
 
 NonDPOutputs = Literal["block", "review", "allow"]
 
-#: DP constructors and helpers a request may call. Names are matched against the last
-#: component of the called name (``dp.m.make_laplace`` -> ``make_laplace``) for OpenDP
-#: constructors and diffprivlib classes, and by their dotted prefix for the kit's helpers.
-DEFAULT_MECHANISMS: tuple[str, ...] = (
-    # OpenDP measurements (make_* and the chaining then_* forms)
-    "make_laplace",
-    "make_gaussian",
-    "make_geometric",
-    "make_noise",
-    "make_laplace_threshold",
-    "make_gaussian_threshold",
-    "make_noisy_max",
-    "make_noisy_top_k",
-    "make_report_noisy_max_gumbel",
-    "make_randomized_response",
-    "make_randomized_response_bool",
-    "make_private_quantile",
-    "make_private_lazyframe",
-    "make_private_expr",
-    # OpenDP's Context API
-    "Context",
-    # diffprivlib models and tools
-    "diffprivlib.models.*",
-    "diffprivlib.tools.*",
-    "diffprivlib.mechanisms.*",
-    # the researcher kit's DP helpers
-    "researcher_kit.dp.*",
-)
+#: DP constructors and helpers a request may call: each registered DP library's defaults
+#: (:mod:`policies.dp_libraries`), in registry order: OpenDP's noise measurements, its
+#: Context API, diffprivlib's models/tools/mechanisms, the kit's helpers. Names are
+#: matched against the last component of the called name (``dp.m.make_laplace`` ->
+#: ``make_laplace``) for OpenDP constructors and diffprivlib classes, and by their dotted
+#: prefix for the kit's helpers.
+DEFAULT_MECHANISMS: tuple[str, ...] = dp_libraries.default_mechanisms()
 
+#: The packages a request may import: the data-science stack, the DP libraries and pure
+#: standard-library modules. The order is part of ``DEFAULT_POLICY.version``, so a newly
+#: registered library's packages are added at the end (:func:`default_imports`).
 DEFAULT_IMPORTS: tuple[str, ...] = (
     "pandas",
     "numpy",
@@ -81,6 +64,12 @@ DEFAULT_IMPORTS: tuple[str, ...] = (
     "json",
     "re",
 )
+
+
+def default_imports() -> tuple[str, ...]:
+    """:data:`DEFAULT_IMPORTS`, then any registered library's packages it lacks."""
+    extra = [m for lib in dp_libraries.LIBRARIES for m in lib.imports if m not in DEFAULT_IMPORTS]
+    return DEFAULT_IMPORTS + tuple(dict.fromkeys(extra))
 
 
 #: What a dataset's policy is, in words for the people who set it (the policy form's intro).
@@ -176,13 +165,13 @@ class Policy(BaseModel):
         "grant them another.",
     )
     allowed_mechanisms: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_MECHANISMS),
+        default_factory=lambda: list(dp_libraries.default_mechanisms()),
         description="The DP functions a request may call (OpenDP constructors such as "
         "make_laplace, diffprivlib.models.*, researcher_kit.dp.*). A name ending in .* "
         "allows everything under it; any other noise is reported.",
     )
     allowed_imports: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_IMPORTS),
+        default_factory=lambda: list(default_imports()),
         description="The packages a request's code may import (each with its "
         "submodules). Anything else, such as os or socket, blocks the request.",
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field, replace
 
-from policies.mechanisms import classify, is_diffprivlib_model
+from policies import dp_libraries
 from policies.names import dotted_name
 
 ROW_METHODS = frozenset(
@@ -185,22 +185,18 @@ class _Walker:
         if self._is_printer(node, qualname) and joined.raw:
             self.analysis.prints.append((node.lineno, ast.unparse(node)[:120]))
             return CLEAN
-        found = classify(qualname)
+        found = dp_libraries.recognise(qualname)
         if found is not None:
-            family, _ = found
+            library, _ = found
             for keyword in node.keywords:
                 if keyword.arg in SCALE_KEYWORDS and self.ev(keyword.value, state).raw:
                     entry = (node.lineno, f"{keyword.arg}={ast.unparse(keyword.value)[:80]}")
                     self.analysis.data_scales.append(entry)
-            if family == "opendp":
-                return Taint(kind="meas")
-            if family == "diffprivlib" and is_diffprivlib_model(qualname):
-                return Taint(kind="model_dp")
-            return DP  # a tool, a kit helper or a Context: returns releases
+            kind = library.returns(qualname) if qualname else "dp"
+            # a measurement (DP once invoked), an estimator (DP once fitted), or a release
+            return DP if kind == "dp" else Taint(kind=kind)
         if qualname and qualname.startswith("sklearn.") and short[:1].isupper():
             return Taint(kind="model_plain")
-        if qualname and qualname.startswith("researcher_kit.dp.ctx_"):
-            return DP
         func = self.ev(node.func, state)
         if func.kind in ("meas", "noiser"):
             return DP
