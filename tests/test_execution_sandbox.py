@@ -302,6 +302,29 @@ def test_output_logs_are_capped(executor, data_dir) -> None:
     assert len(result.stdout) < 1.1 * 1024**2 and "more bytes not kept" in result.stdout
 
 
+def worker_processes() -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process().children()
+        if "datasite.execution.worker" in " ".join(p.cmdline())
+    ]
+
+
+def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
+    """A worker imports the whole stack (seconds of CPU): the pool starts one only when
+    a job finds none idle, and reuses it for the next job."""
+    with LocalExecutor(concurrency=2) as executor:
+        assert worker_processes() == []  # nothing started before a job
+        for n in (1, 2, 3):
+            assert value_of(run(executor, job(data_dir, f"def f(df):\n    return {n}\n"))) == n
+        assert len(worker_processes()) == 1  # one after another: one warm worker
+        slow = "import time\ndef f(df):\n    time.sleep(2)\n    return 7\n"
+        both = [executor.submit(job(data_dir, slow)) for _ in range(2)]
+        assert [value_of(f.result(timeout=120)) for f in both] == [7, 7]
+        assert len(worker_processes()) == 2  # two at once: a second worker
+    assert worker_processes() == []  # closing stops the idle ones
+
+
 def test_a_killed_worker_is_replaced(data_dir) -> None:
     with LocalExecutor(concurrency=1) as executor:
         future = executor.submit(job(data_dir, "import time\ndef f(df):\n    time.sleep(30)\n"))

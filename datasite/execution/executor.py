@@ -144,9 +144,12 @@ class WorkerProcess:
 
 
 class LocalExecutor:
-    """A pool of ``concurrency`` warm workers on this machine, each running one job at a
-    time. A crashed job is an ordinary failed JobResult; a worker that dies or hangs is
-    killed, its job fails with ``WorkerCrashed``, and a fresh worker replaces it.
+    """A pool of up to ``concurrency`` warm workers on this machine, each running one job
+    at a time. A worker is started when a job finds none idle (so a second one only when
+    two jobs run at once: each costs seconds of CPU to import the stack) and is kept warm
+    for the next job. A crashed job is an ordinary failed JobResult; a worker that dies
+    or hangs is killed, its job fails with ``WorkerCrashed``, and a fresh worker replaces
+    it.
 
     ``allow_unsandboxed`` (default: the ``DATASITE_ALLOW_UNSANDBOXED`` variable) lets
     runs proceed without namespaces where the kernel refuses them; it is logged loudly.
@@ -179,6 +182,7 @@ class LocalExecutor:
         self._closed = False
         self._running: dict[Future[JobResult], WorkerProcess] = {}
         self._running_lock = threading.Lock()
+        self._idle: list[WorkerProcess] = []  # warm workers between jobs, newest last
         self._threads = [
             threading.Thread(target=self._serve, name=f"datasite-sandbox-{i}", daemon=True)
             for i in range(concurrency)
@@ -193,14 +197,22 @@ class LocalExecutor:
             log.exception("could not start a sandbox worker")
             return None
 
+    def _warm_worker(self) -> WorkerProcess | None:
+        """An idle worker that is still alive, else a new one (None if none starts)."""
+        with self._running_lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                worker.stop()  # died between jobs: reap it
+        return self._start_worker()
+
     def _serve(self) -> None:
-        worker = self._start_worker()
         while (item := self._queue.get()) is not None:
             spec, future = item
             if not future.set_running_or_notify_cancel():
                 continue
-            if worker is None or not worker.alive():
-                worker = self._start_worker()
+            worker = self._warm_worker()
             try:
                 if worker is None:
                     raise RuntimeError("no sandbox worker could be started")
@@ -222,9 +234,10 @@ class LocalExecutor:
                 if worker is not None:
                     worker.kill()
                 worker = None
+            if worker is not None:
+                with self._running_lock:
+                    self._idle.append(worker)  # before the result: the next job finds it
             future.set_result(result)
-        if worker is not None:
-            worker.stop()
 
     def submit(self, spec: JobSpec) -> Future[JobResult]:
         """Queue a job; the future resolves to its JobResult."""
@@ -260,6 +273,9 @@ class LocalExecutor:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        for worker in self._idle:
+            worker.stop()
+        self._idle.clear()
 
     def __enter__(self) -> LocalExecutor:
         return self
