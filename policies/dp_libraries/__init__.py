@@ -14,9 +14,10 @@ accounted and reported (``policies.instrument``, ``policies.dry_run``,
 - ``handwritten``: NumPy/SciPy/``random`` noise the code draws itself.
 
 Adding a library is one module here (a ``LIBRARY = DPLibrary(...)``) and one line in
-:data:`LIBRARIES`; code outside this package (or a test) may :func:`register` one
-instead. A library that only needs to be recognised, with ``epsilon=`` read from its
-calls, is a few lines:
+:data:`LIBRARIES`. Code outside this package (or a test) may :func:`register` one
+instead, for its own process only: the dry-run patches a library in the sandboxed child,
+which knows only the libraries its imports register. A library that only needs to be
+recognised, with ``epsilon=`` read from its calls, is a few lines:
 
 >>> from policies.dp_libraries import DPLibrary, by_family, epsilon_keyword, recognise, register
 >>> toy = DPLibrary(
