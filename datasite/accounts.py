@@ -12,12 +12,15 @@ from sqlalchemy.orm import Session
 from datasite import audit_log
 from datasite.auth.passwords import generate_password, hash_password
 from datasite.auth.tokens import revoke_all_tokens
-from datasite.contract.schemas import UserCreate, UserUpdate
+from datasite.contract.schemas import Role, UserCreate, UserUpdate
 from datasite.db.models import User
 from datasite.errors import Conflict, Invalid, NotFound
 
-#: The roles that review requests and see what researchers may not (exact row counts).
-STAFF = ("owner", "reviewer")
+#: The roles that review requests and see what researchers may not (exact row counts,
+#: how long a run took, withheld results). The one definition: the API's dependencies
+#: (``datasite.api.deps``), the web pages' (``datasite.web.access``) and the services
+#: import it.
+STAFF: tuple[Role, ...] = ("owner", "reviewer")
 
 
 def find_user(db: Session, email: str) -> User:

@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from datasite.accounts import STAFF
 from datasite.auth.tokens import user_for_token
 from datasite.db.models import User
 from datasite.errors import Forbidden
@@ -120,9 +121,6 @@ async def caller(
     the_site: Site = Depends(site),
 ) -> Caller:
     return Caller(the_site, _token(credentials))
-
-
-STAFF = ("owner", "reviewer")
 
 
 def require(*roles: str) -> Callable[..., User]:

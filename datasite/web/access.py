@@ -1,9 +1,10 @@
 """Who is looking at a page: the signed-in user, their role, and CSRF-checked forms.
 
-The role rules are the API's (``datasite.api.deps``): review pages for owners and
-reviewers, overrides, policy edits and the audit log for owners only. A researcher who
-signs in gets a 403 page on every review page. Form posts pass ``posted_by``, which
-refuses a missing or wrong CSRF token before the route does anything.
+The role rules are the API's (``datasite.api.deps``, with ``STAFF`` from
+``datasite.accounts``): review pages for owners and reviewers, overrides, policy edits
+and the audit log for owners only. A researcher who signs in gets a 403 page on every
+review page. Form posts pass ``posted_by``, which refuses a missing or wrong CSRF token
+before the route does anything.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from urllib.parse import quote
 from fastapi import Depends, Form, Request
 from sqlalchemy.orm import Session
 
+from datasite.accounts import STAFF
 from datasite.api.deps import db_session
 from datasite.auth.tokens import user_for_token
 from datasite.db.models import User
 from datasite.web.session import CSRF_FIELD, csrf_ok, csrf_token, session_token_of
 
-STAFF = ("owner", "reviewer")
 OWNER = ("owner",)
 
 

