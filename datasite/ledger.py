@@ -3,41 +3,19 @@
 Spending is a single conditional UPDATE (``spent + cost <= granted``) in the transaction
 that approves the request. The database evaluates the condition against the row it locks,
 so concurrent approvals serialize on the grant row on PostgreSQL and on the write lock on
-SQLite: the total spent can never exceed the grant.
+SQLite: the total spent can never exceed the grant. The statements are built once, in
+``datasite.db.statements``.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Update, bindparam, insert, select, update
+from sqlalchemy import Update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from datasite.db.models import BudgetGrant, CodeRequest, Dataset, LedgerEntry, User
+from datasite.db.models import BudgetGrant, CodeRequest, Dataset, User
+from datasite.db.statements import GRANT, LEDGER_ENTRY, SPEND, SPEND_TOLERANCE, SPEND_UNCHECKED
 from datasite.errors import BudgetError
-
-# Float sums of declared epsilons (0.1 + 0.2) must not fail a grant they exactly fill.
-_TOLERANCE = 1e-9
-#: Built once, and plain table statements rather than ORM ones: approval runs them inside
-#: its transaction, where every statement counts (an ORM UPDATE or a unit-of-work flush
-#: costs several times the statement itself).
-_GRANT = select(BudgetGrant).where(
-    BudgetGrant.user_id == bindparam("user_id"), BudgetGrant.dataset_id == bindparam("dataset_id")
-)
-_GRANTS = BudgetGrant.__table__.c
-_SPEND_UNCHECKED = (
-    update(BudgetGrant.__table__)
-    .where(_GRANTS.id == bindparam("grant_id"))
-    .values(
-        spent_epsilon=_GRANTS.spent_epsilon + bindparam("cost_epsilon"),
-        spent_delta=_GRANTS.spent_delta + bindparam("cost_delta"),
-    )
-)
-#: The spend that cannot overdraw: the database checks the grant on the row it locks.
-_SPEND = _SPEND_UNCHECKED.where(
-    _GRANTS.spent_epsilon + bindparam("cost_epsilon") <= _GRANTS.epsilon + _TOLERANCE,
-    _GRANTS.spent_delta + bindparam("cost_delta") <= _GRANTS.delta + _TOLERANCE,
-)
-_ENTRY = insert(LedgerEntry.__table__)
 
 
 def ensure_grant(
@@ -45,7 +23,7 @@ def ensure_grant(
 ) -> BudgetGrant:
     """The grant for (user, dataset), created with the given default when missing."""
     key = {"user_id": user_id, "dataset_id": dataset_id}
-    found = db.scalar(_GRANT, key)
+    found = db.scalar(GRANT, key)
     if found is not None:
         return found
     try:
@@ -56,7 +34,7 @@ def ensure_grant(
             db.add(grant)
         return grant
     except IntegrityError:  # created concurrently
-        return db.scalars(_GRANT, key).one()
+        return db.scalars(GRANT, key).one()
 
 
 def set_grant(
@@ -65,7 +43,9 @@ def set_grant(
     """Set the total a researcher may spend; it cannot go below what is already spent."""
     grant = ensure_grant(db, user.id, dataset.id, epsilon, delta)
     db.refresh(grant)
-    if epsilon + _TOLERANCE < grant.spent_epsilon or delta + _TOLERANCE < grant.spent_delta:
+    # The float rounding the conditional UPDATE (``SPEND``) allows, allowed here too.
+    tolerance = SPEND_TOLERANCE
+    if epsilon + tolerance < grant.spent_epsilon or delta + tolerance < grant.spent_delta:
         raise BudgetError(
             f"{user.email} has already spent epsilon={grant.spent_epsilon:g}, "
             f"delta={grant.spent_delta:g} on {dataset.name}; the grant cannot be lower."
@@ -78,21 +58,24 @@ def reserve(db: Session, request: CodeRequest, grant: BudgetGrant, audit_event_i
     """Charge every run the request may make, or raise ``BudgetError`` and charge nothing."""
     epsilon = request.epsilon * request.runs_allowed
     delta = request.delta * request.runs_allowed
-    if not _charge(db, _SPEND, grant.id, request.id, "reserve", epsilon, delta, audit_event_id):
+    if not _charge(db, SPEND, grant.id, request.id, "reserve", epsilon, delta, audit_event_id):
         db.refresh(grant)
+        # Never below zero, as ``datasite.budgets.remaining`` (which imports this module).
+        left_epsilon = max(grant.epsilon - grant.spent_epsilon, 0.0)
+        left_delta = max(grant.delta - grant.spent_delta, 0.0)
         raise BudgetError(
             f"Not enough budget: the request needs epsilon={epsilon:g}, delta={delta:g}; "
-            f"{request.author.email} has epsilon={grant.epsilon - grant.spent_epsilon:g}, "
-            f"delta={grant.delta - grant.spent_delta:g} left on {request.dataset.name}."
+            f"{request.author.email} has epsilon={left_epsilon:g}, "
+            f"delta={left_delta:g} left on {request.dataset.name}."
         )
 
 
 def refund(db: Session, request: CodeRequest, audit_event_id: int, runs: int = 1) -> None:
     """Give back the charge of ``runs`` runs that never touched private data."""
     key = {"user_id": request.author_id, "dataset_id": request.dataset_id}
-    grant_id = db.scalars(_GRANT.with_only_columns(BudgetGrant.id), key).one()
+    grant_id = db.scalars(GRANT.with_only_columns(BudgetGrant.id), key).one()
     epsilon, delta = -request.epsilon * runs, -request.delta * runs
-    _charge(db, _SPEND_UNCHECKED, grant_id, request.id, "refund", epsilon, delta, audit_event_id)
+    _charge(db, SPEND_UNCHECKED, grant_id, request.id, "refund", epsilon, delta, audit_event_id)
 
 
 def _charge(
@@ -112,6 +95,7 @@ def _charge(
         return False
     entry = {"grant_id": grant_id, "request_id": request_id, "kind": kind}
     db.execute(
-        _ENTRY, {**entry, "epsilon": epsilon, "delta": delta, "audit_event_id": audit_event_id}
+        LEDGER_ENTRY,
+        {**entry, "epsilon": epsilon, "delta": delta, "audit_event_id": audit_event_id},
     )
     return True

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datasite.db.models import PolicySetting, utcnow
+from datasite.db.statements import POLICY_AND_OVERRIDE
 from policies.schema import DEFAULT_POLICY, Policy
-
-#: The dataset's policy and one researcher's override, in one query built once: approval
-#: reads them inside its transaction, where every statement counts.
-_POLICY_AND_OVERRIDE = select(PolicySetting.user_id, PolicySetting.document).where(
-    PolicySetting.dataset_id == bindparam("dataset"),
-    or_(PolicySetting.user_id.is_(None), PolicySetting.user_id == bindparam("user")),
-)
 
 
 def _setting(db: Session, dataset_id: int, user_id: int | None) -> PolicySetting | None:
@@ -43,7 +37,7 @@ def dataset_policy(db: Session, dataset_id: int) -> Policy:
 def effective_policy(db: Session, dataset_id: int, user_id: int) -> Policy:
     """The dataset's policy with the researcher's overrides applied (validated again)."""
     documents = dict(
-        db.execute(_POLICY_AND_OVERRIDE, {"dataset": dataset_id, "user": user_id}).tuples().all()
+        db.execute(POLICY_AND_OVERRIDE, {"dataset": dataset_id, "user": user_id}).all()
     )
     base = _policy(documents.get(None))
     override = documents.get(user_id)

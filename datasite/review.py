@@ -15,8 +15,8 @@ from concurrent.futures import Executor
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from datasite import audit_log, ledger
 from datasite.contract.job import RequestKind
@@ -27,9 +27,9 @@ from datasite.db.models import (
     Dataset,
     Project,
     User,
-    show_written,
     utcnow,
 )
+from datasite.db.statements import DECIDE, REQUEST_WITH_VIEW, show_written
 from datasite.errors import Forbidden, NotFound
 from datasite.policy_store import effective_policy
 
@@ -44,25 +44,6 @@ if TYPE_CHECKING:
     from policies.schema import Policy
 
 log = logging.getLogger("datasite.review")
-#: The request to approve, with what its view reads, in one statement built once. Unlike
-#: ``REQUEST_VIEW`` it joins the runs too: a request being decided has none yet, so the
-#: join adds no rows, and each extra statement costs more than the query itself.
-_REQUEST_WITH_VIEW = (
-    select(CodeRequest)
-    .options(
-        joinedload(CodeRequest.project),
-        joinedload(CodeRequest.author),
-        joinedload(CodeRequest.dataset).joinedload(Dataset.assets),
-        joinedload(CodeRequest.runs),
-    )
-    .where(CodeRequest.id == bindparam("id"))
-)
-#: The decision, a plain table UPDATE (see ``datasite.ledger``); only a ``checked``
-#: request can be decided, so of two concurrent decisions one finds nothing to update.
-_DECIDE = update(CodeRequest.__table__).where(
-    CodeRequest.__table__.c.id == bindparam("request_id"),
-    CodeRequest.__table__.c.state == State.CHECKED.value,
-)
 
 
 def source_hash(source: str) -> str:
@@ -348,7 +329,7 @@ class Reviewer:
         """The approval's transaction, uncommitted: the request as approved (its view
         loaded, for the answer) and the claimed first run."""
         target = State.APPROVED if actor is not None else State.AUTO_APPROVED
-        request = db.execute(_REQUEST_WITH_VIEW, {"id": request_id}).unique().scalar_one_or_none()
+        request = db.execute(REQUEST_WITH_VIEW, {"id": request_id}).unique().scalar_one_or_none()
         if request is None:
             raise NotFound(f"There is no code request {request_id}.")
         if actor is not None:
@@ -382,7 +363,7 @@ class Reviewer:
             "override_justification": justification if overridden else None,
             "updated_at": utcnow(),
         }
-        if db.execute(_DECIDE, {"request_id": request_id, **decided}).rowcount != 1:
+        if db.execute(DECIDE, {"request_id": request_id, **decided}).rowcount != 1:
             raise TransitionError("This request was decided by someone else just now.")
         ledger.reserve(db, request, grant, event_id)
         show_written(request, **decided)  # only once the budget is reserved too

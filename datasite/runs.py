@@ -23,7 +23,8 @@ from datasite import audit_log, ledger
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, RequestKind
 from datasite.contract.lifecycle import State, TransitionError, check_transition
 from datasite.contract.run_args import digest as run_args_digest
-from datasite.db.models import Asset, CodeRequest, RequestRun, show_written, utcnow
+from datasite.db.models import Asset, CodeRequest, RequestRun, utcnow
+from datasite.db.statements import show_written
 from datasite.disclosure import review_outputs
 from datasite.errors import NotFound
 from datasite.execution.outcome import shown_error_type

@@ -7,7 +7,6 @@ on private data unless the owner released them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -16,12 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import Row, Select, bindparam, func, select
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from datasite import audit_log
+from datasite.accounts import STAFF
 from datasite.api.deps import (
-    STAFF,
     Caller,
     Id,
     caller,
@@ -43,32 +42,17 @@ from datasite.contract.schemas import (
     RunOut,
     WithheldDecisionIn,
 )
-from datasite.db.models import REQUEST_VIEW, CodeRequest, Dataset, RequestRun, User
-from datasite.errors import Conflict, Invalid, NotFound
+from datasite.datasets import find_dataset, refuse_if_archived
+from datasite.db.models import REQUEST_VIEW, CodeRequest, RequestRun, User
+from datasite.db.statements import LATEST_RESULT, request_listing
+from datasite.errors import Invalid, NotFound
 from datasite.site import Site
 
 router = APIRouter(prefix="/requests", tags=["requests"])
 
 
-#: The run columns ``run_out`` reads.
-RUN_FIELDS = (
-    "id",
-    "state",
-    "started_at",
-    "finished_at",
-    "error_type",
-    "error_message",
-    "error_detail",
-    "stdout",
-    "stderr",
-    "manifest",
-    "duration_seconds",
-    "detail_released",
-)
-
-
 def run_out(run: RequestRun | Row[Any], viewer: User) -> RunOut:
-    """A run as ``viewer`` may see it (a model or a row of :data:`RUN_FIELDS`)."""
+    """A run as ``viewer`` may see it (a model, or a row of ``LATEST_RESULT``)."""
     # What a private run printed or raised may hold real rows: the owner's, not a reviewer's.
     private_ok = viewer.role == "owner" or run.detail_released
     staff_view = viewer.role in STAFF  # how long a run took is a channel: staff only
@@ -149,27 +133,15 @@ def submit(
     db: Session = Depends(db_session),
     the_site: Site = Depends(site),
 ) -> CodeRequestOut:
-    archived = db.scalar(select(Dataset.archived_at).where(Dataset.name == body.dataset))
-    if archived is not None:
-        raise Conflict(f"Dataset {body.dataset!r} is archived: it takes no new requests.")
+    try:
+        dataset = find_dataset(db, body.dataset)
+    except NotFound:  # named again from what this researcher may see (no archived names)
+        dataset = find_dataset(db, body.dataset, user)
+    refuse_if_archived(dataset)  # 409, not 404: the researcher's earlier requests name it
     created = the_site.reviewer.submit(db, body, user, client_address(request))
     db.commit()
     the_site.reviewer.schedule_check(created.id)
     return request_out(created, user)
-
-
-@functools.cache
-def _listing(by_state: bool, by_dataset: bool, own: bool) -> Select[tuple[CodeRequest]]:
-    """The listing's statement for one combination of filters, built once (building a
-    statement costs more than running it; a reviewer's queue is listed again and again)."""
-    query = select(CodeRequest).options(*REQUEST_VIEW).order_by(CodeRequest.id)
-    if by_state:
-        query = query.where(CodeRequest.state == bindparam("state"))
-    if by_dataset:
-        query = query.join(Dataset).where(Dataset.name == bindparam("dataset"))
-    if own:
-        query = query.where(CodeRequest.author_id == bindparam("author"))
-    return query
 
 
 @router.get("", response_model=list[CodeRequestOut])
@@ -183,7 +155,7 @@ async def list_requests(
 
     def read(db: Session, user: User) -> list[CodeRequestOut]:
         own = user.role == "researcher"
-        query = _listing(bool(state), bool(dataset), own)
+        query = request_listing(bool(state), bool(dataset), own)
         found = db.scalars(query, {"state": state, "dataset": dataset, "author": user.id})
         return [request_out(r, user) for r in found]
 
@@ -224,34 +196,13 @@ async def next_state(
         await the_site.watch.wait(ticket, remaining)
 
 
-#: A request's state and its latest run's columns in one row, built once: a notebook
-#: fetching results calls this in a loop, and building a statement costs more than
-#: running it.
-_LATEST_RESULT = (
-    select(
-        CodeRequest.author_id,
-        CodeRequest.state.label("request_state"),
-        CodeRequest.deny_reason,
-        *(RequestRun.__table__.c[name] for name in RUN_FIELDS),
-    )
-    .outerjoin(
-        RequestRun,
-        RequestRun.id
-        == select(func.max(RequestRun.id))
-        .where(RequestRun.request_id == bindparam("request_id"))
-        .scalar_subquery(),
-    )
-    .where(CodeRequest.id == bindparam("request_id"))
-)
-
-
 @router.get("/{request_id}/result", response_model=ResultOut)
 async def latest_result(request_id: Id, who: Caller = Depends(caller)) -> ResultOut:
     """The request's state and its latest run: all a notebook needs to fetch a result,
     in one small read instead of the whole request."""
 
     def read(db: Session, user: User) -> ResultOut:
-        row = db.execute(_LATEST_RESULT, {"request_id": request_id}).first()
+        row = db.execute(LATEST_RESULT, {"request_id": request_id}).first()
         if row is None or _hidden(row.author_id, user):
             raise _not_found(request_id)
         return ResultOut(

@@ -6,18 +6,11 @@ import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from datasite.db.models import SessionToken, User
-
-#: Every API call runs this, so it is built once (building a statement costs more than
-#: running it) and joins plainly instead of loading the token entity with its user.
-_USER_FOR_TOKEN = (
-    select(User, SessionToken.expires_at, SessionToken.revoked)
-    .join(SessionToken, SessionToken.user_id == User.id)
-    .where(SessionToken.token_hash == bindparam("token_hash"))
-)
+from datasite.db.statements import USER_FOR_TOKEN
 
 
 def _digest(token: str) -> str:
@@ -34,7 +27,7 @@ def issue_token(db: Session, user: User, ttl_seconds: int) -> tuple[str, datetim
 
 def user_for_token(db: Session, token: str) -> tuple[User | None, str]:
     """The live, enabled user behind ``token``, or None with the reason."""
-    row = db.execute(_USER_FOR_TOKEN, {"token_hash": _digest(token)}).first()
+    row = db.execute(USER_FOR_TOKEN, {"token_hash": _digest(token)}).first()
     if row is not None and row.User.disabled:  # its tokens were revoked with it
         return None, "This account is disabled. Ask the data owner."
     if row is None or row.revoked:

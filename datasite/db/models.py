@@ -30,7 +30,6 @@ from sqlalchemy.orm import (
     relationship,
     selectinload,
 )
-from sqlalchemy.orm.attributes import set_committed_value
 
 
 def utcnow() -> datetime:
@@ -39,22 +38,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
-
-
-def show_written(instance: Base, **values: Any) -> None:
-    """Show on a loaded object the values a plain table UPDATE or INSERT just wrote for it,
-    as if read back: no query, and nothing for the session to flush again.
-
-    The approval writes with plain statements (an ORM flush costs several times the
-    statement) and answers with the request it loaded; this keeps that answer true.
-
-    >>> run = RequestRun(state="running")
-    >>> show_written(run, state="released", duration_seconds=0.25)
-    >>> run.state, run.duration_seconds
-    ('released', 0.25)
-    """
-    for key, value in values.items():
-        set_committed_value(instance, key, value)
 
 
 class User(Base):
