@@ -105,6 +105,24 @@ def inprocess_study_clients(inprocess_site: InProcessSite):  # type: ignore[no-u
     return owner, researcher
 
 
+def cli_as_owner(monkeypatch: pytest.MonkeyPatch, url: str, columns: int = 200) -> None:
+    """Point the CLI, invoked in this process (``CliRunner``), at ``url`` as the owner,
+    printing ``columns`` wide. Its console read ``COLUMNS`` when ``datasite.cli`` was first
+    imported (by whichever test came first), so a fresh one replaces it."""
+    from rich.console import Console
+
+    import datasite.cli
+
+    for name, value in {
+        "DATASITE_NO_TOKEN_CACHE": "1",
+        "DATASITE_URL": url,
+        "DATASITE_EMAIL": OWNER_EMAIL,
+        "DATASITE_PASSWORD": OWNER_PASSWORD,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(datasite.cli, "console", Console(width=columns))
+
+
 def pings_tables(rows: int = 2000, mock_rows: int = 200, seed: int = 0) -> tuple:
     """A small pings-like table and its mock with the same schema."""
     rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ from datasite.anonymity import check_anonymity, row_level_qis
 from datasite.client.http import DatasiteError
 from datasite.errors import Invalid
 from policies.schema import Policy
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, RESEARCHER_EMAIL
+from tests.conftest import RESEARCHER_EMAIL, cli_as_owner
 from tests.flows import approve_as_owner, submit_source, wait_state
 
 _NAMES = itertools.count()
@@ -264,11 +264,7 @@ def test_the_cli_report(inprocess_site, diabetes, monkeypatch) -> None:  # type:
     from datasite.cli import app
 
     _, _, name = diabetes
-    monkeypatch.setenv("DATASITE_NO_TOKEN_CACHE", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("DATASITE_URL", inprocess_site.url)
-    monkeypatch.setenv("DATASITE_EMAIL", OWNER_EMAIL)
-    monkeypatch.setenv("DATASITE_PASSWORD", OWNER_PASSWORD)
+    cli_as_owner(monkeypatch, inprocess_site.url)
     login: list[str] = []
     runner = CliRunner()
     below = runner.invoke(app, ["datasets", "anonymity", name, *login])
@@ -383,14 +379,7 @@ def test_the_cli_upload_with_a_policy_refuses_a_1_anonymous_mock(  # type: ignor
     from datasite.cli import app
 
     owner, _ = inprocess_study_clients
-    for key, value in {
-        "DATASITE_NO_TOKEN_CACHE": "1",
-        "COLUMNS": "250",
-        "DATASITE_URL": inprocess_site.url,
-        "DATASITE_EMAIL": OWNER_EMAIL,
-        "DATASITE_PASSWORD": OWNER_PASSWORD,
-    }.items():
-        monkeypatch.setenv(key, value)
+    cli_as_owner(monkeypatch, inprocess_site.url, columns=250)
     real = cancer_banded()
     real.to_parquet(tmp_path / "real.parquet")
     real.sample(frac=1.0, random_state=4).to_parquet(tmp_path / "mock.parquet")

@@ -11,11 +11,12 @@ import pytest
 from datasite.contract.job import JobSpec, Limits
 from datasite.contract.results import decode_result
 from datasite.execution.executor import DaskExecutor, make_executor
-from tests.test_execution_sandbox import DP_MEAN, leftover_sandbox_processes
+from tests.test_execution_sandbox import DP_MEAN, MACHINE_WIDE, leftover_sandbox_processes
 
 pytestmark = pytest.mark.slow
 
 
+@MACHINE_WIDE
 def test_dp_mean_runs_sandboxed_on_a_dask_worker(tmp_path: Path) -> None:
     from distributed import LocalCluster
 

@@ -80,6 +80,11 @@ def value_of(result: JobResult) -> object:
     return decode_result(result.manifest, result.blobs)
 
 
+#: Looks for sandbox processes anywhere on the machine (an escaped one is a child of init,
+#: not of this test): run alone, or another test's running jobs would count.
+MACHINE_WIDE = pytest.mark.serial
+
+
 def leftover_sandbox_processes(wait: float = 10.0) -> list[psutil.Process]:
     """Processes running as the sandbox user (they must all be gone after a run)."""
     deadline = time.monotonic() + wait
@@ -273,6 +278,7 @@ def listener() -> Iterator[tuple[int, list[object]]]:
     server.close()
 
 
+@MACHINE_WIDE
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_code_gets_nothing_out(executor, data_dir, listener, name) -> None:
     port, accepted = listener
@@ -325,6 +331,7 @@ def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
     assert worker_processes() == []  # closing stops the idle ones
 
 
+@MACHINE_WIDE
 def test_a_killed_worker_is_replaced(data_dir) -> None:
     with LocalExecutor(concurrency=1) as executor:
         future = executor.submit(job(data_dir, "import time\ndef f(df):\n    time.sleep(30)\n"))

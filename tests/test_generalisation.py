@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from datasite.client.http import DatasiteError
 from datasite.errors import Invalid
 from datasite.generalisation import STAR, default_hierarchy, generalise
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
+from tests.conftest import cli_as_owner
 
 _NAMES = itertools.count()
 DIABETES = load_diabetes(as_frame=True, scaled=False).frame
@@ -153,11 +153,7 @@ def test_the_cli_writes_the_copy(inprocess_site, study, monkeypatch, tmp_path) -
     from datasite.cli import app
 
     _, _, name = study
-    monkeypatch.setenv("DATASITE_NO_TOKEN_CACHE", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("DATASITE_URL", inprocess_site.url)
-    monkeypatch.setenv("DATASITE_EMAIL", OWNER_EMAIL)
-    monkeypatch.setenv("DATASITE_PASSWORD", OWNER_PASSWORD)
+    cli_as_owner(monkeypatch, inprocess_site.url)
     out = tmp_path / "k10.parquet"
     args = ["datasets", "generalise", name, "--qi", "age", "--qi", "sex", "--k", "10"]
     done = CliRunner().invoke(app, [*args, "--out", str(out), "--identifier", "name"])

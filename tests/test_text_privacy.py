@@ -364,13 +364,10 @@ def test_the_cli_publishes_a_privatized_column(inprocess_site, notes_dataset, mo
     from typer.testing import CliRunner
 
     from datasite.cli import app
-    from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD
+    from tests.conftest import cli_as_owner
 
     owner, _, name, _ = notes_dataset
-    for variable, value in [("DATASITE_NO_TOKEN_CACHE", "1"), ("COLUMNS", "200"),
-                            ("DATASITE_URL", inprocess_site.url), ("DATASITE_EMAIL", OWNER_EMAIL),
-                            ("DATASITE_PASSWORD", OWNER_PASSWORD)]:  # fmt: skip
-        monkeypatch.setenv(variable, value)
+    cli_as_owner(monkeypatch, inprocess_site.url)
     args = ["datasets", "privatize-text", name, "--column", "note", "--epsilon", "5"]
     done = CliRunner().invoke(app, [*args, "--unit", "document", "--max-words", "10"])
     assert done.exit_code == 0, done.output
