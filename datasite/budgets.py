@@ -18,11 +18,8 @@ from datasite import audit_log, ledger
 from datasite.accounts import find_user
 from datasite.datasets import find_dataset, refuse_if_archived
 from datasite.db.models import BudgetGrant, CodeRequest, Dataset, LedgerEntry, User
+from datasite.db.statements import SPEND_TOLERANCE
 from datasite.errors import Invalid
-
-#: Float sums of declared epsilons (0.1 + 0.2) must not make a grant they exactly fill
-#: look too small.
-_TOLERANCE = 1e-9
 
 
 class Remaining(NamedTuple):
@@ -54,7 +51,7 @@ def covers(left: Remaining, epsilon: float, delta: float) -> bool:
     >>> covers(Remaining(0.3, 0.0), 0.1 + 0.2, 0.0), covers(Remaining(0.3, 0.0), 0.31, 0.0)
     (True, False)
     """
-    return epsilon <= left.epsilon + _TOLERANCE and delta <= left.delta + _TOLERANCE
+    return epsilon <= left.epsilon + SPEND_TOLERANCE and delta <= left.delta + SPEND_TOLERANCE
 
 
 def grant_budget(

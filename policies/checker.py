@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from datasite.contract.job import ContextOptions, JobResult, JobSpec, Limits, RequestKind
 from policies import dp_audit, dp_events
 from policies.report import Budget, PolicyReport
-from policies.schema import Policy
+from policies.schema import TOLERANCE, Policy
 from policies.static import StaticResult, analyse, non_dp_severity
 
 #: Static rules after which the code is not worth running, even in the sandbox.
@@ -47,7 +47,6 @@ NOT_RUN_AFTER = frozenset(
         "network_access",
     }
 )
-TOLERANCE = 1e-6
 RAW_DATA_STATEMENT = (
     "This code reads raw rows: its function receives the private table itself. It can "
     "behave on the mock and leak on the real data, so nothing automatic can show it is DP; "

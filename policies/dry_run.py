@@ -23,10 +23,8 @@ from typing import Any
 from policies import dp_libraries
 from policies.mechanisms import same_mechanism
 from policies.report import MechanismUse, OutputInfo, PolicyReport
-from policies.schema import Policy
+from policies.schema import TOLERANCE, Policy
 from policies.static import StaticResult, non_dp_severity
-
-TOLERANCE = 1e-6
 
 
 def apply_dry_run(

@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from policies import dp_libraries
-
-TOLERANCE = 1e-6
+from policies.schema import TOLERANCE
 
 
 def withhold_reasons(

@@ -29,6 +29,10 @@ from policies.sdc import SdcRules
 
 NonDPOutputs = Literal["block", "review", "allow"]
 
+#: Relative slack when a measured or declared privacy loss is compared with its limit (the
+#: declaration, the policy's maximum): float rounding in a privacy map is not an overspend.
+TOLERANCE = 1e-6
+
 #: DP constructors and helpers a request may call: each registered DP library's defaults
 #: (:mod:`policies.dp_libraries`), in registry order: OpenDP's noise measurements, its
 #: Context API, diffprivlib's models/tools/mechanisms, the kit's helpers. Names are
