@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 unexport PYTHONDONTWRITEBYTECODE
 # Test processes side by side (pytest-xdist). Most tests wait on servers, sandboxes and
 # browsers; the few that measure against a wall clock (marker `serial`) run after, alone.
-JOBS ?= 3
+JOBS ?= 2
 PARALLEL := -n $(JOBS) --dist loadscope
 # pytest exits 5 when a marker selects no test (the PostgreSQL run has no serial test)
 NONE_IS_FINE := || [ $$? -eq 5 ]

@@ -105,10 +105,11 @@ def inprocess_study_clients(inprocess_site: InProcessSite):  # type: ignore[no-u
     return owner, researcher
 
 
-def cli_as_owner(monkeypatch: pytest.MonkeyPatch, url: str, columns: int = 200) -> None:
+def cli_as_owner(monkeypatch: pytest.MonkeyPatch, url: str, columns: int = 1000) -> None:
     """Point the CLI, invoked in this process (``CliRunner``), at ``url`` as the owner,
-    printing ``columns`` wide. Its console read ``COLUMNS`` when ``datasite.cli`` was first
-    imported (by whichever test came first), so a fresh one replaces it."""
+    printing ``columns`` wide (wide enough that no line folds, long temporary paths
+    included). Its console read ``COLUMNS`` when ``datasite.cli`` was first imported (by
+    whichever test came first), so a fresh one replaces it."""
     from rich.console import Console
 
     import datasite.cli

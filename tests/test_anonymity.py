@@ -379,7 +379,7 @@ def test_the_cli_upload_with_a_policy_refuses_a_1_anonymous_mock(  # type: ignor
     from datasite.cli import app
 
     owner, _ = inprocess_study_clients
-    cli_as_owner(monkeypatch, inprocess_site.url, columns=250)
+    cli_as_owner(monkeypatch, inprocess_site.url)
     real = cancer_banded()
     real.to_parquet(tmp_path / "real.parquet")
     real.sample(frac=1.0, random_state=4).to_parquet(tmp_path / "mock.parquet")
