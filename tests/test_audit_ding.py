@@ -190,11 +190,11 @@ def test_a_stall_while_screening_still_leaves_a_test() -> None:
         nonlocal calls
         calls += 1
         if calls == 50:
-            time.sleep(0.6)
+            time.sleep(1.2 * BUDGET)
         return fn(df)
 
-    result = run_audit(stalls_once, {"df": survey_table()}, time_budget=0.5, seed=1)
-    assert result["seconds"] < 0.6 + 0.5 * (1 + FRESH_FLOOR)
+    result = run_audit(stalls_once, {"df": survey_table()}, time_budget=BUDGET, seed=1)
+    assert result["seconds"] < 1.2 * BUDGET + BUDGET * (1 + FRESH_FLOOR)
     assert result["trials"] >= 40
     assert result["epsilon_lower_bound"] > float(meta["epsilon"])
 
