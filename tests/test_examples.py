@@ -53,6 +53,9 @@ def test_example_notebook_runs(name: str, tmp_path: Path, monkeypatch: pytest.Mo
     client = nbclient.NotebookClient(
         notebook,
         timeout=300,
+        # Outputs that reach the kernel's IOPub channel after a cell's reply are waited for
+        # this long (nbclient's default, 4 s, silently dropped one on a loaded CI machine).
+        iopub_timeout=120,
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     )
