@@ -321,7 +321,8 @@ def worker_processes() -> list[psutil.Process]:
 
 def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
     """A worker imports the whole stack (seconds of CPU): the pool starts one only when
-    a job finds none idle, and reuses it for the next job."""
+    a job finds none idle, and reuses it for the next job. The heaviest stacks wait for
+    a job that names them (``worker.ON_DEMAND``)."""
     others = {p.pid for p in worker_processes()}  # the module's executor's, if started
 
     def ours() -> list[psutil.Process]:
@@ -332,6 +333,11 @@ def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
         for n in (1, 2, 3):
             assert value_of(run(executor, job(data_dir, f"def f(df):\n    return {n}\n"))) == n
         assert len(ours()) == 1  # one after another: one warm worker
+        loaded = "import sys\ndef f(df):\n    return 'opa' + 'cus' in sys.modules\n"
+        assert value_of(run(executor, job(data_dir, loaded))) is False  # not at start
+        # a job that names the deep-learning stack finds it loaded; the next keeps it
+        assert value_of(run(executor, job(data_dir, "# opacus\n" + loaded))) is True
+        assert value_of(run(executor, job(data_dir, loaded))) is True
         slow = "import time\ndef f(df):\n    time.sleep(2)\n    return 7\n"
         both = [executor.submit(job(data_dir, slow)) for _ in range(2)]
         assert [value_of(f.result(timeout=120)) for f in both] == [7, 7]

@@ -2,8 +2,9 @@
 
 Started by ``LocalExecutor`` as ``python -m datasite.execution.worker``; it imports
 pandas, NumPy, Polars, OpenDP (contrib enabled), scikit-learn, diffprivlib and skops
-once, then forks a sandboxed process tree per job (``supervise.run_job``), so a job
-pays for a fork, not for the imports. One job at a time per worker; the executor runs
+once (the synthetic-data and deep-learning stacks when a job first names them), then
+forks a sandboxed process tree per job (``supervise.run_job``), so a job pays for a
+fork, not for the imports. One job at a time per worker; the executor runs
 several workers for concurrency.
 
 Protocol on stdin/stdout (``wire`` messages, no pickle):
@@ -68,23 +69,52 @@ OPTIONAL = (
     "researcher_kit.releaser",
     "policies.instrument",
     "policies.dp_audit",
-    # DP synthetic data (rk.dp.synthesize, the `synth` extra): Private-PGM and JAX,
-    # which imports modules the releaser may no longer import itself (http.server).
-    "mbi",
-    "opendp.extras.mbi",
-    # DP deep learning (rk.dp.train_torch, the `torch` extra): the first optimizer step
-    # imports torch._dynamo, which imports stdlib modules (statistics, cProfile, ...)
-    # the releaser may no longer import once it has given root up.
-    "torch._dynamo",
-    "opacus",
     # The text privatization's neighbour table is an .npz (a zip): zipfile decodes its
     # member names with cp437, an encoding module the releaser could not import later.
     "encodings.cp437",
 )
+#: Heavy stacks imported just before the first job whose code names one of their words
+#: (``words`` -> ``modules``). Each costs 2-3 s of CPU and hundreds of MB in every worker,
+#: and most jobs never use them; the worker is still outside the jail when it imports
+#: them, so the job and its releaser find them loaded as if preloaded, and they stay for
+#: the worker's later jobs. Code that reaches them without naming them (``getattr`` on a
+#: built string) only fails its own run.
+ON_DEMAND: dict[tuple[str, ...], tuple[str, ...]] = {
+    # DP synthetic data (rk.dp.synthesize, the `synth` extra): Private-PGM and JAX,
+    # which imports modules the releaser may no longer import itself (http.server).
+    ("synthesize", "mbi"): ("mbi", "opendp.extras.mbi"),
+    # DP deep learning (rk.dp.train_torch, federated rounds; the `torch` extra): the first
+    # optimizer step imports torch._dynamo, which imports stdlib modules (statistics,
+    # cProfile, ...) the releaser may no longer import once it has given root up.
+    ("torch", "opacus", "federated"): ("torch._dynamo", "opacus"),
+}
+
+
+def _import_all(names: tuple[str, ...]) -> list[str]:
+    """Import ``names`` best effort (an extra may not be installed); returns what loaded."""
+    loaded = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # noqa: BLE001 - optional, logged
+            log.info("not loading %s: %s", name, exc)
+    return loaded
+
+
+def load_for(source: str) -> list[str]:
+    """Import the :data:`ON_DEMAND` stacks that ``source`` names; returns their modules.
+
+    >>> load_for("def f(df):\n    return len(df)\n")
+    []
+    """
+    wanted = [mods for words, mods in ON_DEMAND.items() if any(w in source for w in words)]
+    return [name for modules in wanted for name in _import_all(modules)]
 
 
 def preload() -> list[str]:
-    """Import the stack (and first-party helpers, best effort); returns what loaded."""
+    """Import the stack (and first-party helpers, best effort); returns what loaded.
+    The heavy optional stacks wait for a job that names them (:func:`load_for`)."""
     loaded = []
     for name in STACK:
         importlib.import_module(name)
@@ -95,13 +125,7 @@ def preload() -> list[str]:
     from datasite.contract.results import trust_reviewed_types_in_skops
 
     trust_reviewed_types_in_skops()  # a function's own skops.io.loads (PySyft's tutorial)
-    for name in OPTIONAL:
-        try:
-            importlib.import_module(name)
-            loaded.append(name)
-        except Exception as exc:  # noqa: BLE001 - optional, logged
-            log.info("not preloading %s: %s", name, exc)
-    return loaded
+    return loaded + _import_all(OPTIONAL)
 
 
 def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
@@ -124,6 +148,7 @@ def serve(channel_in: IO[bytes], channel_out: IO[bytes], config: SandboxConfig) 
             return
         spec = JobSpec.model_validate(header["spec"])
         try:
+            load_for(spec.source)
             result = run_job(spec, config)
         except Exception as exc:  # the worker itself failed: report it, keep serving
             log.exception("job %s failed in the worker", spec.job_id)
