@@ -7,10 +7,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 # process compiles the project from source again (0.5 s a process start, here).
 unexport PYTHONDONTWRITEBYTECODE
 # Test processes side by side (pytest-xdist). Most tests wait on servers, sandboxes and
-# browsers; the few that measure against a wall clock (marker `serial`) run after, alone.
+# browsers. Then the DP audit's power checks (marker `timed`: a wall-clock budget on one
+# core, single-threaded) run one per core with nothing else beside them, and last, alone,
+# the few that look at every process on the machine or time a whole check (`serial`).
 JOBS ?= 2
 PARALLEL := -n $(JOBS) --dist loadscope
-# pytest exits 5 when a marker selects no test (the PostgreSQL run has no serial test)
+ONE_PER_CORE := -n $(JOBS) --dist load
+# pytest exits 5 when a marker selects no test (the PostgreSQL run has no serial or timed test)
 NONE_IS_FINE := || [ $$? -eq 5 ]
 
 .PHONY: lint-imports demo test test-api test-postgres test-browser lint bench install clean
@@ -38,7 +41,8 @@ browser-deps:
 ## Set up and pass the tests (SQLite; the browser tests drive Debian's chromium).
 test: install browser-deps lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q $(PARALLEL) -m "not serial" --durations=25
+	$(BIN)/pytest -q $(PARALLEL) -m "not serial and not timed" --durations=25
+	$(BIN)/pytest -q $(ONE_PER_CORE) -m timed --durations=10
 	$(BIN)/pytest -q -m serial --durations=10
 
 ## The layers point one way: contract <- policies <- client <- researcher_kit <- server.
@@ -52,9 +56,9 @@ test-api: install
 ## The integration suite again, against the PostgreSQL on 127.0.0.1:5432.
 test-postgres: install
 	DATASITE_TEST_DB=postgres $(BIN)/pytest -q $(PARALLEL) \
-		-m "integration and not one_database and not serial"
+		-m "integration and not one_database and not serial and not timed"
 	DATASITE_TEST_DB=postgres $(BIN)/pytest -q \
-		-m "integration and not one_database and serial" $(NONE_IS_FINE)
+		-m "integration and not one_database and (serial or timed)" $(NONE_IS_FINE)
 
 bench: install
 	$(BIN)/python bench/run_all.py

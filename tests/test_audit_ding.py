@@ -30,8 +30,8 @@ import pytest
 
 from policies.dp_audit import FRESH_FLOOR, run_audit
 
-#: the audit finds what it finds within a wall-clock budget: run alone (`make test`)
-pytestmark = pytest.mark.serial
+#: the audit finds what it finds within a wall-clock budget: one per core, nothing else
+pytestmark = pytest.mark.timed
 
 CORPUS = Path(__file__).with_name("corpus")
 CASES = sorted(p for p in CORPUS.glob("*.py") if "# audit:" in p.read_text())

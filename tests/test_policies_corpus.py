@@ -25,8 +25,8 @@ from datasite.execution.harness import load_table, resolve_harness
 from policies.checker import check_request
 from policies.schema import AuditSettings, Policy
 
-#: the audit finds what it finds within a wall-clock budget: run alone (`make test`)
-pytestmark = pytest.mark.serial
+#: the audit finds what it finds within a wall-clock budget: one per core, nothing else
+pytestmark = pytest.mark.timed
 
 CORPUS = Path(__file__).with_name("corpus")
 NEEDS_SANDBOX = {"bad_loop_forever", "bad_while_true"}

@@ -188,7 +188,7 @@ def count(df):
 """
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 @pytest.mark.parametrize(("scale", "caught"), [("1 / epsilon", False), ("epsilon", True)])
 def test_audit_passes_a_correct_count_and_catches_scale_epsilon(scale: str, caught: bool) -> None:
     fn = load(COUNT.replace("SCALE", scale), "count")
@@ -200,7 +200,7 @@ def test_audit_passes_a_correct_count_and_catches_scale_epsilon(scale: str, caug
     assert found["epsilon_lower_bound"] <= (100 if caught else 0.1)
 
 
-@pytest.mark.serial
+@pytest.mark.timed
 def test_audit_flags_deterministic_data_dependent_outputs() -> None:
     fn = load("def f(df):\n    return float(df['age'].sum()), 3.0\n", "f")
     found = dp_audit.analyse(dp_audit.audit_call(fn, {"df": table()}, spec(time_budget=0.2)), 0.95)
