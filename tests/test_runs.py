@@ -116,6 +116,9 @@ def site(request, tmp_path_factory):  # type: ignore[no-untyped-def]
         owner, researcher, real, _ = setup_site(server.url)
         researcher.create_project("Study")
         owner.budgets.grant(RESEARCHER_EMAIL, "Pings", epsilon=50.0)
+        # the hostile code's dry run ends at this limit (the default, 20 s, only waits longer)
+        audit = {**owner.policies.get("Pings")["audit"], "dry_run_timeout_seconds": 6.0}
+        owner.policies.set("Pings", audit=audit)
         yield server, owner, researcher, real, executor.get("DATASITE_SCHEDULER")
 
 
