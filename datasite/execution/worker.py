@@ -107,7 +107,7 @@ def _import_all(names: tuple[str, ...]) -> list[str]:
 def load_for(source: str) -> list[str]:
     """Import the :data:`ON_DEMAND` stacks that ``source`` names; returns their modules.
 
-    >>> load_for("def f(df):\n    return len(df)\n")
+    >>> load_for("def f(df): return len(df)")
     []
     """
     wanted = [mods for words, mods in ON_DEMAND.items() if any(w in source for w in words)]
