@@ -13,6 +13,10 @@ unexport PYTHONDONTWRITEBYTECODE
 JOBS ?= 2
 PARALLEL := -n $(JOBS) --dist loadscope
 ONE_PER_CORE := -n $(JOBS) --dist load
+# The files that hold the `timed` and `serial` tests: those runs collect only these (the
+# whole suite takes 25 s of CPU to collect). tests/test_markers.py keeps the lists right.
+TIMED_FILES := tests/test_audit_ding.py tests/test_policies_corpus.py tests/test_policies_unit.py
+SERIAL_FILES := tests/test_audit_sandbox.py tests/test_execution_dask.py tests/test_execution_sandbox.py
 # pytest exits 5 when a marker selects no test (the PostgreSQL run has no serial or timed test)
 NONE_IS_FINE := || [ $$? -eq 5 ]
 
@@ -42,8 +46,8 @@ browser-deps:
 test: install browser-deps lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(PARALLEL) -m "not serial and not timed" --durations=25
-	$(BIN)/pytest -q $(ONE_PER_CORE) -m timed --durations=10
-	$(BIN)/pytest -q -m serial --durations=10
+	$(BIN)/pytest -q $(ONE_PER_CORE) -m timed --durations=10 $(TIMED_FILES)
+	$(BIN)/pytest -q -m serial --durations=10 $(SERIAL_FILES)
 
 ## The layers point one way: contract <- policies <- client <- researcher_kit <- server.
 lint-imports: install
@@ -58,7 +62,8 @@ test-postgres: install
 	DATASITE_TEST_DB=postgres $(BIN)/pytest -q $(PARALLEL) \
 		-m "integration and not one_database and not serial and not timed"
 	DATASITE_TEST_DB=postgres $(BIN)/pytest -q \
-		-m "integration and not one_database and (serial or timed)" $(NONE_IS_FINE)
+		-m "integration and not one_database and (serial or timed)" \
+		$(TIMED_FILES) $(SERIAL_FILES) $(NONE_IS_FINE)
 
 bench: install
 	$(BIN)/python bench/run_all.py
