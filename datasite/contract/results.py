@@ -24,9 +24,12 @@ to load. Decoding reads only from memory: it creates, opens and touches no file.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import json
 import math
+import sys
+from types import ModuleType
 from typing import Any
 
 from datasite.contract.framing import check_blob_name
@@ -214,10 +217,9 @@ class _Encoder:
         }
 
     def _model(self, model: Any) -> dict[str, Any]:
-        from skops.io import dumps, get_untrusted_types
-
-        data = dumps(model)
-        refused = _refused_types(get_untrusted_types(data=data))
+        skio = skops_io()
+        data = skio.dumps(model)
+        refused = _refused_types(skio.get_untrusted_types(data=data))
         if refused:
             raise UnsupportedResult(
                 "The returned model contains types outside the allowlist of trusted "
@@ -435,6 +437,32 @@ def is_trusted_type(name: str) -> bool:
     return name in TRUSTED_TYPES
 
 
+#: skops.io lists scikit-learn's estimators with ``pkgutil.walk_packages``, which imports
+#: every package it walks into, even those the listing then skips: scikit-learn's torch
+#: adapter among them, and with it torch (2.3 s of CPU and ~300 MB in every sandbox
+#: worker, client and server that loads a model). Hidden while skops.io loads: the
+#: listing is the same (207 types).
+NOT_WALKED = "sklearn.externals.array_api_compat.torch"
+
+
+def skops_io() -> ModuleType:
+    """``skops.io``, imported (the first time) without importing torch.
+
+    >>> skops_io().dumps  # doctest: +ELLIPSIS
+    <function dumps at ...>
+    """
+    if "skops.io" not in sys.modules and NOT_WALKED not in sys.modules:
+        sys.modules[NOT_WALKED] = None  # type: ignore[assignment]  # import fails: skipped
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            with contextlib.suppress(KeyError):
+                del sys.modules[NOT_WALKED]
+    import skops.io
+
+    return skops.io
+
+
 def _refused_types(names: list[str]) -> list[str]:
     return sorted(name for name in names if not is_trusted_type(name))
 
@@ -452,9 +480,8 @@ def trust_reviewed_types_in_skops() -> None:
     loader is ``load_model``. Types outside ``TRUSTED_TYPES`` stay untrusted: a file
     holding one is refused by skops as before. Installing twice changes nothing.
     """
-    import skops.io
-
-    original = skops.io.loads
+    skio = skops_io()
+    original = skio.loads
     if getattr(original, "trusts_reviewed_types", False):
         return
 
@@ -468,7 +495,7 @@ def trust_reviewed_types_in_skops() -> None:
 
     loads.trusts_reviewed_types = True  # type: ignore[attr-defined]
     loads.__doc__ = original.__doc__
-    skops.io.loads = loads
+    skio.loads = loads
 
 
 def load_model(data: bytes) -> Any:
@@ -480,8 +507,8 @@ def load_model(data: bytes) -> Any:
     >>> round(float(model.coef_[0]), 6)
     2.0
     """
-    from skops.io import get_untrusted_types, loads
-
+    skio = skops_io()
+    get_untrusted_types, loads = skio.get_untrusted_types, skio.loads
     if not isinstance(data, bytes | bytearray):
         raise TypeError("load_model takes the model's bytes, never a path or a file.")
     data = bytes(data)

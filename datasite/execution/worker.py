@@ -23,7 +23,6 @@ unless ``DATASITE_ALLOW_UNSANDBOXED=1`` is set.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
@@ -31,7 +30,6 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
 from typing import IO
 
 from datasite.contract.framing import read_message, result_message, write_message
@@ -114,34 +112,15 @@ def load_for(source: str) -> list[str]:
     return [name for modules in wanted for name in _import_all(modules)]
 
 
-#: skops.io lists scikit-learn's estimators with ``pkgutil.walk_packages``, which imports
-#: every package it walks into, even those the listing then skips: scikit-learn's torch
-#: adapter among them, and with it torch (2.3 s of CPU, ~300 MB) in every worker. Hidden
-#: while skops.io loads (the listing is the same: 207 types); a job that names torch
-#: gets it from :data:`ON_DEMAND`.
-NOT_WALKED = "sklearn.externals.array_api_compat.torch"
-
-
-@contextlib.contextmanager
-def _hidden(package: str) -> Iterator[None]:
-    """``import package`` fails inside the block (``walk_packages`` skips what fails)."""
-    if package in sys.modules:
-        yield
-        return
-    sys.modules[package] = None  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        sys.modules.pop(package, None)
-
-
 def preload() -> list[str]:
     """Import the stack (and first-party helpers, best effort); returns what loaded.
     The heavy optional stacks wait for a job that names them (:func:`load_for`)."""
+    from datasite.contract.results import skops_io
+
+    skops_io()  # before anything imports it the usual way, which would import torch
     loaded = []
     for name in STACK:
-        with _hidden(NOT_WALKED) if name == "skops.io" else contextlib.nullcontext():
-            importlib.import_module(name)
+        importlib.import_module(name)
         loaded.append(name)
     import opendp.prelude as dp
 

@@ -43,8 +43,11 @@ def _state(recorder: Recorder) -> dict[str, Any]:
 
 def install(recorder: Recorder, patch: Patch) -> None:
     try:
-        import skops.io as skio
         from diffprivlib.accountant import BudgetAccountant
+
+        from datasite.contract.results import skops_io
+
+        skio = skops_io()
     except ImportError:  # pragma: no cover - both are dependencies
         return
     spend = BudgetAccountant.spend

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 # One loader for the site and the researcher: allowlisted skops classes only.
-from datasite.contract.results import UntrustedModelError, load_model
+from datasite.contract.results import UntrustedModelError, load_model, skops_io
 from researcher_kit.dp.budget import Budget, plan
 from researcher_kit.dp.spend import SpendEntry, record
 
@@ -92,7 +92,6 @@ def fit_model(
     eps, _ = plan(epsilon, 0.0, budget, uses_delta=False)
 
     import diffprivlib.models as dpl
-    import skops.io
     from diffprivlib.accountant import BudgetAccountant
     from diffprivlib.utils import PrivacyLeakWarning
 
@@ -120,7 +119,7 @@ def fit_model(
             details={"model": kind, **{k: _plain(v) for k, v in given.items() if v is not None}},
         )
     )
-    return skops.io.dumps(estimator)
+    return skops_io().dumps(estimator)
 
 
 def _estimator_args(kind: str, given: dict[str, Any]) -> dict[str, Any]:
