@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,14 @@ RESEARCHER_EMAIL = "bob@uni.example"
 RESEARCHER_PASSWORD = "bob-password-123"
 REVIEWER_EMAIL = "rita@hospital.example"
 REVIEWER_PASSWORD = "rita-password-123"
+
+
+def needs(*modules: str) -> pytest.MarkDecorator:
+    """Skip unless ``modules`` are installed. Unlike ``pytest.importorskip`` it imports
+    nothing: torch, Opacus and JAX would cost seconds in every test process that
+    collects the suite, run their tests or not."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
 
 
 def _server(tmp: Path) -> Iterator[EmbeddedSite]:

@@ -12,16 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("opacus")
+from datasite.contract.tensors import check_safetensors
+from researcher_kit import dp
+from researcher_kit.blind import ReleaseError, local_frames
+from researcher_kit.dp import deep
+from researcher_kit.dp.budget import BudgetExceeded
+from tests.conftest import RESEARCHER_EMAIL, needs
+from tests.flows import approve_as_owner, submit_source, wait_state
 
-from datasite.contract.tensors import check_safetensors  # noqa: E402
-from researcher_kit import dp  # noqa: E402
-from researcher_kit.blind import ReleaseError, local_frames  # noqa: E402
-from researcher_kit.dp import deep  # noqa: E402
-from researcher_kit.dp.budget import BudgetExceeded  # noqa: E402
-from tests.conftest import RESEARCHER_EMAIL  # noqa: E402
-from tests.flows import approve_as_owner, submit_source, wait_state  # noqa: E402
+pytestmark = needs("torch", "opacus")
 
 MLP = [
     {"type": "linear", "in": 2, "out": 8},
@@ -37,6 +36,8 @@ def table(n: int = 600, seed: int = 0) -> pd.DataFrame:
 
 
 def test_training_stops_at_the_declared_epsilon_and_the_odometer_refuses_more() -> None:
+    import torch
+
     df = local_frames({"df": table()}, epsilon=1.0, delta=1e-5)["df"]
     releaser = df.channel.releaser
     # A fixed noise that cannot carry 200 planned steps within epsilon=0.9: fewer steps run.
@@ -58,6 +59,8 @@ def test_training_stops_at_the_declared_epsilon_and_the_odometer_refuses_more() 
 
 
 def test_the_noise_is_fitted_to_epsilon_and_the_model_learns() -> None:
+    import torch
+
     data = table(2000)
     with dp.track() as spent:
         result = dp.train_torch(
@@ -134,6 +137,8 @@ MLP_REQUEST = (
 
 @pytest.mark.integration
 def test_an_opacus_mlp_on_one_site_loads_on_the_client(inprocess_study_clients) -> None:
+    import torch
+
     owner, researcher = inprocess_study_clients
     owner.budgets.grant(RESEARCHER_EMAIL, "Pings", epsilon=2.0, delta=1e-5)
     request_id = submit_source(

@@ -17,21 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("opacus")
+import researcher_kit as rk
+from datasite import admin
+from datasite.client.embedded import EmbeddedSite
+from datasite.contract.run_args import check_run_args, decode_run_args
+from datasite.demo import diabetes_tables
+from researcher_kit import dp, federated
+from researcher_kit.dp import deep
+from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD, needs
+from tests.flows import approve_as_owner, submit_source, wait_state
+from tests.server import OWNER_EMAIL, OWNER_PASSWORD
 
-import researcher_kit as rk  # noqa: E402
-from datasite import admin  # noqa: E402
-from datasite.client.embedded import EmbeddedSite  # noqa: E402
-from datasite.contract.run_args import check_run_args, decode_run_args  # noqa: E402
-from datasite.demo import diabetes_tables  # noqa: E402
-from researcher_kit import dp, federated  # noqa: E402
-from researcher_kit.dp import deep  # noqa: E402
-from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD  # noqa: E402
-from tests.flows import approve_as_owner, submit_source, wait_state  # noqa: E402
-from tests.server import OWNER_EMAIL, OWNER_PASSWORD  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.one_database]
+pytestmark = [needs("torch", "opacus"), pytest.mark.integration, pytest.mark.one_database]
 
 REAL, MOCK = diabetes_tables()
 FEATURES = [c for c in REAL.columns if c != "target"]
@@ -51,6 +48,8 @@ def plan(**changes) -> federated.Plan:  # type: ignore[no-untyped-def]
 
 
 def accuracy(model: dict) -> float:
+    import torch
+
     X, _ = deep.prepare(
         deep.plan_training({"arch": model["arch"], "feature_bounds": BOUNDS}, FEATURES, 1, 1e-5),
         REAL[FEATURES].to_numpy(float),
@@ -163,6 +162,8 @@ def test_a_site_killed_mid_plan_leaves_the_others_consistent(sites) -> None:
 
 
 def test_the_stop_setting_ends_the_plan_cleanly_when_a_site_is_gone(sites) -> None:
+    import torch
+
     servers, owners, assets = sites
     the_plan = plan(rounds=3, local_epochs=1, epsilon=1.5, on_dropout="stop")
     before = grant_of(owners["north"])["spent_epsilon"]
@@ -202,6 +203,8 @@ def mlp(df):
 
 
 def test_an_opacus_mlp_on_a_sandboxed_site_stops_at_its_epsilon_and_loads_here(sites) -> None:
+    import torch
+
     servers, owners, _ = sites
     researcher = rk.login(servers["north"].url, RESEARCHER_EMAIL, RESEARCHER_PASSWORD)
     researcher.create_project("Deep")
@@ -246,6 +249,8 @@ def test_run_arguments_are_checked_before_a_run() -> None:
 
 
 def test_fedavg_weighs_by_the_counts() -> None:
+    import torch
+
     one = {"weights": deep.weights_of(torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False)))}
     two = {"weights": deep.weights_of(torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False)))}
     from safetensors.torch import load

@@ -9,11 +9,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-pytest.importorskip("mbi")
+from researcher_kit import dp
+from researcher_kit.blind import ReleaseError, local_frames
+from researcher_kit.dp.synthetic import SynthesisRefused, plan_columns
+from tests.conftest import needs
 
-from researcher_kit import dp  # noqa: E402
-from researcher_kit.blind import ReleaseError, local_frames  # noqa: E402
-from researcher_kit.dp.synthetic import SynthesisRefused, plan_columns  # noqa: E402
+pytestmark = needs("mbi")
 
 BOUNDS = {"alcohol": (10.0, 16.0), "proline": (200, 1800), "color_intensity": (0.0, 14.0)}
 CLASSES = {"cultivar": ["a", "b", "c"]}

@@ -12,13 +12,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("mbi")
+from datasite.web.session import SESSION_COOKIE
+from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, RESEARCHER_EMAIL, needs
+from tests.test_synthetic import BOUNDS, CLASSES, wine
 
-from datasite.web.session import SESSION_COOKIE  # noqa: E402
-from tests.conftest import OWNER_EMAIL, OWNER_PASSWORD, RESEARCHER_EMAIL  # noqa: E402
-from tests.test_synthetic import BOUNDS, CLASSES, wine  # noqa: E402
-
-pytestmark = pytest.mark.integration
+pytestmark = [needs("mbi"), pytest.mark.integration]
 
 NAME = "WineCli"
 

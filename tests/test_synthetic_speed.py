@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("mbi")
+from researcher_kit.dp import synthetic as S
+from researcher_kit.dp._opendp import bracketed_search
+from tests.conftest import needs
 
-from researcher_kit.dp import synthetic as S  # noqa: E402
-from researcher_kit.dp._opendp import bracketed_search  # noqa: E402
+pytestmark = needs("mbi")
 
 
 @pytest.mark.parametrize("d_out", [0.0123456, 0.75, 3e-4, 40.0])

@@ -7,16 +7,13 @@ import re
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("opacus")
+from datasite.contract.federated_plan import plan_in_source, rounds_summary
+from researcher_kit import federated
+from tests.conftest import RESEARCHER_EMAIL, needs, setup_site
+from tests.flows import approve_as_owner
+from tests.server import OWNER_EMAIL, OWNER_PASSWORD
 
-from datasite.contract.federated_plan import plan_in_source, rounds_summary  # noqa: E402
-from researcher_kit import federated  # noqa: E402
-from tests.conftest import RESEARCHER_EMAIL, setup_site  # noqa: E402
-from tests.flows import approve_as_owner  # noqa: E402
-from tests.server import OWNER_EMAIL, OWNER_PASSWORD  # noqa: E402
-
-pytestmark = pytest.mark.integration
+pytestmark = [needs("torch", "opacus"), pytest.mark.integration]
 
 PLAN = federated.Plan(
     arch=[{"type": "linear", "in": 2, "out": 1}],
