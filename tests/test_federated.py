@@ -129,6 +129,9 @@ def test_federated_logistic_regression_is_close_to_the_pooled_dp_model(sites) ->
     # (20 simulated plans: pooled 0.738-0.762, federated 0.717 and up, gap at most 0.029)
 
 
+#: Failed once side by side in CI (its east site dropped out in round 1, before the kill;
+#: cause unknown: the assertion now prints the site's record); 3 of 3 alone. Run alone.
+@pytest.mark.serial
 def test_a_site_killed_mid_plan_leaves_the_others_consistent(sites) -> None:
     servers, owners, assets = sites
     the_plan = plan(epsilon=6.0)  # 3 rounds of 6 local epochs
@@ -142,7 +145,8 @@ def test_a_site_killed_mid_plan_leaves_the_others_consistent(sites) -> None:
 
     result = federation.run(timeout=300, after_round=kill_east)
     assert result.rounds_completed == 3 and result.stopped is None
-    assert result.sites["east"]["rounds"] == 1 and "round 2" in result.sites["east"]["dropped"]
+    east = result.sites["east"]
+    assert east["rounds"] == 1 and "round 2" in east["dropped"], east
     assert [h["sites"] for h in result.history] == [sorted(SITES), ["north", "south"]] + [
         ["north", "south"]
     ]
