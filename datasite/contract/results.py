@@ -24,11 +24,11 @@ to load. Decoding reads only from memory: it creates, opens and touches no file.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import io
 import json
 import math
 import sys
+from importlib import import_module
 from types import ModuleType
 from typing import Any
 
@@ -451,16 +451,13 @@ def skops_io() -> ModuleType:
     >>> skops_io().dumps  # doctest: +ELLIPSIS
     <function dumps at ...>
     """
-    if "skops.io" not in sys.modules and NOT_WALKED not in sys.modules:
-        sys.modules[NOT_WALKED] = None  # type: ignore[assignment]  # import fails: skipped
-        try:
-            import skops.io  # noqa: F401
-        finally:
-            with contextlib.suppress(KeyError):
-                del sys.modules[NOT_WALKED]
-    import skops.io
-
-    return skops.io
+    if "skops.io" in sys.modules or NOT_WALKED in sys.modules:
+        return import_module("skops.io")
+    sys.modules[NOT_WALKED] = None  # type: ignore[assignment]  # its import fails: skipped
+    try:
+        return import_module("skops.io")
+    finally:
+        sys.modules.pop(NOT_WALKED, None)
 
 
 def _refused_types(names: list[str]) -> list[str]:

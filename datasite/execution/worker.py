@@ -115,9 +115,11 @@ def load_for(source: str) -> list[str]:
 def preload() -> list[str]:
     """Import the stack (and first-party helpers, best effort); returns what loaded.
     The heavy optional stacks wait for a job that names them (:func:`load_for`)."""
-    from datasite.contract.results import skops_io
+    from datasite.contract.results import trust_reviewed_types_in_skops
 
-    skops_io()  # before anything imports it the usual way, which would import torch
+    # a function's own skops.io.loads (PySyft's tutorial); first, as it imports skops.io
+    # without torch (contract.results.skops_io), which STACK's import would bring in
+    trust_reviewed_types_in_skops()
     loaded = []
     for name in STACK:
         importlib.import_module(name)
@@ -125,9 +127,6 @@ def preload() -> list[str]:
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
-    from datasite.contract.results import trust_reviewed_types_in_skops
-
-    trust_reviewed_types_in_skops()  # a function's own skops.io.loads (PySyft's tutorial)
     return loaded + _import_all(OPTIONAL)
 
 
