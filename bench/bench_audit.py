@@ -2,7 +2,8 @@
 
 For every corpus file with an ``# audit:`` header (``tests/corpus/ding_*.py`` and
 ``variant_*.py``), on the survey mock of ``tests/test_audit_ding.py``, in this process
-(the corpus is our own code), for a few seeds: the verdict (``violation`` when the
+(the corpus is our own code), under the file's privacy unit, for a few seeds, at the
+default budget, at 4x it and at the file's own ``# audit-budget`` (the test's): the verdict (``violation`` when the
 epsilon lower bound exceeds the declaration with a counterexample), the lower bound, its
 confidence, the time taken and the runs. Also the whole check of a trivial request at
 the default budget through the real sandbox (target: under 2 s).
@@ -44,7 +45,10 @@ def audit_row(path: Path, budget: float, seeds: int) -> dict[str, object]:
     runs = []
     for seed in range(seeds):
         started = time.perf_counter()
-        found = run_audit(fn, {"df": survey_table()}, time_budget=budget, seed=seed, delta=delta)
+        found = run_audit(
+            fn, {"df": survey_table()}, time_budget=budget, seed=seed, delta=delta,
+            privacy_unit=meta.get("privacy-unit", "add_remove"),
+        )  # fmt: skip
         caught = found["epsilon_lower_bound"] > declared and bool(found["counterexample"])
         runs.append(
             {
@@ -57,6 +61,7 @@ def audit_row(path: Path, budget: float, seeds: int) -> dict[str, object]:
     caught = sum(r["verdict"] == "violation" for r in runs)
     return {
         "declared_epsilon": declared,
+        "privacy_unit": meta.get("privacy-unit", "add_remove"),
         "expected": meta["audit"],
         "budget_seconds": budget,
         "confidence": 0.95,
@@ -106,7 +111,9 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     table: dict[str, dict[str, object]] = {}
     for path in CASES:
-        rows = {f"{b:g}s": audit_row(path, b, args.seeds) for b in (default, 4 * default)}
+        own = float(load_case(path)[1].get("audit-budget", default))
+        budgets = sorted({default, 4 * default, own})  # the test's own budget too
+        rows = {f"{b:g}s": audit_row(path, b, args.seeds) for b in budgets}
         table[path.stem] = {"beyond_the_audit": BEYOND.get(path.stem), **rows}
         cells = "  ".join(
             f"{k}: {r['detected']} lb={r['median_lower_bound']:.2f} "

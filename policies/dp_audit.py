@@ -8,12 +8,15 @@ added in the adversarial patterns of Ding et al., "Detecting Violations of Diffe
 Privacy", CCS 2018), then
 
 1. *screens*: runs the request a few dozen to a few hundred times on every pair (the
-   base table's runs are shared) and, for each pair, finds the output event that
-   separates the two output distributions best (:func:`policies.dp_events.best_event`);
-2. *tests*: spends the rest of the time budget on fresh runs of the most separated pair.
+   base table's runs are shared), gives the pairs whose output moves most more runs, and
+   ranks those by how well events chosen on half of their runs separate the other half
+   (:func:`policies.dp_events.best_events`, learned score included);
+2. *tests*: spends the rest of the time budget on fresh runs of the best-ranked pair.
 
 In the parent, :func:`analyse` re-selects the event on the screening runs of that pair
-and evaluates it on the fresh runs only: ``log`` of a Clopper-Pearson lower bound on
+(a threshold or value of one output or summary, the whole output, or a weighted sum of
+the outputs learned on those runs: :func:`policies.dp_events.discriminant`) and
+evaluates it on the fresh runs only: ``log`` of a Clopper-Pearson lower bound on
 ``P[E | D]`` over an upper bound on ``P[E | D']`` is an epsilon the request's true
 epsilon is at least, at the policy's confidence. One event, one test: the search over
 pairs and events happened on other samples, so no correction for it is needed.
@@ -34,6 +37,7 @@ between runs on the same table is randomized, by a library or by the code itself
 from __future__ import annotations
 
 import base64
+import math
 import random
 import time
 from collections.abc import Callable
@@ -50,9 +54,12 @@ MIN_TEST_SAMPLES = 40  # per table; fewer runs than this cannot show a bound
 MIN_SCREEN_ROUNDS = 3  # per pair, time allowing, before the pairs are compared
 MIN_DETERMINISTIC_RUNS = 30  # identical on this many runs per table before "no noise"
 PROBE_RUNS = 12  # runs on the base table whose outputs are compared for randomness
-SCREEN_SHARE = 0.25  # of the time budget: every pair, round-robin
-NARROW_SHARE = 0.1  # of the time budget: the best few pairs, more runs
-NARROW_PAIRS = 3
+SCREEN_SHARE = 0.15  # of the time budget: every pair, round-robin
+NARROW_SHARE = 0.2  # of the time budget: the best few pairs, more runs, halving
+NARROW_PAIRS = 6
+#: Candidate events for ranking pairs are picked at this loose level (a few hundred runs
+#: rarely show a bound at the policy's confidence), then judged on other runs.
+RANK_ALPHA = 0.5
 SELECT_SHARE = 0.3  # of the chosen pair's later runs, used to choose events, not to test
 TESTED_EVENTS = 3  # events tested on the fresh runs (Bonferroni: alpha / 3 each)
 #: Of the time budget, the least the fresh runs of the chosen pair get, even when the
@@ -132,15 +139,32 @@ class _Sampler:
 
 
 def _score(
-    a: list[dict[str, float]], b: list[dict[str, float]], alpha: float, delta: float
+    a: list[dict[str, float]],
+    b: list[dict[str, float]],
+    alpha: float,
+    delta: float,
+    projected: int,
 ) -> float:
-    """The best event's bound on these runs: how the narrowed pairs are compared."""
+    """How much a pair's runs suggest a leak: how the narrowed pairs are compared.
+
+    Honest on purpose: the events (and the learned score's weights) are chosen on one
+    half of the runs and judged on the other, by the bound each would show with
+    ``projected`` fresh runs per table at the test's ``alpha``. The best of a thousand
+    candidate events on the same few hundred runs looks alike for every pair, leaky or not.
+    """
     names = _names([a, b])
-    if not names or not a or not b:
+    half = min(len(a), len(b)) // 2
+    if not names or half < 2:
         return 0.0
+    width = len(names)
     x, y = (dp_events.with_derived(_matrix(rows, names)) for rows in (a, b))
-    found = dp_events.best_events(x, y, alpha, delta, width=len(names))
-    return found[0].selection_bound if found else 0.0
+    weights = dp_events.discriminant(x[:half, :width], y[:half, :width])
+    x, y = (dp_events.with_score(m, width, weights) for m in (x, y))
+    events = dp_events.best_events(x[:half], y[:half], RANK_ALPHA, delta, count=5, width=width)
+    judged = [
+        dp_events.projected_bound(e, x[half:], y[half:], projected, alpha, delta) for e in events
+    ]
+    return max(judged, default=0.0)
 
 
 def _effect(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
@@ -174,8 +198,9 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
     Returns JSON-able samples of numeric outputs of made-up tables only.
 
     The time budget is spent in three parts: every pair round-robin (``SCREEN_SHARE``),
-    the few best pairs again (``NARROW_SHARE``), then fresh runs of the best pair; the
-    clock is read after every run, so the audit ends within one run of its budget, or of
+    the few best pairs again, halved stage by stage (``NARROW_SHARE``), then fresh runs
+    of the best pair; the clock is read after every run, so the audit ends within one
+    run of its budget, or of
     ``FRESH_FLOOR`` more when the earlier parts overran and left the test too little.
     """
     options = dict(spec.harness_options or {})
@@ -247,21 +272,27 @@ def audit_call(fn: Callable[..., Any], inputs: dict[str, Any], spec: Any) -> dic
     for p in live:
         i, j = index[p]
         scores[p] = _effect(samples[i], samples[j])
-    # 2. Narrowing: the few pairs that move the output most get as many runs again, then
-    # the one whose best event separates the tables most is chosen.
+    # 2. Narrowing, by successive halving: the pairs that move the output most get more
+    # runs; after each stage the better-ranked half of them stays, until one is left.
     best = sorted(live, key=lambda p: -scores[p])[:NARROW_PAIRS]
-    narrow_end = time.perf_counter() + budget * NARROW_SHARE
-    wanted = sorted({t for p in best for t in index[p]})
-    while best and not run.expired and time.perf_counter() < narrow_end:
-        seed = int(rng.integers(2**31))
-        for t in wanted:
-            sample(t, seed)
-            if run.expired:
-                break
-    for p in best:
-        i, j = index[p]
-        scores[p] = _score(samples[i], samples[j], alpha, delta)
-    chosen = max(best, key=lambda p: scores[p]) if best else 0
+    per_run = (time.perf_counter() - started) / max(run.calls, 1)
+    left = budget * (1 - SCREEN_SHARE - NARROW_SHARE) * (1 - SELECT_SHARE)
+    projected = max(MIN_TEST_SAMPLES, int(left / (2 * per_run)))
+    stages = math.ceil(math.log2(len(best))) if len(best) > 1 else 0
+    for _ in range(stages):
+        stage_end = time.perf_counter() + budget * NARROW_SHARE / stages
+        wanted = sorted({t for p in best for t in index[p]})
+        while not run.expired and time.perf_counter() < stage_end:
+            seed = int(rng.integers(2**31))
+            for t in wanted:
+                sample(t, seed)
+                if run.expired:
+                    break
+        for p in best:
+            i, j = index[p]
+            scores[p] = _score(samples[i], samples[j], alpha / TESTED_EVENTS, delta, projected)
+        best = sorted(best, key=lambda p: -scores[p])[: (len(best) + 1) // 2]
+    chosen = best[0] if best else 0
     i, j = index[chosen]
     # The global generators continue from an unpredictable state for the fresh runs.
     np.random.seed(int(rng.integers(2**31)))
@@ -386,8 +417,15 @@ def analyse(payload: dict[str, Any], confidence: float) -> dict[str, Any]:
         )
     found["pairs_screened"] = payload.get("pairs_screened", len(pairs))
     derived = dp_events.derived_names(names)
-    sel_a, sel_b = dp_events.with_derived(sel_a), dp_events.with_derived(sel_b)
-    test_a, test_b = dp_events.with_derived(test_a), dp_events.with_derived(test_b)
+    # A learned score (DP-Sniper's way) joins the outputs and their summaries: its weights
+    # come from the selection runs only, so the fresh runs still test it fairly.
+    weights = dp_events.discriminant(sel_a, sel_b)
+    if weights is not None:
+        derived.append(dp_events.describe_score(weights, names))
+    sel_a, sel_b, test_a, test_b = (
+        dp_events.with_score(dp_events.with_derived(m), width, weights)
+        for m in (sel_a, sel_b, test_a, test_b)
+    )
     events = dp_events.best_events(sel_a, sel_b, alpha, delta, count=TESTED_EVENTS, width=width)
     if not events or min(len(test_a), len(test_b)) < MIN_TEST_SAMPLES:
         found["too_few_runs"] = True

@@ -1,8 +1,12 @@
 # Ding et al. (CCS 2018) iSVT4 (Lyu, Su and Li 2017, Alg. 3, after Roth's notes): returns
-# the noisy answer instead of True. Incorrect.
+# the noisy answer instead of True, with query noise of scale c / eps2 (half of SVT's).
+# Incorrect.
 # On the patients mock of test_policies_corpus the survey columns are missing: the run
 # fails there and only static analysis applies; tests/test_audit_ding.py audits it on a
 # survey mock.
+# Ding et al.'s neighbours: the queries may move in opposite directions (a changed row
+# leaves one condition for others), and ten queries, as in StatDP's tests.
+# privacy-unit: change
 # entry: common_conditions
 # epsilon: 0.5
 # expect: needs_review
@@ -11,7 +15,10 @@
 # audit: violation
 import numpy as np
 
-CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
+CONDITIONS = [
+    "asthma", "diabetes", "copd", "obesity", "hypertension",
+    "arthritis", "migraine", "eczema", "anaemia", "insomnia",
+]
 THRESHOLD = 40
 
 
@@ -22,7 +29,7 @@ def common_conditions(df):
     rho = np.random.laplace(0.0, 1 / eps1)
     out = []
     for name in CONDITIONS:
-        noisy = df[name].sum() + np.random.laplace(0.0, 2 * c / eps2)
+        noisy = df[name].sum() + np.random.laplace(0.0, c / eps2)
         if noisy >= THRESHOLD + rho:
             out.append(float(noisy))
             break

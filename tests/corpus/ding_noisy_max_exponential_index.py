@@ -16,6 +16,6 @@ CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
 
 def most_common_condition(df):
     epsilon = 0.5
-    counts = df[CONDITIONS].sum().to_numpy(dtype=float)
+    counts = np.array([df[name].sum() for name in CONDITIONS], dtype=float)
     noisy = counts + np.random.exponential(2 / epsilon, size=len(counts))
     return int(np.argmax(noisy))

@@ -9,6 +9,7 @@
 # expect-rules: hand_written_noise
 # forbid-rules: no_mechanism, raw_output
 # audit: violation
+# audit-budget: 8.0
 import numpy as np
 
 CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
@@ -16,6 +17,6 @@ CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
 
 def largest_condition_count(df):
     epsilon = 0.5
-    counts = df[CONDITIONS].sum().to_numpy(dtype=float)
+    counts = np.array([df[name].sum() for name in CONDITIONS], dtype=float)
     noisy = counts + np.random.exponential(2 / epsilon, size=len(counts))
     return float(np.max(noisy))

@@ -3,6 +3,9 @@
 # On the patients mock of test_policies_corpus the survey columns are missing: the run
 # fails there and only static analysis applies; tests/test_audit_ding.py audits it on a
 # survey mock.
+# Ding et al.'s neighbours: the queries may move in opposite directions (a changed row
+# leaves one condition for others), and ten queries, as in StatDP's tests.
+# privacy-unit: change
 # entry: common_conditions
 # epsilon: 0.5
 # expect: needs_review
@@ -11,7 +14,10 @@
 # audit: none
 import numpy as np
 
-CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
+CONDITIONS = [
+    "asthma", "diabetes", "copd", "obesity", "hypertension",
+    "arthritis", "migraine", "eczema", "anaemia", "insomnia",
+]
 THRESHOLD = 40
 
 
