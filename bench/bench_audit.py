@@ -3,8 +3,9 @@
 For every corpus file with an ``# audit:`` header (``tests/corpus/ding_*.py`` and
 ``variant_*.py``), on the survey mock of ``tests/test_audit_ding.py``, in this process
 (the corpus is our own code), under the file's privacy unit, for a few seeds, at the
-default budget, at 4x it and at the file's own ``# audit-budget`` (the test's): the verdict (``violation`` when the
-epsilon lower bound exceeds the declaration with a counterexample), the lower bound, its
+default budget, at 4x it and at the file's own ``# audit-budget`` (the test's): the
+verdict (``violation`` when the epsilon lower bound exceeds the declaration with a
+counterexample), the lower bound, its
 confidence, the time taken and the runs. Also the whole check of a trivial request at
 the default budget through the real sandbox (target: under 2 s).
 
