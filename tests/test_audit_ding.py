@@ -57,11 +57,13 @@ CONFIDENCE = 0.99
 BEYOND = {
     "ding_isvt3": "the best pair (five counts up, five down) needs ~3,000-6,000 runs per "
     "table with the learned score, but the audit's ranking of the six change-one-row pairs, "
-    "on the few hundred runs per pair it can spare, prefers one-up-rest-down pairs that "
-    "need ~12,000-16,000: at 16 s (32x the default) it caught 3 of 5, at 8 s 0 of 3",
+    "on the few hundred runs per pair it can spare, sometimes prefers pairs that need "
+    "~12,000-16,000: at 16 s (32x the default) it caught 3 of 5, at 24 s 4 of 5 (bounds "
+    "0.50-0.98; the miss chose another pair and got 0.497)",
     "ding_isvt4": "with c = 1 the noisy value leaks only in rare events (a late positive "
     "after many negatives): ~32,000 runs per table on the best event of ten queries "
-    "(position and value); at 8 s the bound was 0.14",
+    "(position and value); at 8 s the bound was 0.14, at 48 s (20,000 fresh runs, "
+    "the default cap) 0.30-0.46, at 60 s with the cap raised (56,000) 0.47 and 0.64",
 }
 
 
