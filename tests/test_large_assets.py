@@ -587,3 +587,99 @@ def test_a_crash_mid_write_leaves_a_partial_folder_the_next_start_removes(tmp_pa
     leftover.mkdir(parents=True)
     (leftover / "part-00000.parquet").write_bytes(b"PAR1")
     assert store.sweep_partial() == ["4/.abc-real.parquet.partial"] and not leftover.exists()
+
+
+# -- the scan broker of a Dask site (datasite.execution.cluster_scans) ------------------------
+
+
+def test_the_scan_broker_scans_only_the_jobs_own_partitions(parts) -> None:  # type: ignore[no-untyped-def]
+    from datasite.execution.cluster_scans import ScanRefused, encode_scan, resolve
+
+    folder = str(Path(parts.files[0]).parent)
+    inputs = {"df": folder}
+    first = Path(parts.files[0]).name
+    assert resolve(inputs, {"input": "df", "files": [first]}) == [parts.files[0]]
+    for request, message in [
+        ({"input": "other", "files": [first]}, "no such partitioned input"),
+        ({"input": "df", "files": []}, "no such partitioned input"),
+        ({"input": "df", "files": ["../../etc/passwd"]}, "not a partition name"),
+        ({"input": "df", "files": ["part-../x.parquet"]}, "not a partition name"),
+        ({"input": "df", "files": ["part-99999.parquet"]}, "no partition part-99999"),
+    ]:
+        with pytest.raises(ScanRefused, match=message):
+            resolve(inputs, request)
+    fields = encode_scan(Scan("sum", column="age", integer=True, bounds=(0, 100)))
+    with pytest.raises(ScanRefused, match="not a scan"):
+        from datasite.execution.cluster_scans import decode_scan
+
+        decode_scan({**fields, "code": "import os"})
+
+
+@pytest.mark.integration
+@pytest.mark.one_database
+def test_the_scan_broker_gives_the_releaser_the_same_exact_aggregates(parts) -> None:  # type: ignore[no-untyped-def]
+    """The broker's side (tasks on a real in-process cluster, partials added up) and the
+    releaser's side (``cluster_mapper`` over a socket) give what the local threads give."""
+    import socket
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    from datasite.contract.framing import read_message, write_message
+    from datasite.execution.cluster_scans import ScanChannel, cluster_mapper, scan_on
+
+    folder = str(Path(parts.files[0]).parent)
+    releaser_end, broker_end = socket.socketpair()
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+
+        def broker() -> None:  # broker_main's loop, in a thread of this test
+            stream = broker_end.makefile("rwb", buffering=0)
+            while True:
+                try:
+                    request, _ = read_message(stream)
+                except EOFError:
+                    return
+                write_message(stream, {"total": scan_on(client, {"df": folder}, request)})
+
+        thread = threading.Thread(target=broker, daemon=True)
+        thread.start()
+        channel = ScanChannel(releaser_end.detach())
+        remote = PartitionedTable(parts.files, cluster_mapper(channel, "df"))
+        for scan, column in [
+            (Scan("count"), None),
+            (Scan("sum", integer=True, bounds=(0, 100)), "age"),
+            (Scan("mean", bounds=(0.0, 100.0)), "income"),
+            (Scan("categories", categories=("F", "M")), "sex"),
+            (Scan("ranks", bounds=(0.0, 100.0), candidates=(25.0, 50.0, 75.0)), "income"),
+        ]:
+            local = exact(scan, parts.column(column))
+            far = exact(scan, remote.column(column))
+            assert [np.asarray(v).tolist() for v in far] == [np.asarray(v).tolist() for v in local]
+        assert abs(dp.mean(remote.column("income"), bounds=(0.0, 100.0), epsilon=1.0) - 50) < 2
+        broker_end.close()
+
+
+def test_a_releaser_whose_broker_cannot_reach_the_cluster_scans_on_its_own(parts) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import threading
+
+    from datasite.contract.framing import read_message, write_message
+    from datasite.execution.cluster_scans import ScanChannel, cluster_mapper
+
+    releaser_end, broker_end = socket.socketpair()
+
+    def broker() -> None:  # what broker_main answers when the scheduler is out of reach
+        stream = broker_end.makefile("rwb", buffering=0)
+        read_message(stream)
+        write_message(stream, {"unavailable": True})
+
+    threading.Thread(target=broker, daemon=True).start()
+    channel = ScanChannel(releaser_end.detach())
+    remote = PartitionedTable(parts.files, cluster_mapper(channel, "df"))
+    scan = Scan("sum", integer=True, bounds=(0, 100))
+    assert exact(scan, remote.column("age")) == exact(scan, parts.column("age"))
+    assert channel.unavailable
+    assert exact(scan, remote.column("age")) == exact(scan, parts.column("age"))  # no more asks

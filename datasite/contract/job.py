@@ -83,6 +83,9 @@ class JobSpec(BaseModel):
     #: This run's public inputs (``datasite.contract.run_args``), checked at the route;
     #: the function receives them as its ``run_args`` keyword. None: none were given.
     run_args: dict[str, Any] | None = None
+    #: The Dask scheduler a data-blind job's releaser scans partitioned inputs on, one
+    #: task per partition (set by the Dask executor). None: the worker's own cores.
+    scan_cluster: str | None = None
 
 
 class OutputFile(BaseModel):

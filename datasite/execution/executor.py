@@ -299,7 +299,11 @@ def run_packed_job(spec_json: str) -> bytes:
     global _dask_local
     with _dask_lock:
         if _dask_local is None:
-            _dask_local = LocalExecutor(concurrency=1)
+            from datasite.config import DASK_ENV
+
+            # the releaser's scans connect back to the cluster with the site's settings
+            env = {k: os.environ[k] for k in DASK_ENV.values() if os.environ.get(k)}
+            _dask_local = LocalExecutor(concurrency=1, worker_env=env)
     result = _dask_local.submit(JobSpec.model_validate_json(spec_json)).result()
     return pack(*result_message(result))
 
@@ -346,6 +350,38 @@ def _dask_options_from_env() -> dict[str, Any]:
     return {"security": security, "allow_insecure": allow}
 
 
+def connect_scheduler(scheduler_address: str, security: Any = None, allow_insecure: bool = False,
+                      timeout: float | None = None) -> Any:  # fmt: skip
+    """A ``distributed.Client`` of the site's scheduler: over TLS, or refused.
+
+    The scheduler runs whatever a connected client submits on workers that run as root
+    next to the data, so a plain ``tcp://`` address is refused unless ``allow_insecure``
+    (``DATASITE_DASK_ALLOW_INSECURE``, for tests), which is logged loudly.
+    """
+    from distributed import Client
+
+    tls = scheduler_address.startswith("tls://")
+    if tls and security is None:
+        raise InsecureScheduler(
+            f"The Dask scheduler {scheduler_address} needs TLS credentials: set "
+            "DATASITE_DASK_TLS_CA_FILE, DATASITE_DASK_TLS_CERT_FILE and "
+            "DATASITE_DASK_TLS_KEY_FILE."
+        )
+    if not tls:
+        if not allow_insecure:
+            raise InsecureScheduler(
+                f"Refusing the Dask scheduler {scheduler_address!r}: the site talks to "
+                "its scheduler only over TLS with credentials (a tls:// address and "
+                "DATASITE_DASK_TLS_*). Anyone who reaches a plain scheduler runs code "
+                "on the workers. DATASITE_DASK_ALLOW_INSECURE=1 overrides this (tests "
+                "only)."
+            )
+        log.warning(INSECURE_WARNING, scheduler_address)
+        security = None
+    options = {} if timeout is None else {"timeout": timeout}  # None: Dask's own default
+    return Client(scheduler_address, security=security, set_as_default=False, **options)
+
+
 class DaskExecutor:
     """Runs jobs on a Dask distributed cluster, sandboxed on the Dask worker.
 
@@ -358,32 +394,23 @@ class DaskExecutor:
     and a ``security`` from :func:`dask_security`; the scheduler and workers require
     the same CA). A plain ``tcp://`` scheduler is refused unless ``allow_insecure`` (the
     ``DATASITE_DASK_ALLOW_INSECURE`` opt-out, for tests), which is logged loudly.
+
+    With ``fan_out`` (the default) a data-blind job's releases over a partitioned input
+    are scanned partition by partition as tasks on the same cluster
+    (``datasite.execution.cluster_scans``); the workers need the site's
+    ``DATASITE_DASK_*`` settings in their environment to connect back.
     """
 
     def __init__(
-        self, scheduler_address: str, security: Any = None, allow_insecure: bool = False
+        self,
+        scheduler_address: str,
+        security: Any = None,
+        allow_insecure: bool = False,
+        fan_out: bool = True,
     ) -> None:
-        from distributed import Client
-
-        tls = scheduler_address.startswith("tls://")
-        if tls and security is None:
-            raise InsecureScheduler(
-                f"The Dask scheduler {scheduler_address} needs TLS credentials: set "
-                "DATASITE_DASK_TLS_CA_FILE, DATASITE_DASK_TLS_CERT_FILE and "
-                "DATASITE_DASK_TLS_KEY_FILE."
-            )
-        if not tls:
-            if not allow_insecure:
-                raise InsecureScheduler(
-                    f"Refusing the Dask scheduler {scheduler_address!r}: the site talks to "
-                    "its scheduler only over TLS with credentials (a tls:// address and "
-                    "DATASITE_DASK_TLS_*). Anyone who reaches a plain scheduler runs code "
-                    "on the workers. DATASITE_DASK_ALLOW_INSECURE=1 overrides this (tests "
-                    "only)."
-                )
-            log.warning(INSECURE_WARNING, scheduler_address)
-            security = None
-        self._client = Client(scheduler_address, security=security, set_as_default=False)
+        self._client = connect_scheduler(scheduler_address, security, allow_insecure)
+        #: data-blind jobs scan partitioned inputs as tasks on this same cluster
+        self._fan_out = scheduler_address if fan_out else None
         self._pending: dict[str, Any] = {}
         self._remote_of: dict[Future[JobResult], Any] = {}
         self._lock = threading.Lock()
@@ -392,6 +419,8 @@ class DaskExecutor:
         future: Future[JobResult] = Future()
         future.set_running_or_notify_cancel()
         key = f"datasite-job-{spec.job_id}-{uuid.uuid4().hex}"
+        if self._fan_out and spec.kind.data_blind:
+            spec = spec.model_copy(update={"scan_cluster": self._fan_out})
         remote = self._client.submit(run_packed_job, spec.model_dump_json(), key=key, pure=False)
         with self._lock:
             self._pending[key] = remote  # a dropped Dask future would cancel the task

@@ -8,6 +8,8 @@ the sandbox, so the two never share an address space::
       |    site code (``researcher_kit.releaser.Releaser``); answers over a socket
       +- supervisor -> init -> job process (jail, uid 65534, no inputs at all): the
            researcher's function, holding blind proxies on the other end of the socket
+      (+- scan broker, on a Dask site: the releaser's partition scans run as cluster
+           tasks, see ``cluster_scans``)
 
 The releaser keeps the odometer, so the job can never spend more than declared, and its
 ledger (what it released, at what cost) is what the worker reports as the run's spend:
@@ -51,6 +53,7 @@ class ReleaserProcess:
     pid: int
     job_end: int  # the socket end the job process receives
     ledger: int  # read end: the releaser's ledger arrives here when it is done
+    broker: int | None = None  # the scan broker's pid (``cluster_scans``), if any
 
     def finish(self) -> list[dict]:
         """Wait for the ledger (the job's end is closed by now), then reap the process."""
@@ -65,9 +68,11 @@ class ReleaserProcess:
                 break
             data += chunk
         os.close(self.ledger)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        os.waitpid(self.pid, 0)
+        for pid in (self.pid, self.broker):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         try:
             ledger = json.loads(bytes(data))
         except ValueError:
@@ -77,7 +82,12 @@ class ReleaserProcess:
 
 
 def start_releaser(spec: JobSpec, keep_open: tuple[int, ...] = ()) -> ReleaserProcess:
-    """Fork the releaser for ``spec``; the caller passes ``job_end`` to the job process."""
+    """Fork the releaser for ``spec``; the caller passes ``job_end`` to the job process.
+
+    With ``spec.scan_cluster`` and a partitioned input, a scan broker is forked first
+    (``cluster_scans``): the releaser's partition scans then run on the Dask cluster.
+    """
+    broker, scans = _start_broker(spec)
     ours, theirs = socket.socketpair()
     ledger_read, ledger_write = os.pipe()
     pid = os.fork()
@@ -85,12 +95,33 @@ def start_releaser(spec: JobSpec, keep_open: tuple[int, ...] = ()) -> ReleaserPr
         try:
             theirs.close()
             os.close(ledger_read)
-            _releaser_main(spec, ours.detach(), ledger_write)
+            _releaser_main(spec, ours.detach(), ledger_write, scans)
         finally:
             os._exit(70)
     ours.close()
     os.close(ledger_write)
-    return ReleaserProcess(pid=pid, job_end=theirs.detach(), ledger=ledger_read)
+    if scans is not None:
+        os.close(scans)
+    return ReleaserProcess(pid=pid, job_end=theirs.detach(), ledger=ledger_read, broker=broker)
+
+
+def _start_broker(spec: JobSpec) -> tuple[int | None, int | None]:
+    """The scan broker's pid and the releaser's end of its socket, or ``(None, None)``."""
+    folders = {name: path for name, path in spec.inputs.items() if os.path.isdir(path)}
+    if not spec.scan_cluster or not folders:
+        return None, None
+    from datasite.execution.cluster_scans import broker_main
+
+    releaser_end, broker_end = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            releaser_end.close()
+            broker_main(broker_end.detach(), spec.scan_cluster, folders)
+        finally:
+            os._exit(70)
+    broker_end.close()
+    return pid, releaser_end.detach()
 
 
 def _data_in_use() -> int:
@@ -102,18 +133,19 @@ def _data_in_use() -> int:
     return 0
 
 
-def _open_input(path: str) -> Any:
+def _open_input(path: str, mapper: Any = None) -> Any:
     """An input, opened while still root: a Parquet file, or a partition folder.
 
     A folder is held by a directory descriptor; its files are then read through
     ``/proc/self/fd/<fd>/``, which needs no search permission on the folders above it,
     so the releaser can read them after it has given root up, and nothing else can.
+    ``mapper`` scans its partitions (default: this process's threads).
     """
     from researcher_kit.dp.partitioned import PartitionedTable
 
     if os.path.isdir(path):
         folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        return PartitionedTable.from_folder(f"/proc/self/fd/{folder}")
+        return PartitionedTable.from_folder(f"/proc/self/fd/{folder}", mapper)
     return open(path, "rb")  # noqa: SIM115 - held for the releaser's life
 
 
@@ -130,14 +162,20 @@ def _open_text_cache(folder: str | None) -> str | None:
     return f"/proc/self/fd/{fd}"
 
 
-def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
+def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int, scans: int | None) -> NoReturn:
     from researcher_kit.blind import answer
     from researcher_kit.releaser import Releaser
 
     try:
         os.setsid()
         sandbox.set_parent_death_signal()
-        close_all_but({fd, ledger_fd, 2})
+        close_all_but({fd, ledger_fd, 2} | ({scans} if scans is not None else set()))
+        mappers = {}
+        if scans is not None:
+            from datasite.execution.cluster_scans import ScanChannel, cluster_mapper
+
+            channel = ScanChannel(scans)
+            mappers = {name: cluster_mapper(channel, name) for name in spec.inputs}
         with contextlib.suppress(OSError):  # no network for the process that holds data
             sandbox.unshare_network()
         text_cache = _open_text_cache(os.environ.get(TEXT_CACHE_ENV))
@@ -146,7 +184,7 @@ def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int) -> NoReturn:
             os.environ[TEXT_CACHE_ENV] = text_cache
         # Open the inputs as root, then give root up: the releaser runs site code only,
         # but a bug in a library it feeds (Polars, OpenDP) should find no privilege.
-        tables = {name: _open_input(path) for name, path in spec.inputs.items()}
+        tables = {name: _open_input(path, mappers.get(name)) for name, path in spec.inputs.items()}
         sandbox.drop_privileges(sandbox.SandboxConfig(jail_root="", uid=RELEASER_UID,
                                                       gid=RELEASER_UID))  # fmt: skip
         # The run's memory limit holds here too: a release reads a partitioned table a
