@@ -117,7 +117,7 @@ def test_jobs_run_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
         entry="f",
         inputs={"df": str(tmp_path / "ages.parquet")},
         epsilon=1.0,
-        limits=Limits(wall_seconds=30, cpu_seconds=20, max_output_bytes=1024**2),
+        limits=Limits(wall_seconds=120, cpu_seconds=60, max_output_bytes=1024**2),
     )
     with LocalCluster(
         n_workers=1,

@@ -114,7 +114,7 @@ def test_real_sandbox_module_code_that_reads_and_fails(tmp_path: Path) -> None:
         entry="f",
         inputs={"df": str(tmp_path / "real.parquet")},
         epsilon=1.0,
-        limits=Limits(wall_seconds=20, cpu_seconds=10, max_output_bytes=1024**2),
+        limits=Limits(wall_seconds=120, cpu_seconds=60, max_output_bytes=1024**2),
     )
     with LocalExecutor(concurrency=1) as executor:
         result = executor.submit(spec).result(timeout=180)
