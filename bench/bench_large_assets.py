@@ -12,10 +12,15 @@ batch into one Parquet file, then:
   10 ms from ``/proc``.
 - ``context``: the same mean as an OpenDP Context request (``rk.dp.ctx_mean``): OpenDP's
   Polars plan over a lazy scan of the partition files.
-- ``releaser``: the releaser alone in this process, partitions on local threads (peak:
-  this process's ``VmHWM``, reset before each run; it includes the bench's own imports).
+- ``releaser``: the releaser alone in a fresh (spawned) process, partitions on local
+  threads (peak: that process's ``VmHWM``, reset before each run; it includes the
+  process's imports).
 - ``dask`` / ``dask-threads``: the same release with the partitions scanned on a 2-worker
-  ``dask.distributed.LocalCluster`` of separate worker processes / of threads.
+  ``dask.distributed.LocalCluster`` of separate worker processes / of threads (peak: the
+  largest of the releaser's process and the workers').
+- ``dask-site``: the site's own path on that 2-process cluster: the job goes to a worker
+  through ``DaskExecutor`` (sandbox, releaser) and the releaser's partition scans run as
+  cluster tasks through the scan broker (``datasite.execution.cluster_scans``).
 - ``floor_s`` (every row): the same DP mean in one process: a Polars lazy scan of the
   one column (clamped sum and count) plus OpenDP Laplace noise.
 
@@ -32,12 +37,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +107,10 @@ def floor(files: list[str]) -> float:
 
 
 class PeakRss:
-    """The largest VmHWM of the processes of the given uids, sampled until stopped."""
+    """The largest VmHWM of the processes of the given uids or pids, sampled until stopped."""
 
-    def __init__(self, uids: set[int]) -> None:
-        self.uids, self.peak_kb, self._stop = uids, 0, threading.Event()
+    def __init__(self, uids: set[int], pids: frozenset[int] = frozenset()) -> None:
+        self.uids, self.pids, self.peak_kb, self._stop = uids, pids, 0, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> PeakRss:
@@ -123,17 +131,19 @@ class PeakRss:
                 except OSError:
                     continue
                 fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-                if int(fields.get("Uid", "-1 ").split()[0]) in self.uids and "VmHWM" in fields:
+                uid = int(fields.get("Uid", "-1 ").split()[0])
+                if (uid in self.uids or int(pid) in self.pids) and "VmHWM" in fields:
                     self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
 
 
-def sandbox_run(executor: LocalExecutor, folder: str, source: str, kind: str) -> dict:
+def sandbox_run(executor: Any, folder: str, source: str, kind: str, pids: frozenset = frozenset()
+                ) -> dict:  # fmt: skip
     from datasite.execution.releasing import RELEASER_UID
 
     limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
     spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
                    inputs={"df": folder}, epsilon=1.0, limits=limits)  # fmt: skip
-    with PeakRss({RELEASER_UID, 65534}) as peak:
+    with PeakRss({RELEASER_UID, 65534}, pids) as peak:
         started = time.perf_counter()
         result = executor.submit(spec).result()
         elapsed = time.perf_counter() - started
@@ -141,12 +151,23 @@ def sandbox_run(executor: LocalExecutor, folder: str, source: str, kind: str) ->
     return {"run_s": elapsed, "peak_rss_mb": round(peak.peak_kb / 1024, 1), "state": state}
 
 
-def releaser_run(folder: str, mapper: Any = None) -> dict:
-    """The releaser in this process; its peak is this process's ``VmHWM``, reset first."""
+_clients: dict[str, Any] = {}
+
+
+def releaser_run(folder: str, scheduler: str | None = None) -> dict:
+    """The releaser in this process (a fresh one, see :func:`fresh_process`); its peak is
+    this process's ``VmHWM``, reset first. With ``scheduler`` its partitions are scanned
+    as tasks on that Dask cluster."""
+    from researcher_kit.dp.partitioned import dask_mapper
     from researcher_kit.releaser import Releaser
 
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS counter
+    mapper = None
+    if scheduler is not None:
+        from distributed import Client
 
+        client = _clients.get(scheduler) or _clients.setdefault(scheduler, Client(scheduler))
+        mapper = dask_mapper(client)
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS counter
     releaser = Releaser({"df": folder}, epsilon=1.0, mapper=mapper)
     call = ReleaseCall(op="mean", table="df", column="hours", bounds=BOUNDS, epsilon=1.0)
     started = time.perf_counter()
@@ -183,13 +204,27 @@ def upload(source: Path, work: Path) -> tuple[float, str]:
     return elapsed, str(folder)
 
 
-PATHS = ("local", "context", "releaser", "dask")
+PATHS = ("local", "context", "releaser", "dask", "dask-site")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A bench ``LocalCluster``: its address, and the pids its partition scans run in."""
+
+    address: str
+    pids: frozenset[int]
+
+
+def fresh_process() -> ProcessPoolExecutor:
+    """One spawned process: a release's peak there is the release's, not the bench's
+    (which has generated, uploaded and scanned the table for the floor)."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
 
 def measure(
-    rows: int, work: Path, dask_clients: dict[str, Any], runs: int, paths: tuple[str, ...] = PATHS
+    rows: int, work: Path, clusters: dict[str, Cluster], runs: int, paths: tuple[str, ...] = PATHS
 ) -> list[dict]:
-    from researcher_kit.dp.partitioned import dask_mapper
+    from datasite.execution.executor import DaskExecutor
 
     source = work / "source.parquet"
     generate(rows, source)
@@ -210,9 +245,20 @@ def measure(
                     "load_average_at_start": round(os.getloadavg()[0], 2)})  # fmt: skip
         print(json.dumps(out[-1]), flush=True)
 
-    def timed(measure_once: Any) -> list[dict]:
-        measure_once()  # a warm-up run (imports, worker start), not counted
+    def timed(measure_once: Any, warm_ups: int = 1) -> list[dict]:
+        for _ in range(warm_ups):  # imports, worker start: not counted
+            measure_once()
         return [measure_once() for _ in range(runs)]
+
+    def released(pool: ProcessPoolExecutor, cluster: Cluster | None = None) -> dict:
+        with PeakRss(set(), cluster.pids if cluster else frozenset()) as workers:
+            address = cluster.address if cluster else None
+            if address and address.startswith("inproc://"):  # a threads cluster: this process
+                found = releaser_run(folder, address)
+            else:
+                found = pool.submit(releaser_run, folder, address).result()
+        found["peak_rss_mb"] = max(found["peak_rss_mb"], round(workers.peak_kb / 1024, 1))
+        return found
 
     with LocalExecutor(concurrency=1) as executor:
         if "local" in paths:
@@ -220,9 +266,18 @@ def measure(
         if "context" in paths:
             row("context", timed(lambda: sandbox_run(executor, folder, CONTEXT_MEAN, "context")))
     if "releaser" in paths:
-        row("releaser", timed(lambda: releaser_run(folder)))
-    for name, client in dask_clients.items():
-        row(name, timed(lambda c=client: releaser_run(folder, dask_mapper(c))))
+        with fresh_process() as pool:
+            row("releaser", timed(lambda: released(pool)))
+    for name, cluster in clusters.items():
+        if name in paths or (name == "dask-threads" and "dask" in paths):
+            with fresh_process() as pool:
+                row(name, timed(lambda c=cluster: released(pool, c)))
+    if "dask-site" in paths and "dask" in clusters:
+        cluster = clusters["dask"]
+        with DaskExecutor(cluster.address, allow_insecure=True) as on_dask:
+            # each Dask worker keeps its own warm sandbox worker: warm both
+            row("dask-site", timed(lambda: sandbox_run(on_dask, folder, MEAN, "blind",
+                                                       cluster.pids), warm_ups=4))  # fmt: skip
     shutil.rmtree(work / "site", ignore_errors=True)
     return out
 
@@ -239,24 +294,27 @@ def main() -> None:
     args = parser.parse_args()
     from distributed import Client, LocalCluster
 
-    clusters = []
-    clients: dict[str, Any] = {}
-    if not args.no_dask and "dask" in args.paths:
+    # a plain-TCP bench cluster; its workers inherit this, so a site job's scan broker
+    # may connect back (a real site uses TLS: README, "Runs")
+    os.environ["DATASITE_DASK_ALLOW_INSECURE"] = "1"
+    opened: list[Any] = []
+    clusters: dict[str, Cluster] = {}
+    if not args.no_dask and {"dask", "dask-site"} & set(args.paths):
         for name, processes in (("dask", True), ("dask-threads", False)):
             cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
                                    dashboard_address=None)  # fmt: skip
-            clusters.append(cluster)
-            clients[name] = Client(cluster)
+            client = Client(cluster)
+            opened += [client, cluster]
+            pids = frozenset(client.run(os.getpid).values())  # threads: this process
+            clusters[name] = Cluster(cluster.scheduler_address, pids)
     rows_out: list[dict] = []
     try:
         for rows in args.rows:
             with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as folder:
-                rows_out += measure(rows, Path(folder), clients, args.runs, tuple(args.paths))
+                rows_out += measure(rows, Path(folder), clusters, args.runs, tuple(args.paths))
     finally:
-        for client in clients.values():
-            client.close()
-        for cluster in clusters:
-            cluster.close()
+        for item in opened:
+            item.close()
     if args.merge and RESULTS.exists():
         new = {(r["rows"], r["path"]) for r in rows_out}
         kept = [r for r in json.loads(RESULTS.read_text()) if (r["rows"], r["path"]) not in new]

@@ -84,8 +84,9 @@ def test_a_blind_release_scans_its_partitions_as_tasks_on_the_cluster(
         prefix = cluster.scheduler.task_prefixes.get("partial")
         return 0 if prefix is None else prefix.state_counts.get("memory", 0)  # tasks done
 
+    # one worker of one thread: the job's scans run on the thread the job left (secede)
     with LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=1, processes=True, threads_per_worker=1, dashboard_address=None
     ) as cluster:
         with DaskExecutor(cluster.scheduler_address, allow_insecure=True) as executor:
             fanned = executor.submit(spec("fan-1")).result(timeout=180)

@@ -304,7 +304,20 @@ def run_packed_job(spec_json: str) -> bytes:
             # the releaser's scans connect back to the cluster with the site's settings
             env = {k: os.environ[k] for k in DASK_ENV.values() if os.environ.get(k)}
             _dask_local = LocalExecutor(concurrency=1, worker_env=env)
-    result = _dask_local.submit(JobSpec.model_validate_json(spec_json)).result()
+    spec = JobSpec.model_validate_json(spec_json)
+    running = _dask_local.submit(spec)
+    if spec.scan_cluster:
+        from distributed import rejoin, secede
+
+        # The job's scans are tasks too: on a worker of one thread they would wait for
+        # this one, which waits for them. It leaves the thread pool while it waits.
+        secede()
+        try:
+            result = running.result()
+        finally:
+            rejoin()
+    else:
+        result = running.result()
     return pack(*result_message(result))
 
 
