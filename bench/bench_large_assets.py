@@ -9,7 +9,8 @@ batch into one Parquet file, then:
   stored partitions, a full sandbox job through ``LocalExecutor`` (releaser process,
   jailed job, release quantum) with a 2 GiB run memory limit. ``peak_rss_mb`` is the
   largest peak RSS (``VmHWM``) of the run's processes (releaser and job), sampled every
-  10 ms from ``/proc``.
+  10 ms from ``/proc`` in one more run after the timed ones (the sampler's CPU would
+  slow the timed runs on 2 cores).
 - ``context``: the same mean as an OpenDP Context request (``rk.dp.ctx_mean``): OpenDP's
   Polars plan over a lazy scan of the partition files.
 - ``releaser``: the releaser alone in a fresh (spawned) process, partitions on local
@@ -109,17 +110,20 @@ def floor(files: list[str]) -> float:
 class PeakRss:
     """The largest VmHWM of the processes of the given uids or pids, sampled until stopped."""
 
-    def __init__(self, uids: set[int], pids: frozenset[int] = frozenset()) -> None:
+    def __init__(self, uids: set[int], pids: frozenset[int] = frozenset(), active: bool = True
+                 ) -> None:  # fmt: skip
         self.uids, self.pids, self.peak_kb, self._stop = uids, pids, 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread = threading.Thread(target=self._sample, daemon=True) if active else None
 
     def __enter__(self) -> PeakRss:
-        self._thread.start()
+        if self._thread:
+            self._thread.start()
         return self
 
     def __exit__(self, *_: Any) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread:
+            self._thread.join()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.01):
@@ -136,14 +140,14 @@ class PeakRss:
                     self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
 
 
-def sandbox_run(executor: Any, folder: str, source: str, kind: str, pids: frozenset = frozenset()
-                ) -> dict:  # fmt: skip
+def sandbox_run(executor: Any, folder: str, source: str, kind: str, sample: bool,
+                pids: frozenset = frozenset()) -> dict:  # fmt: skip
     from datasite.execution.releasing import RELEASER_UID
 
     limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
     spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
                    inputs={"df": folder}, epsilon=1.0, limits=limits)  # fmt: skip
-    with PeakRss({RELEASER_UID, 65534}, pids) as peak:
+    with PeakRss({RELEASER_UID, 65534}, pids, active=sample) as peak:
         started = time.perf_counter()
         result = executor.submit(spec).result()
         elapsed = time.perf_counter() - started
@@ -236,22 +240,25 @@ def measure(
     out: list[dict] = []
 
     def row(path: str, results: list[dict]) -> None:
-        run_s = float(np.median([r["run_s"] for r in results]))
+        run_s = float(np.median([r["run_s"] for r in results[:-1]]))
         out.append({"rows": rows, "path": path, "run_s": round(run_s, 3),
                     "floor_s": round(floor_s, 3), "ratio": round(run_s / floor_s, 2),
-                    "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                    "peak_rss_mb": results[-1]["peak_rss_mb"],
                     "state": results[-1]["state"], "upload_s": round(upload_s, 2),
                     "partitions": len(files), "measured": time.strftime("%Y-%m-%d"),
                     "load_average_at_start": round(os.getloadavg()[0], 2)})  # fmt: skip
         print(json.dumps(out[-1]), flush=True)
 
     def timed(measure_once: Any, warm_ups: int = 1) -> list[dict]:
+        """``runs`` timed runs, then one whose peak memory is sampled: the sampler reads
+        ``/proc`` every 10 ms, CPU the timed runs should not share on 2 cores."""
         for _ in range(warm_ups):  # imports, worker start: not counted
-            measure_once()
-        return [measure_once() for _ in range(runs)]
+            measure_once(False)
+        return [*(measure_once(False) for _ in range(runs)), measure_once(True)]
 
-    def released(pool: ProcessPoolExecutor, cluster: Cluster | None = None) -> dict:
-        with PeakRss(set(), cluster.pids if cluster else frozenset()) as workers:
+    def released(pool: ProcessPoolExecutor, cluster: Cluster | None, sample: bool) -> dict:
+        pids = cluster.pids if cluster else frozenset()
+        with PeakRss(set(), pids, active=sample) as workers:
             address = cluster.address if cluster else None
             if address and address.startswith("inproc://"):  # a threads cluster: this process
                 found = releaser_run(folder, address)
@@ -262,22 +269,23 @@ def measure(
 
     with LocalExecutor(concurrency=1) as executor:
         if "local" in paths:
-            row("local", timed(lambda: sandbox_run(executor, folder, MEAN, "blind")))
+            row("local", timed(lambda s: sandbox_run(executor, folder, MEAN, "blind", s)))
         if "context" in paths:
-            row("context", timed(lambda: sandbox_run(executor, folder, CONTEXT_MEAN, "context")))
+            ctx = CONTEXT_MEAN
+            row("context", timed(lambda s: sandbox_run(executor, folder, ctx, "context", s)))
     if "releaser" in paths:
         with fresh_process() as pool:
-            row("releaser", timed(lambda: released(pool)))
+            row("releaser", timed(lambda s: released(pool, None, s)))
     for name, cluster in clusters.items():
         if name in paths or (name == "dask-threads" and "dask" in paths):
             with fresh_process() as pool:
-                row(name, timed(lambda c=cluster: released(pool, c)))
+                row(name, timed(lambda s, c=cluster: released(pool, c, s)))
     if "dask-site" in paths and "dask" in clusters:
         cluster = clusters["dask"]
         with DaskExecutor(cluster.address, allow_insecure=True) as on_dask:
             # each Dask worker keeps its own warm sandbox worker: warm both
-            row("dask-site", timed(lambda: sandbox_run(on_dask, folder, MEAN, "blind",
-                                                       cluster.pids), warm_ups=4))  # fmt: skip
+            row("dask-site", timed(lambda s: sandbox_run(on_dask, folder, MEAN, "blind", s,
+                                                         cluster.pids), warm_ups=4))  # fmt: skip
     shutil.rmtree(work / "site", ignore_errors=True)
     return out
 

@@ -315,6 +315,30 @@ def test_untouched_columns_and_excluded_row_groups_are_never_read(  # type: igno
     assert exact(Scan("count"), PartitionedTable((path,)).column(None, older)) == [expected]
 
 
+def test_an_unfiltered_mean_decodes_its_column_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The unfiltered float mean is one Polars pass: shown by overwriting every other
+    column's bytes with garbage, which a reader that touched them could not decode."""
+    frame = people(rows=40_000)
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=10_000)
+    expected = exact(
+        Scan("mean", bounds=(0.0, 100.0)), PartitionedTable((str(path),)).column("income")
+    )
+    raw = bytearray(path.read_bytes())
+    for column in ("age", "sex", "secret"):
+        for start, end in column_chunks(str(path), column):
+            raw[start:end] = b"\xff" * (end - start)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the reader raises
+        pq.read_table(path, columns=["secret"])
+    assert (
+        exact(Scan("mean", bounds=(0.0, 100.0)), PartitionedTable((str(path),)).column("income"))
+        == expected
+    )
+    clamped = frame["income"].dropna().clip(0.0, 100.0)
+    assert expected[1] == len(clamped) and expected[0] == pytest.approx(clamped.sum(), rel=1e-12)
+
+
 # -- Dask: the same partials on a real cluster ---------------------------------------------
 
 
