@@ -30,8 +30,10 @@ between runs on the same table is randomized, by a library or by the code itself
 >>> def leaky(df):
 ...     return float(df["x"].sum()) + float(np.random.laplace(0.0, 0.1))
 >>> found = run_audit(leaky, {"df": df}, time_budget=0.5, seed=1)
->>> found["epsilon_lower_bound"] > 1.0, found["counterexample"]["pair"].startswith("remove")
-(True, True)
+>>> found["epsilon_lower_bound"] > 1.0  # on whichever pair separated best
+True
+>>> found["counterexample"]["pair"].split()[0] in ("remove", "add")
+True
 """
 
 from __future__ import annotations
