@@ -205,6 +205,47 @@ def run(executor, real_path: str, source: str, kind: str = "blind", epsilon: flo
 
 @pytest.mark.integration
 @pytest.mark.one_database
+def test_release_latency_is_a_multiple_of_the_quantum_and_the_schema_is_not(  # type: ignore[no-untyped-def]
+    executor, real_path
+) -> None:
+    """Code can time its releases and return the figures: every answer that reads the
+    data ends on a multiple of the quantum after it was asked, the releaser's start on one
+    after the releaser began (so the first answer does not time the table's opening
+    either); the public schema, read during the start, is answered at once."""
+    source = textwrap.dedent(
+        """
+        import time
+        from datasite.contract.release import ReleaseCall
+        from researcher_kit import dp
+
+        EXECUTED = time.perf_counter()  # before the job asks for its inputs' schemas
+
+        def f(df):
+            entered = time.perf_counter() - EXECUTED
+            def timed(release):
+                started = time.perf_counter()
+                release()
+                return time.perf_counter() - started
+            schema = timed(lambda: df.channel.call(ReleaseCall(op="schema", table="df")))
+            count = timed(lambda: dp.count(df, epsilon=0.2))
+            richer = timed(lambda: dp.count(df[df["salary"] > 50000], epsilon=0.2))
+            return entered, schema, count, richer
+        """
+    )
+    spec = JobSpec(job_id="quantum", source=source, entry="f", kind=RequestKind.BLIND,
+                   inputs={"df": real_path}, epsilon=1.0,
+                   limits=Limits(wall_seconds=60, release_quantum_seconds=1.0))  # fmt: skip
+    result = executor.submit(spec).result()
+    assert result.ok, (result.error_type, result.error_detail)
+    entered, schema, count, richer = decode_result(result.manifest, result.blobs)
+    assert entered > 0.2  # the releaser's start, held to 1 s, outlasts the job's own
+    assert schema < 0.2
+    for latency in (count, richer):
+        assert latency >= 1.0 and abs(latency - round(latency)) < 0.2, (count, richer)
+
+
+@pytest.mark.integration
+@pytest.mark.one_database
 def test_a_blind_job_holds_no_input_and_its_spend_is_the_releasers(executor, real_path) -> None:  # type: ignore[no-untyped-def]
     source = textwrap.dedent(
         """
