@@ -4,8 +4,8 @@
   and the function calls ``rk.dp.mean`` on the DataFrame itself.
 - ``data_blind``: the same ``rk.dp.mean`` on a blind frame: the sandbox holds no data,
   the releaser process reads the one column and releases the mean. It includes the
-  release quantum (each answer waits for the next multiple of 50 ms, so release latency
-  is no clock on the table's size).
+  release quantum (the releaser's start and each answer that reads the data wait for
+  the next multiple of 50 ms, so release latency is no clock on the table's size).
 - ``data_blind_no_quantum``: the same without the quantum, to show what the padding costs.
 
 Every run is a full sandbox job through ``LocalExecutor`` (fork, namespaces, jail);
