@@ -30,7 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the corpus lives
 
 from policies.dp_audit import run_audit  # noqa: E402
 from policies.schema import AuditSettings, Policy  # noqa: E402
-from tests.test_audit_ding import BEYOND, CASES, load_case, survey_table  # noqa: E402
+from tests.test_audit_ding import (  # noqa: E402
+    BEYOND,
+    CASES,
+    MAX_TRIALS,
+    load_case,
+    survey_table,
+)
 
 RESULTS = Path(__file__).with_name("results") / "audit.json"
 TRIVIAL = """
@@ -40,7 +46,7 @@ def patient_count(df):
 """
 
 
-def audit_row(path: Path, budget: float, seeds: int) -> dict[str, object]:
+def audit_row(path: Path, budget: float, seeds: int, max_trials: int) -> dict[str, object]:
     fn, meta = load_case(path)
     declared, delta = float(meta["epsilon"]), float(meta.get("delta", 0.0))
     runs = []
@@ -48,7 +54,7 @@ def audit_row(path: Path, budget: float, seeds: int) -> dict[str, object]:
         started = time.perf_counter()
         found = run_audit(
             fn, {"df": survey_table()}, time_budget=budget, seed=seed, delta=delta,
-            privacy_unit=meta.get("privacy-unit", "add_remove"),
+            privacy_unit=meta.get("privacy-unit", "add_remove"), max_trials=max_trials,
         )  # fmt: skip
         caught = found["epsilon_lower_bound"] > declared and bool(found["counterexample"])
         runs.append(
@@ -65,6 +71,7 @@ def audit_row(path: Path, budget: float, seeds: int) -> dict[str, object]:
         "privacy_unit": meta.get("privacy-unit", "add_remove"),
         "expected": meta["audit"],
         "budget_seconds": budget,
+        "max_trials": max_trials,
         "confidence": 0.95,
         "detected": f"{caught}/{seeds}",
         "verdict": "violation" if caught == seeds else ("none" if caught == 0 else "mixed"),
@@ -112,9 +119,12 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     table: dict[str, dict[str, object]] = {}
     for path in CASES:
-        own = float(load_case(path)[1].get("audit-budget", default))
+        meta = load_case(path)[1]
+        own = float(meta.get("audit-budget", default))
         budgets = sorted({default, 4 * default, own})  # the test's own budget too
-        rows = {f"{b:g}s": audit_row(path, b, args.seeds) for b in budgets}
+        # the test's cap on fresh runs goes with its budget
+        cap = {own: int(meta.get("audit-max-trials", MAX_TRIALS))}
+        rows = {f"{b:g}s": audit_row(path, b, args.seeds, cap.get(b, MAX_TRIALS)) for b in budgets}
         table[path.stem] = {"beyond_the_audit": BEYOND.get(path.stem), **rows}
         cells = "  ".join(
             f"{k}: {r['detected']} lb={r['median_lower_bound']:.2f} "

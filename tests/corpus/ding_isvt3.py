@@ -6,6 +6,10 @@
 # Ding et al.'s neighbours: the queries may move in opposite directions (a changed row
 # leaves one condition for others), and ten queries, as in StatDP's tests.
 # privacy-unit: change
+# The leak needs thousands of runs per table: a policy's audit.time_budget_seconds and
+# audit.max_trials raised to these (the test's) catch it.
+# audit-budget: 20.0
+# audit-max-trials: 40000
 # entry: common_conditions
 # epsilon: 0.5
 # expect: needs_review
