@@ -7,6 +7,11 @@
 # Ding et al.'s neighbours: the queries may move in opposite directions (a changed row
 # leaves one condition for others), and ten queries, as in StatDP's tests.
 # privacy-unit: change
+# With c = 1 the noisy value leaks only in rare events (a late positive after many
+# negatives): ~140,000 runs per table show it, a policy's audit.time_budget_seconds and
+# audit.max_trials raised to these (the test's).
+# audit-budget: 60.0
+# audit-max-trials: 200000
 # entry: common_conditions
 # epsilon: 0.5
 # expect: needs_review
