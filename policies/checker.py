@@ -73,6 +73,16 @@ def _declaration(value: Any) -> Declaration:
     return Declaration.model_validate(value, from_attributes=True)
 
 
+#: The report's statement of the policy's neighbouring datasets.
+NEIGHBOURING = {
+    "add_remove": "Neighbouring datasets (the dataset's policy): one person's rows added or "
+    "removed. The dry-run's privacy maps and the audit use this definition.",
+    "change": "Neighbouring datasets (the dataset's policy): one person's rows changed, the "
+    "table's size public. The dry-run's privacy maps (a change is a removal and an addition) "
+    "and the audit use this definition.",
+}
+
+
 def check_request(
     source: str,
     entry: str,
@@ -94,6 +104,7 @@ def check_request(
     decl = decl.model_copy(update={"context": unit})
     report = PolicyReport(kind=decl.kind.value, entry=entry, policy_version=policy.version)
     report.budget = Budget(declared_epsilon=decl.epsilon, declared_delta=decl.delta)
+    report.notes.append(NEIGHBOURING[policy.neighbouring])
     if not decl.kind.data_blind:
         report.add("raw_data_access", "warning", RAW_DATA_STATEMENT, stage="checker")
     _limits(decl, policy, report)
@@ -244,7 +255,8 @@ def _dynamic(
         if m.sensitivity is not None and "assumed" not in m.sensitivity_source
     }
     options = {"sensitivities": sensitivities, "delta": decl.delta,
-               "max_contributions": decl.context.max_contributions}  # fmt: skip
+               "max_contributions": decl.context.max_contributions,
+               "neighbouring": policy.neighbouring}  # fmt: skip
     limit = policy.audit.dry_run_timeout_seconds
     started = time.perf_counter()
     if decl.kind.data_blind:
@@ -265,7 +277,8 @@ def _dynamic(
     started = time.perf_counter()
     budget = policy.audit.time_budget_seconds
     options = {"time_budget": budget, "max_trials": policy.audit.max_trials,
-               "confidence": policy.audit.confidence, "delta": decl.delta}  # fmt: skip
+               "confidence": policy.audit.confidence, "delta": decl.delta,
+               "privacy_unit": policy.neighbouring}  # fmt: skip
     harness = "policies.dp_audit:audit_call"
     spec = _spec(source, entry, decl, inputs, harness, options, budget + limit)
     result = runner.run(spec)

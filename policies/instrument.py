@@ -18,10 +18,12 @@ line that built it), ``Context.compositor``, diffprivlib's ``BudgetAccountant.sp
 Privacy accounting, per measurement, construction line and calling line:
 
 - the privacy map is evaluated at ``d_in``: for dataset metrics (symmetric distance...)
-  the declared ``max_contributions``; for sensitivity metrics (absolute, L1, L2 distance)
-  the largest of the sensitivity the code states as a constant (``sensitivity = 1.0;
-  scale = sensitivity / epsilon``), the width of the domain's bounds, and the local
-  sensitivity seen on the mock; 1 (the metric's unit) when none is known;
+  the declared ``max_contributions``, twice that under the policy's ``change``
+  neighbouring for metrics that count an added or removed row (a change is both); for
+  sensitivity metrics (absolute, L1, L2 distance) the largest of the sensitivity the code
+  states as a constant (``sensitivity = 1.0; scale = sensitivity / epsilon``), the width
+  of the domain's bounds, and the local sensitivity seen on the mock; 1 (the metric's
+  unit) when none is known;
 - releases made element-wise through pandas/NumPy (``Series.apply(laplace)``, the
   PySyft + OpenDP tutorial's style) are input perturbation: each row's release is about a
   different person, so they compose in *parallel* over rows. One person's row is touched
@@ -71,6 +73,7 @@ class Recorder:
         self.entry_code = entry_code
         self.sensitivities = {int(k): float(v) for k, v in options.get("sensitivities", {}).items()}
         self.max_contributions = float(options.get("max_contributions", 1))
+        self.neighbouring = str(options.get("neighbouring", "add_remove"))
         self.delta = float(options.get("delta", 0.0))
         self.groups: dict[tuple[Any, ...], _Group] = {}
         self.run = "record"

@@ -28,6 +28,7 @@ from policies import dp_libraries
 from policies.sdc import SdcRules
 
 NonDPOutputs = Literal["block", "review", "allow"]
+Neighbouring = Literal["add_remove", "change"]
 
 #: Relative slack when a measured or declared privacy loss is compared with its limit (the
 #: declaration, the policy's maximum): float rounding in a privacy map is not an overspend.
@@ -203,6 +204,15 @@ class Policy(BaseModel):
         le=100_000,
         description="The privacy unit: the most rows one person has in this dataset. "
         "Every release protects a whole person; a request cannot change it.",
+    )
+    #: One definition of neighbouring datasets for the whole check.
+    neighbouring: Neighbouring = Field(
+        title="Neighbouring datasets",
+        default="add_remove",
+        description="What DP protects here: 'add_remove' (a person's rows added or removed) "
+        "or 'change' (a person's rows changed; the table's size is public). The dry-run's "
+        "privacy maps (a change is one removal and one addition) and the empirical audit's "
+        "made-up tables use it; the report says which.",
     )
     min_group_size: int = Field(
         default=10,

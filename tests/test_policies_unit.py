@@ -175,6 +175,52 @@ def test_dry_run_composes_rows_in_parallel_and_repeats_in_sequence() -> None:
     assert [o["cls"] for o in answer["outputs"]] == ["post_processing", "post_processing", "raw"]
 
 
+OPENDP_COUNT = """
+def f(df):
+    import opendp.prelude as dp
+    dp.enable_features("contrib")
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance()
+    noisy_count = dp.t.make_count(*space) >> dp.m.then_laplace(scale=4.0)
+    return noisy_count(df["bmi"].tolist())
+"""
+
+
+@pytest.mark.parametrize(("unit", "d_in"), [("add_remove", 1.0), ("change", 2.0)])
+def test_the_policys_neighbouring_sets_a_dataset_metrics_d_in(unit: str, d_in: float) -> None:
+    # symmetric distance counts a changed row twice (removed, then added)
+    answer = instrumented_call(load(OPENDP_COUNT, "f"), {"df": table()},
+                               spec(delta=0.0, neighbouring=unit))  # fmt: skip
+    (group,) = answer["spend"]["groups"]
+    assert group["d_in"] == d_in and answer["spend"]["epsilon"] == pytest.approx(d_in / 4.0)
+    assert ("change" in group["d_in_source"]) is (unit == "change")
+
+
+def test_the_report_and_the_audit_use_the_policys_neighbouring(tmp_path: Path) -> None:
+    from policies.checker import NEIGHBOURING, check_request
+    from tests.inprocess import InProcessExecutor
+
+    mock = tmp_path / "mock.parquet"
+    table().to_parquet(mock)
+    source = OPENDP_COUNT.replace("def f", "def noisy_count_of_rows")
+    declaration = {"epsilon": 1.0, "mechanisms": ["make_laplace"]}
+    executor = InProcessExecutor()
+    try:
+        reports = {
+            unit: check_request(source, "noisy_count_of_rows", declaration,
+                                Policy(neighbouring=unit), {"df": str(mock)}, executor)
+            for unit in ("add_remove", "change")
+        }  # fmt: skip
+    finally:
+        executor.close()
+    for unit, report in reports.items():
+        assert NEIGHBOURING[unit] in report.notes, report.to_markdown()
+        audit = next(n for n in report.notes if n.startswith("Audit: "))
+        assert ("one row's values" in audit) is (unit == "change"), audit
+        assert ("change the first row" in audit) is (unit == "change"), audit
+    spent = {unit: r.budget.measured_epsilon for unit, r in reports.items()}
+    assert spent["change"] == pytest.approx(2 * spent["add_remove"]) == pytest.approx(0.5)
+
+
 # -- the audit -------------------------------------------------------------------------
 
 COUNT = """

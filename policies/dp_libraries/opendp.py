@@ -68,6 +68,7 @@ _LAPLACE_LIKE = {"laplace", "geometric", "laplace_threshold"}
 _GAUSSIAN_LIKE = {"gaussian", "gaussian_threshold"}
 _BOUNDS = re.compile(r"bounds=\[([-+0-9.eEinf]+), ([-+0-9.eEinf]+)\]")
 _DATASET_METRICS = ("Symmetric", "InsertDelete", "ChangeOne", "Hamming", "Frame", "Id")
+_ADD_REMOVE_METRICS = ("Symmetric", "InsertDelete")  # a change counts 2 in these
 
 
 def recognise(qualname: str) -> str | None:
@@ -190,6 +191,9 @@ def _loss(meas: Any, d_in: float, delta: float) -> tuple[str, float | None, floa
 def _d_in(recorder: Recorder, group: _Group, metric: str) -> tuple[float, str, int]:
     """(d_in, where it came from, releases one row touched) for a group."""
     if any(m in metric for m in _DATASET_METRICS):
+        if recorder.neighbouring == "change" and any(m in metric for m in _ADD_REMOVE_METRICS):
+            # changing a person's rows is removing them and adding others
+            return 2 * recorder.max_contributions, "2 x max_contributions (change)", 0
         return recorder.max_contributions, "max_contributions (dataset metric)", 0
     candidates: list[tuple[float, str]] = []
     if group.construct_line in recorder.sensitivities:
