@@ -73,6 +73,10 @@ def _declaration(value: Any) -> Declaration:
     return Declaration.model_validate(value, from_attributes=True)
 
 
+#: Output room per allowed audit run: its fresh runs on both tables and the screening's
+#: (an eighth more), 16 float64 outputs each, with room to spare.
+AUDIT_BYTES_PER_TRIAL = 384
+
 #: The report's statement of the policy's neighbouring datasets.
 NEIGHBOURING = {
     "add_remove": "Neighbouring datasets (the dataset's policy): one person's rows added or "
@@ -201,7 +205,11 @@ def _timed_out(result: JobResult) -> bool:
 
 
 def _spec(source: str, entry: str, decl: Declaration, inputs: dict[str, str], harness: str,
-          options: dict[str, Any], wall: float) -> JobSpec:  # fmt: skip
+          options: dict[str, Any], wall: float, output_bytes: int | None = None
+          ) -> JobSpec:  # fmt: skip
+    limits = Limits(wall_seconds=wall, cpu_seconds=max(int(wall * 2) + 5, 10))
+    if output_bytes is not None:
+        limits.max_output_bytes = max(limits.max_output_bytes, output_bytes)
     return JobSpec(
         job_id=f"check-{uuid.uuid4().hex[:12]}",
         source=source,
@@ -213,7 +221,7 @@ def _spec(source: str, entry: str, decl: Declaration, inputs: dict[str, str], ha
         context=decl.context,
         harness=harness,
         harness_options=options,
-        limits=Limits(wall_seconds=wall, cpu_seconds=max(int(wall * 2) + 5, 10)),
+        limits=limits,
     )
 
 
@@ -280,7 +288,10 @@ def _dynamic(
                "confidence": policy.audit.confidence, "delta": decl.delta,
                "privacy_unit": policy.neighbouring}  # fmt: skip
     harness = "policies.dp_audit:audit_call"
-    spec = _spec(source, entry, decl, inputs, harness, options, budget + limit)
+    # The audit returns its runs' outputs (at most 16 numbers each) for the test
+    # in this process: the output limit grows with the runs the policy allows.
+    output = AUDIT_BYTES_PER_TRIAL * policy.audit.max_trials
+    spec = _spec(source, entry, decl, inputs, harness, options, budget + limit, output)
     result = runner.run(spec)
     report.timings["audit"] = time.perf_counter() - started
     if not result.ok and _timed_out(result):

@@ -234,6 +234,24 @@ def count(df):
 """
 
 
+def test_the_audits_runs_travel_as_binary_blobs_not_in_the_message_header() -> None:
+    # An audit the policy lets run 200,000 times per table returns ~60 MB of outputs: the
+    # sandbox's message header holds 16 MB, so the runs must go as the codec's blobs.
+    from datasite.contract.results import decode_result, encode_result
+
+    def count(df: pd.DataFrame) -> list[float]:
+        return [len(df) + np.random.laplace(0.0, 10.0), np.random.laplace(0.0, 10.0)]
+
+    payload = dp_audit.audit_call(count, {"df": table()}, spec(time_budget=0.3, max_trials=5000))
+    manifest, blobs = encode_result(payload)
+    runs = len(payload["test_base"]) + len(payload["screen_base"])
+    assert runs > 2000 and len(json.dumps(manifest)) < 8_000 < 2 * 8 * runs
+    again = decode_result(manifest, blobs)
+    assert dp_audit.analyse(again, 0.95)["epsilon_lower_bound"] == pytest.approx(
+        dp_audit.analyse(payload, 0.95)["epsilon_lower_bound"]
+    )
+
+
 @pytest.mark.timed
 @pytest.mark.parametrize(("scale", "caught"), [("1 / epsilon", False), ("epsilon", True)])
 def test_audit_passes_a_correct_count_and_catches_scale_epsilon(scale: str, caught: bool) -> None:
