@@ -118,6 +118,7 @@ def test_corpus_has_the_papers_algorithms() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # five audits of up to 60 s each (iSVT4), scaled by the load
 @pytest.mark.parametrize("path", params())
 def test_audit_on_corpus(path: Path) -> None:
     fn, meta = load_case(path)
