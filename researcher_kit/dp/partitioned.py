@@ -186,6 +186,8 @@ def partial(scan: Scan, path: str) -> list:
 
     from datasite.contract.release import filter_columns
 
+    if scan.op in ("sum", "mean") and scan.filter is None and not scan.integer:
+        return _polars_float_sum(scan, path)  # it reads the file's footer itself
     source = pq.ParquetFile(path)
     wanted = list(dict.fromkeys([*([scan.column] if scan.column else []),
                                  *sorted(filter_columns(scan.filter))]))  # fmt: skip
@@ -193,10 +195,8 @@ def partial(scan: Scan, path: str) -> list:
         return [int(source.metadata.num_rows)]
     groups = _row_groups(source, scan.filter)
     total = _empty(scan)
-    if scan.op in ("sum", "mean") and scan.filter is None and not scan.integer:
-        return _polars_float_sum(scan, path)
     if scan.op in ("sum", "mean") and scan.filter is None:  # Arrow all the way, no pandas
-        return _arrow_sum(scan, source.read_row_groups(groups, columns=wanted).column(0))
+        return _arrow_integer_sum(scan, source.read_row_groups(groups, columns=wanted).column(0))
     for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=wanted, row_groups=groups):
         frame = batch.to_pandas()
         if scan.filter is not None:
@@ -209,26 +209,18 @@ def partial(scan: Scan, path: str) -> list:
     return total
 
 
-def _arrow_sum(scan: Scan, column: Any) -> list:
-    """Clamped sum and non-missing count of one partition's column, with Arrow compute.
-
-    Float NaN counts as missing, as in the pandas path (Parquet keeps NaN apart from null).
-    """
+def _arrow_integer_sum(scan: Scan, column: Any) -> list:
+    """Clamped integer sum and non-missing count of one partition's column, with Arrow
+    compute (float columns go through :func:`_polars_float_sum`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if scan.integer:
-        low, high = (pa.scalar(int(b), column.type) for b in scan.bounds)  # type: ignore[union-attr]
-    else:
-        column = pc.cast(column, pa.float64())
-        column = pc.if_else(pc.is_nan(column), None, column)
-        low, high = (pa.scalar(float(b)) for b in scan.bounds)  # type: ignore[union-attr]
+    low, high = (pa.scalar(int(b), column.type) for b in scan.bounds)  # type: ignore[union-attr]
     keep = pc.ElementWiseAggregateOptions(skip_nulls=False)  # a missing value stays missing
     raised = pc.max_element_wise(column, low, options=keep)
     clamped = pc.min_element_wise(raised, high, options=keep)
     present = len(clamped) - clamped.null_count
-    total = pc.sum(clamped, min_count=0).as_py() or 0
-    return [int(total) if scan.integer else float(total), present]
+    return [int(pc.sum(clamped, min_count=0).as_py() or 0), present]
 
 
 def _polars_float_sum(scan: Scan, path: str) -> list:
