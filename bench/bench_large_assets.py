@@ -45,6 +45,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +109,11 @@ def floor(files: list[str]) -> float:
 
 
 class PeakRss:
-    """The largest VmHWM of the processes of the given uids or pids, sampled until stopped."""
+    """The largest VmHWM of the processes of the given users or pids, sampled until stopped."""
 
-    def __init__(self, uids: set[int], pids: frozenset[int] = frozenset(), active: bool = True
-                 ) -> None:  # fmt: skip
-        self.uids, self.pids, self.peak_kb, self._stop = uids, pids, 0, threading.Event()
+    def __init__(self, users: Callable[[int], bool], pids: frozenset[int] = frozenset(),
+                 active: bool = True) -> None:  # fmt: skip
+        self.users, self.pids, self.peak_kb, self._stop = users, pids, 0, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True) if active else None
 
     def __enter__(self) -> PeakRss:
@@ -136,18 +137,20 @@ class PeakRss:
                     continue
                 fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
                 uid = int(fields.get("Uid", "-1 ").split()[0])
-                if (uid in self.uids or int(pid) in self.pids) and "VmHWM" in fields:
+                if (self.users(uid) or int(pid) in self.pids) and "VmHWM" in fields:
                     self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
 
 
 def sandbox_run(executor: Any, folder: str, source: str, kind: str, sample: bool,
                 pids: frozenset = frozenset()) -> dict:  # fmt: skip
     from datasite.execution.releasing import RELEASER_UID
+    from datasite.execution.sandbox import JOB_UIDS
 
     limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
     spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
                    inputs={"df": folder}, epsilon=1.0, limits=limits)  # fmt: skip
-    with PeakRss({RELEASER_UID, 65534}, pids, active=sample) as peak:
+    with PeakRss(lambda uid: uid == RELEASER_UID or uid in JOB_UIDS, pids,
+                 active=sample) as peak:  # fmt: skip
         started = time.perf_counter()
         result = executor.submit(spec).result()
         elapsed = time.perf_counter() - started
@@ -258,7 +261,7 @@ def measure(
 
     def released(pool: ProcessPoolExecutor, cluster: Cluster | None, sample: bool) -> dict:
         pids = cluster.pids if cluster else frozenset()
-        with PeakRss(set(), pids, active=sample) as workers:
+        with PeakRss(lambda uid: False, pids, active=sample) as workers:
             address = cluster.address if cluster else None
             if address and address.startswith("inproc://"):  # a threads cluster: this process
                 found = releaser_run(folder, address)

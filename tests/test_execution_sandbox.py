@@ -23,7 +23,7 @@ import pytest
 from datasite.contract.job import JobResult, JobSpec, Limits, RequestKind
 from datasite.contract.results import decode_result, load_model
 from datasite.execution.executor import LocalExecutor
-from datasite.execution.sandbox import SANDBOX_UID
+from datasite.execution.sandbox import JOB_UIDS
 
 pytestmark = pytest.mark.slow
 LIMITS = Limits(
@@ -92,7 +92,7 @@ def leftover_sandbox_processes(wait: float = 10.0) -> list[psutil.Process]:
     """Processes running as the sandbox user (they must all be gone after a run)."""
     deadline = time.monotonic() + wait
     while True:
-        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"].real == SANDBOX_UID]
+        left = [p for p in psutil.process_iter(["uids"]) if p.info["uids"].real in JOB_UIDS]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
@@ -145,7 +145,9 @@ def test_dp_mean_on_a_parquet_input(executor: LocalExecutor, data_dir: Path) -> 
     noisy = value_of(result)
     assert isinstance(noisy, float) and noisy != true_mean and abs(noisy - true_mean) < 5
     assert result.touched_data and result.duration_seconds > 0
-    assert {"netns", "mountns", "pidns", "chroot", f"uid:{SANDBOX_UID}"} <= set(result.isolation)
+    assert {"netns", "mountns", "pidns", "chroot"} <= set(result.isolation)
+    uids = [int(entry[4:]) for entry in result.isolation if entry.startswith("uid:")]
+    assert len(uids) == 1 and uids[0] in JOB_UIDS
 
 
 def test_tutorial_style_job_returns_noise_and_models(executor, data_dir) -> None:
@@ -185,7 +187,7 @@ def test_run_sees_an_empty_environment_and_no_root(executor, data_dir) -> None:
         "            'root': sorted(os.listdir('/')), 'etc': os.listdir('/etc')}\n"
     )
     out = value_of(run(executor, job(data_dir, source)))
-    assert out["uid"] == SANDBOX_UID and out["cwd"] == "/scratch"
+    assert out["uid"] in JOB_UIDS and out["cwd"] == "/scratch"
     assert "HOME" in out["env"] and not any(
         k.startswith(("DATASITE", "PYTEST")) for k in out["env"]
     )
@@ -304,6 +306,48 @@ def test_hostile_code_gets_nothing_out(executor, data_dir, listener, name) -> No
     assert value_of(run(executor, job(data_dir, "def f(df):\n    return len(df)\n"))) == 2000
 
 
+FILLS_ITS_PROCESSES = """
+import os, time
+def f(df):
+    while True:
+        try:
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+        except OSError:
+            break
+    time.sleep(60)
+"""
+
+
+def test_a_run_beside_one_that_takes_all_its_processes_still_gets_threads(
+    executor: LocalExecutor, data_dir: Path
+) -> None:
+    """RLIMIT_NPROC counts per user across the host. Each run has a user of its own, so a
+    run that forks up to its limit leaves the run beside it its threads; with one shared
+    user the second run's table load (pyarrow's thread pool) hung until its wall clock."""
+    bomb = executor.submit(job(data_dir, FILLS_ITS_PROCESSES,
+                               limits=LIMITS.model_copy(update={"wall_seconds": 30})))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_run_processes()) < LIMITS.max_processes - 2:
+        time.sleep(0.1)
+    assert len(_run_processes()) >= LIMITS.max_processes - 2, "the first run never filled up"
+    beside = run(executor, job(data_dir, "def f(df):\n    return len(df)\n", limits=LIMITS))
+    assert value_of(beside) == 2000
+    assert bomb.result(timeout=120).error_type == "TimeoutError"
+
+
+def _run_processes() -> list[psutil.Process]:
+    """The processes of runs under this test's workers (not the root-owned init and
+    supervisor)."""
+    return [
+        child
+        for worker in worker_processes()
+        for child in worker.children(recursive=True)
+        if child.uids().real != 0
+    ]
+
+
 def test_output_logs_are_capped(executor, data_dir) -> None:
     source = "def f(df):\n    for _ in range(3000):\n        print('y' * 1000)\n    return 1\n"
     result = run(executor, job(data_dir, source))
@@ -361,7 +405,7 @@ def test_a_killed_worker_is_replaced(data_dir) -> None:
                 p
                 for p in me.children()
                 if "datasite.execution.worker" in " ".join(p.cmdline())
-                and any(c.uids().real == SANDBOX_UID for c in p.children(recursive=True))
+                and any(c.uids().real in JOB_UIDS for c in p.children(recursive=True))
             ]
             time.sleep(0.05)
         assert workers, "the job never started"

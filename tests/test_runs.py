@@ -19,12 +19,12 @@ import pytest
 import researcher_kit.client as rkc
 from datasite import admin
 from datasite.client.embedded import EmbeddedSite
+from datasite.execution.sandbox import JOB_UIDS
 from tests.conftest import RESEARCHER_EMAIL, RESEARCHER_PASSWORD, setup_site
 from tests.flows import NOISY_COUNT, approve_as_owner, submit_source, wait_state
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD, create_pg_database, use_postgres
 
 pytestmark = pytest.mark.integration
-SANDBOX_UID = 65534  # nobody: the user the sandboxed child drops to
 
 TUTORIAL_STYLE = """
 def forecast(df):
@@ -68,7 +68,7 @@ def _sandboxed_processes(wait: float = 20.0) -> list[str]:
         found = [
             " ".join(p.cmdline()) or p.name()
             for p in psutil.Process().children(recursive=True)
-            if p.uids().real == SANDBOX_UID and p.status() != psutil.STATUS_ZOMBIE
+            if p.uids().real in JOB_UIDS and p.status() != psutil.STATUS_ZOMBIE
         ]
         if not found or time.monotonic() > deadline:
             return found

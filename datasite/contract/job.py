@@ -120,5 +120,6 @@ class JobResult(BaseModel):
     harness_report: dict[str, Any] = Field(default_factory=dict)
     duration_seconds: float = 0.0
     # the isolation the run actually had, e.g. ["netns", "mountns", "pidns", "chroot",
-    # "uid:65534", "rlimits"]; missing entries mean a loudly-logged opt-out was in force
+    # "uid:2000123456" (each run its own), "rlimits"]; missing entries mean a
+    # loudly-logged opt-out was in force
     isolation: list[str] = Field(default_factory=list)

@@ -4,7 +4,8 @@
   ``DaskExecutor`` (the same jobs on a Dask cluster), ``make_executor``.
 - ``worker``: the warm worker with pandas/NumPy/Polars/OpenDP/scikit-learn/diffprivlib/
   skops imported, forking one sandboxed process tree per job (``supervise``).
-- ``sandbox``: network/mount/PID namespaces, a read-only chroot jail, rlimits, uid 65534.
+- ``sandbox``: network/mount/PID namespaces, a read-only chroot jail, rlimits, a uid of
+  the run's own.
 - ``job_process``: what happens inside the jail (exec the code, call the harness).
 - ``harness``: trusted callers of the submitted function (``call_once``; the policy
   checker adds its own).

@@ -123,6 +123,7 @@ def _execute_module(code: types.CodeType) -> types.ModuleType:
 
 def _degraded_scratch(config: sandbox.SandboxConfig) -> list[str]:
     """The opt-out path: no jail, but still a private cwd, no root and the limits."""
+    config = sandbox.for_this_run(config)
     scratch = tempfile.mkdtemp(prefix="datasite-scratch-")
     if os.getuid() == 0:
         os.chown(scratch, config.uid, config.gid)

@@ -6,7 +6,7 @@ the sandbox, so the two never share an address space::
     warm worker (root, stack imported, holds no data)
       +- releaser (this module): own session, no network, reads the inputs, runs only
       |    site code (``researcher_kit.releaser.Releaser``); answers over a socket
-      +- supervisor -> init -> job process (jail, uid 65534, no inputs at all): the
+      +- supervisor -> init -> job process (jail, own uid, no inputs at all): the
            researcher's function, holding blind proxies on the other end of the socket
       (+- scan broker, on a Dask site: the releaser's partition scans run as cluster
            tasks, see ``cluster_scans``)
@@ -44,7 +44,7 @@ from datasite.execution.job_process import close_all_but
 
 log = logging.getLogger("datasite.execution")
 LEDGER_CAP = 4 * 1024**2
-RELEASER_UID = 65533  # not the sandbox's 65534: the job cannot signal or trace it
+RELEASER_UID = 65533  # not a run's (sandbox.JOB_UIDS): the job cannot signal or trace it
 EXIT_SECONDS = 10.0
 
 

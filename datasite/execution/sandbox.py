@@ -10,9 +10,9 @@ The calls happen in this order inside the forked processes (see ``worker.py``):
 3. ``enter_jail()``: a fresh tmpfs root holding read-only bind mounts of the Python
    installation, site-packages and the datasite packages only, ``/dev/null`` & co, a
    private ``/proc`` and a writable ``/scratch`` (cwd, HOME, TMPDIR); ``chroot`` into
-   it, then drop to an unprivileged uid/gid (65534) with no supplementary groups and
-   ``no_new_privs``. ``/etc``, the server's data directory and every other file of the
-   host are simply absent.
+   it, then drop to an unprivileged uid/gid of the run's own (``job_user``) with no
+   supplementary groups and ``no_new_privs``. ``/etc``, the server's data directory and
+   every other file of the host are simply absent.
 
 Python 3.11 has no ``os.unshare``/``mount``, so libc is called through ctypes. If the
 kernel refuses (not root, no CAP_SYS_ADMIN, seccomp), the run fails closed with
@@ -28,9 +28,10 @@ import importlib.util
 import logging
 import os
 import resource
+import secrets
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from datasite.contract.job import Limits
@@ -46,7 +47,13 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 
-SANDBOX_UID = 65534  # "nobody": owns no file the run could want
+#: Each run's processes run as a user of their own, drawn at random from this range (no
+#: account has these ids, so they own no file the run could want). RLIMIT_NPROC is counted
+#: per user across the host: with one shared "nobody", a fork bomb in one run left the
+#: runs beside it no threads (pyarrow's pool then hung them until their wall clock), and
+#: one run could signal to another through the count. Random, not the host's pid: that
+#: counter would tell a run how many processes the host started in between.
+JOB_UIDS = range(2_000_000_000, 2_000_000_000 + (1 << 24))
 FIRST_PARTY = ("datasite", "policies", "researcher_kit")
 DEVICES = ("null", "zero", "random", "urandom")
 OPT_OUT_ENV = "DATASITE_ALLOW_UNSANDBOXED"
@@ -72,14 +79,32 @@ class SandboxConfig:
 
     ``jail_root`` is an empty root-owned directory the tmpfs root is mounted on (inside
     the job's private mount namespace, so concurrent jobs never see each other's).
+    ``uid``/``gid`` ``None`` (the default): each run gets its own (:func:`for_this_run`).
     ``allow_unsandboxed`` is the loud opt-out for hosts where namespaces are refused.
     """
 
     jail_root: str
-    uid: int = SANDBOX_UID
-    gid: int = SANDBOX_UID
+    uid: int | None = None
+    gid: int | None = None
     allow_unsandboxed: bool = False
     readonly_paths: tuple[str, ...] = field(default_factory=lambda: default_readonly_paths())
+
+
+def job_user() -> int:
+    """A user id for one run, from :data:`JOB_UIDS`.
+
+    >>> job_user() in JOB_UIDS
+    True
+    """
+    return JOB_UIDS.start + secrets.randbelow(len(JOB_UIDS))
+
+
+def for_this_run(config: SandboxConfig) -> SandboxConfig:
+    """``config`` with a user of the run's own where it names none."""
+    if config.uid is not None:
+        return config
+    uid = job_user()
+    return replace(config, uid=uid, gid=uid)
 
 
 def opt_out_from_env() -> bool:
@@ -159,6 +184,7 @@ def _rebuild_symlink_or_bind(root: str, path: str) -> None:
 
 def enter_jail(config: SandboxConfig, scratch_bytes: int) -> list[str]:
     """Build the jail, chroot into it, drop privileges. Returns the isolation applied."""
+    config = for_this_run(config)
     root = config.jail_root
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     size = scratch_bytes + 16 * 1024**2

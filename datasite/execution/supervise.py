@@ -5,7 +5,7 @@ The process tree of a run::
     warm worker (root, stack imported)                     run_job: watches pipes + clock
       +- supervisor (own session, pdeathsig)                unshare(net, mnt, pid, ipc, uts)
            +- init: PID 1 of the job's PID namespace        reaps; its death kills the rest
-                +- job process (job_process.job_main)            jail, uid 65534, user code
+                +- job process (job_process.job_main)            jail, own uid, user code
                      +- anything the user code forks
 
 The worker reads the job's stdout/stderr (first ``LOG_CAP`` bytes kept) and its result
