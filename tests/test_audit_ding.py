@@ -189,7 +189,8 @@ def test_default_budget_is_respected() -> None:
     started = time.perf_counter()
     result = run_audit(fn, {"df": survey_table()}, time_budget=0.5, seed=0)
     assert time.perf_counter() - started < 1.0
-    assert result["seconds"] < 0.5 + 0.05  # the clock is read after every run
+    assert result["seconds"] < 0.5 + 0.25  # the clock is read after every run (a loaded
+    # machine can stall one run by a tenth of a second: CI once saw 0.595)
     assert 2 * result["trials"] >= 0.2 * result["runs"]  # the test gets a good share
 
 

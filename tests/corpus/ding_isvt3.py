@@ -8,7 +8,7 @@
 # privacy-unit: change
 # The leak needs thousands of runs per table: a policy's audit.time_budget_seconds and
 # audit.max_trials raised to these (the test's) catch it.
-# audit-budget: 20.0
+# audit-budget: 30.0
 # audit-max-trials: 40000
 # entry: common_conditions
 # epsilon: 0.5
