@@ -328,10 +328,10 @@ def test_a_run_beside_one_that_takes_all_its_processes_still_gets_threads(
     user the second run's table load (pyarrow's thread pool) hung until its wall clock."""
     bomb = executor.submit(job(data_dir, FILLS_ITS_PROCESSES,
                                limits=LIMITS.model_copy(update={"wall_seconds": 30})))  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(_run_processes()) < LIMITS.max_processes - 2:
+    full, deadline = LIMITS.max_processes - 2, time.monotonic() + 60
+    while (filled := len(_run_processes())) < full and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(_run_processes()) >= LIMITS.max_processes - 2, "the first run never filled up"
+    assert filled >= full, "the first run never filled up"
     beside = run(executor, job(data_dir, "def f(df):\n    return len(df)\n", limits=LIMITS))
     assert value_of(beside) == 2000
     assert bomb.result(timeout=120).error_type == "TimeoutError"
@@ -339,7 +339,8 @@ def test_a_run_beside_one_that_takes_all_its_processes_still_gets_threads(
 
 def _run_processes() -> list[psutil.Process]:
     """The processes of runs under this test's workers (not the root-owned init and
-    supervisor)."""
+    supervisor). By uid != 0, not by JOB_UIDS, so that the test also counts a run that
+    falls back to a shared uid."""
     return [
         child
         for worker in worker_processes()
