@@ -6,6 +6,7 @@ Real subprocesses: the console output is the point.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from datasite.client.embedded import EmbeddedSite, free_port
 from datasite.config import Settings
-from datasite.serve import banner, masked_database_url
+from datasite.serve import KEEP_ALIVE_SECONDS, banner, masked_database_url
 from tests.conftest import setup_site
 from tests.flows import approve_as_owner, submit_source, wait_state
 from tests.server import OWNER_EMAIL, OWNER_PASSWORD
@@ -63,6 +64,20 @@ def test_serve_says_where_it_listens_and_what_it_uses_then_ready(site: EmbeddedS
     assert "executor      local, 2 parallel run(s)" in log
     assert log.rstrip().splitlines()[-1] == "ready" or "\nready\n" in log, log
     assert log.index("executor") < log.index("ready")
+
+
+def test_an_idle_connection_outlives_the_clients_own_keep_alive(site: EmbeddedSite) -> None:
+    """httpx reuses an idle connection for 5 s. Had the server closed it at 5 s too, a
+    call sent at that moment met a closing socket ("Connection reset by peer")."""
+    client_keep_alive = httpx.Limits().keepalive_expiry or 0.0
+    assert KEEP_ALIVE_SECONDS > client_keep_alive
+    call = f"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1:{site.port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as conn:
+        conn.sendall(call)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(client_keep_alive + 1.0)  # idle past the moment the client may reuse it
+        conn.sendall(call)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
 
 
 def test_the_database_password_is_never_printed() -> None:
