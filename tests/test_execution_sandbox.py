@@ -334,7 +334,8 @@ def test_a_run_beside_one_that_takes_all_its_processes_still_gets_threads(
     assert filled >= full, "the first run never filled up"
     beside = run(executor, job(data_dir, "def f(df):\n    return len(df)\n", limits=LIMITS))
     assert value_of(beside) == 2000
-    assert bomb.result(timeout=120).error_type == "TimeoutError"
+    executor.cancel(bomb)  # it has filled up for as long as needed: no wait for its clock
+    assert bomb.result(timeout=120).error_type in ("Cancelled", "TimeoutError")
 
 
 def _run_processes() -> list[psutil.Process]:
