@@ -97,8 +97,9 @@ def executor_env(kind: str) -> Iterator[dict[str, str]]:
 def site(request, tmp_path_factory):  # type: ignore[no-untyped-def]
     data = tmp_path_factory.mktemp(f"runs-{request.param}")
     env = {
-        "DATASITE_RUN_CPU_SECONDS": "10",
-        "DATASITE_RUN_WALL_SECONDS": "15",
+        # the hostile runs end at these (the tutorial-style run needs about 1 s of CPU)
+        "DATASITE_RUN_CPU_SECONDS": "5",
+        "DATASITE_RUN_WALL_SECONDS": "10",
         "DATASITE_RUN_MEMORY_BYTES": str(2 * 1024**3),
         "DATASITE_NO_PROGRESS": "1",
     }
