@@ -16,6 +16,9 @@ import pyarrow.parquet as pq
 
 from datasite.contract.tables import write_upload
 
+#: A connection that broke under a call (reset, closed before the answer, a failed write).
+BROKEN_CONNECTION = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
+
 
 class DatasiteError(RuntimeError):
     """The site refused a call; ``str(error)`` is the site's own explanation.
@@ -74,7 +77,7 @@ class ApiSession:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self.http.request(method, path, **kwargs)
+            response = self._send(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise DatasiteError(0, f"Cannot reach the datasite at {self.url}: {exc}") from exc
         if response.status_code >= 400:
@@ -88,6 +91,20 @@ class ApiSession:
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one call. A read (``GET``) whose connection broke before the answer came
+        is sent once more: a reused connection may have been closed by the site or a
+        proxy as it went out, and a read changed nothing, so one broken connection need
+        not fail a notebook's wait or drop a site from a federated plan. A call that
+        changes something is never sent twice, and neither a refused connection (the site
+        is down) nor a timeout is retried."""
+        try:
+            return self.http.request(method, path, **kwargs)
+        except BROKEN_CONNECTION:
+            if method != "GET":
+                raise
+            return self.http.request(method, path, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
