@@ -5,8 +5,8 @@ Real subprocesses: the console output is the point.
 
 from __future__ import annotations
 
+import http.client
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -71,13 +71,21 @@ def test_an_idle_connection_outlives_the_clients_own_keep_alive(site: EmbeddedSi
     call sent at that moment met a closing socket ("Connection reset by peer")."""
     client_keep_alive = httpx.Limits().keepalive_expiry or 0.0
     assert KEEP_ALIVE_SECONDS > client_keep_alive
-    call = f"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1:{site.port}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", site.port), timeout=10) as conn:
-        conn.sendall(call)
-        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
+
+    def health() -> tuple[int, bytes]:
+        conn.request("GET", "/api/v1/health")
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+
+    try:
+        assert health() == (200, b'{"status":"ok"}')
+        first = conn.sock
         time.sleep(client_keep_alive + 1.0)  # idle past the moment the client may reuse it
-        conn.sendall(call)
-        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        assert health() == (200, b'{"status":"ok"}')  # the server closed it: RemoteDisconnected
+        assert conn.sock is first  # one connection, both calls
+    finally:
+        conn.close()
 
 
 def test_the_database_password_is_never_printed() -> None:
