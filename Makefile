@@ -16,7 +16,7 @@ ONE_PER_CORE := -n $(JOBS) --dist load
 # The files that hold the `timed` and `serial` tests: those runs collect only these (the
 # whole suite takes about 20 s of CPU to collect). tests/test_markers.py keeps the lists right.
 TIMED_FILES := tests/test_audit_ding.py tests/test_policies_corpus.py tests/test_policies_unit.py
-SERIAL_FILES := tests/test_audit_sandbox.py tests/test_execution_dask.py tests/test_execution_sandbox.py tests/test_federated.py
+SERIAL_FILES := tests/test_audit_sandbox.py tests/test_execution_dask.py tests/test_execution_sandbox.py
 # pytest exits 5 when a marker selects no test (the PostgreSQL run has no serial or timed test)
 NONE_IS_FINE := || [ $$? -eq 5 ]
 

@@ -129,12 +129,10 @@ def test_federated_logistic_regression_is_close_to_the_pooled_dp_model(sites) ->
     # (20 simulated plans: pooled 0.738-0.762, federated 0.717 and up, gap at most 0.029)
 
 
-#: Failed once side by side in CI (its east site dropped out in round 1, before the kill;
-#: the assertion now prints the site's record); 3 of 3 alone. Run alone. A likely cause,
-#: found at stop 29: a poll sent as the server closed its idle connection (reset by peer;
-#: see ``datasite.serve.KEEP_ALIVE_SECONDS``), which also failed this file's first test
-#: once side by side.
-@pytest.mark.serial
+#: Ran alone from stop 25 (its east site once dropped out in round 1 side by side, before the
+#: kill). Likely cause, fixed at stop 29: a poll sent as the server closed its idle
+#: connection (``datasite.serve.KEEP_ALIVE_SECONDS``; the client now also retries a broken
+#: read). Side by side with test_runs' fork bombs since: 3 of 3.
 def test_a_site_killed_mid_plan_leaves_the_others_consistent(sites) -> None:
     servers, owners, assets = sites
     the_plan = plan(epsilon=6.0)  # 3 rounds of 6 local epochs
