@@ -9,8 +9,10 @@ released value with the entry (``details["released"]``, see
 release, untouched by post-processing: it gets ``value ± half_width``, the half-width
 of the noise's central 95% interval. Anything the function changed (a ratio, a sum of
 releases, a rounded count) matches nothing and gets no bar, so a bar is never drawn
-where the kit does not know the error. Released values the function did not return are
-never kept.
+where the kit does not know the error; unless a changed value happens to equal another
+release (a count plus 1 equal to a second count: 1 run in 16 for two counts of scale
+4): it then gets that release's bar, as matching by value cannot tell the two apart.
+Released values the function did not return are never kept.
 
 >>> ledger = [{"helper": "count", "mechanism": "laplace", "epsilon": 0.5, "scale": 2.0,
 ...            "column": None, "details": {"released": 445}}]

@@ -31,7 +31,7 @@ def releases(df):
     n = dp.count(df, epsilon=0.25)
     by_gender = dp.histogram(df["gender"], epsilon=0.25, categories=["MALE", "FEMALE"])
     mean = dp.mean(df["age"], bounds=(18, 90), epsilon=0.25)
-    shifted = dp.count(df, epsilon=0.25) + 1
+    shifted = dp.count(df, epsilon=0.25) + 0.5  # changed: a half never equals a count
     return {"patients": n, "by_gender": by_gender, "mean_age": mean, "shifted": shifted}
 """
 
@@ -115,7 +115,7 @@ def test_the_request_page_draws_error_bars_on_returned_releases(released) -> Non
     assert page.status_code == 200
     block = page.text[page.text.index('id="error-bars-1"') :]
     block = block[: block.index("</div>")]
-    assert block.count("<svg") == 2  # the count and the histogram; not the mean, not n + 1
+    assert block.count("<svg") == 2  # the count and the histogram; not the mean, not shifted
     assert f"patients: {outputs['patients']:,} ± " in block
     for gender in ("MALE", "FEMALE", "(other)"):
         assert f"{gender}: {outputs['by_gender'][gender]:,} ± " in block
