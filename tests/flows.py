@@ -9,12 +9,15 @@ from typing import Any
 import researcher_kit.client as rkc
 from datasite.client.http import ApiSession
 
-#: A correct mechanism request: one Laplace release of the row count (scale 10).
+#: A correct mechanism request: one Laplace release of the row count, for epsilon 0.1 with
+#: a little room (scale 12, not 1 / 0.1 = 10): the checker's 95% audit may flag a request
+#: that spends exactly its declaration now and then, and these flows approve without the
+#: justification a flagged request needs.
 NOISY_COUNT = (
     "def noisy_count(df):\n    import opendp.prelude as dp\n"
     "    dp.enable_features('contrib')\n"
     "    m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False),"
-    " dp.absolute_distance(T=float), scale=10.0)\n"
+    " dp.absolute_distance(T=float), scale=12.0)\n"
     "    return m(float(len(df)))\n"
 )
 

@@ -19,10 +19,13 @@ from tests.test_policies_corpus import mock_table, sandbox_executor
 #: the audit finds what it finds within a wall-clock budget: run alone (`make test`)
 pytestmark = pytest.mark.serial
 
+#: A correct count for epsilon 0.5 with a little room (scale 2.2, not 1 / 0.5 = 2): at
+#: exactly its declaration the 95% audit's bound crosses 0.5 about 1 check in 550 by
+#: design (0.45 +- 0.016 at ~14,000 runs per table); here it is 0.41 +- 0.015.
 TRIVIAL = """
 def patient_count(df):
     import numpy as np
-    return float(len(df) + np.random.laplace(0.0, 2.0))
+    return float(len(df) + np.random.laplace(0.0, 2.2))
 """
 
 
@@ -47,7 +50,7 @@ def mock_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_sandboxed_audit_blocks_a_count_with_scale_epsilon(executor: Any, mock_path: str) -> None:
     declaration = {"kind": "mechanism", "epsilon": 0.5, "delta": 0.0}
-    source = TRIVIAL.replace("2.0", "0.5")  # scale epsilon instead of 1 / epsilon
+    source = TRIVIAL.replace("2.2", "0.5")  # scale epsilon instead of 1 / epsilon
     # A loaded CI machine can take the default 20 s for the sandboxed dry-run and audit;
     # this test is about what the audit finds, so its policy gives them more.
     policy = Policy(audit={"dry_run_timeout_seconds": 120.0})

@@ -125,9 +125,13 @@ def listed(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
+#: The audit at 99.9%: several correct entries spend exactly their declared epsilon
+#: (ok_laplace_count, ding_histogram), where a 95% bound crosses it now and then by design
+#: (the corpus, 1 run in 700 at 95%; none in 20,000 at 99.9%). The two entries the audit
+#: must catch showed at least 1.4 and 2.7 at 99.9% (40 audits each) against 0.25 and 0.1.
 TEST_POLICY = Policy(
     max_epsilon_per_request=2.0,
-    audit=AuditSettings(time_budget_seconds=0.6, dry_run_timeout_seconds=4.0),
+    audit=AuditSettings(time_budget_seconds=0.6, dry_run_timeout_seconds=4.0, confidence=0.999),
 )
 CASES = sorted(CORPUS.glob("*.py"))
 
