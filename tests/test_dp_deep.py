@@ -58,9 +58,18 @@ def test_training_stops_at_the_declared_epsilon_and_the_odometer_refuses_more() 
     assert model(torch.zeros(3, 2)).shape == (3, 1)
 
 
-def test_the_noise_is_fitted_to_epsilon_and_the_model_learns() -> None:
+def test_the_noise_is_fitted_to_epsilon_and_the_model_learns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+    import secrets
+
     import torch
 
+    # The noise and the batches are drawn from seeds of ``secrets``: fixed here, so that
+    # the accuracy is one known draw (0.98), not one of a spread whose tail crosses 0.9
+    # (1 training in 480 did, with fresh seeds).
+    monkeypatch.setattr(secrets, "randbits", random.Random(0).getrandbits)
     data = table(2000)
     with dp.track() as spent:
         result = dp.train_torch(
@@ -74,7 +83,7 @@ def test_the_noise_is_fitted_to_epsilon_and_the_model_learns() -> None:
     model = deep.load_model(result)
     guess = model(torch.tensor(data[["a", "b"]].to_numpy(), dtype=torch.float32)) > 0
     accuracy = (guess.numpy().ravel() == data["y"].to_numpy().astype(bool)).mean()
-    assert accuracy > 0.9  # 0.97-0.99 measured
+    assert accuracy > 0.9  # 0.98 with these seeds; 0.97-0.99 with most others
 
 
 def test_a_plan_that_cannot_fit_is_refused_before_the_data_is_read() -> None:
