@@ -129,7 +129,7 @@ def test_the_partitioned_release_has_the_single_process_distribution(frame, part
     single = [dp.sum(whole, bounds=(0, 100), epsilon=0.05) for _ in range(600)]
     split = [dp.sum(parts.column("age"), bounds=(0, 100), epsilon=0.05) for _ in range(600)]
     assert stats.ks_2samp(single, split).pvalue > 1e-6
-    assert abs(np.mean(split) - np.clip(whole, 0, 100).sum()) < 4 * 2000 / np.sqrt(600) * 1.5
+    assert abs(np.mean(split) - np.clip(whole, 0, 100).sum()) < 4 * 2000 / np.sqrt(len(split)) * 1.5
     with dp.track() as spent:
         dp.mean(parts.column("income"), bounds=(0.0, 100.0), epsilon=0.3)
     assert [e.helper for e in spent.entries] == ["mean"] and spent.epsilon == pytest.approx(0.3)
