@@ -8,8 +8,10 @@ code there. The certificates here come from ``openssl`` (``Security.temporary`` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -32,29 +34,59 @@ ROOT = Path(__file__).resolve().parent.parent
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def make_certificates(folder: Path) -> dict[str, str]:
+def make_certificates(folder: Path, prefix: str = "") -> dict[str, str]:
     """A CA, and one certificate it signed (for scheduler, workers and the site)."""
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
 
+    ca, node = f"{prefix}ca", f"{prefix}node"
     openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem",
+        "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
     )  # fmt: skip
     openssl(
         "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=dask",
-        "-keyout", "node.key", "-out", "node.csr",
+        "-keyout", f"{node}.key", "-out", f"{node}.csr",
     )  # fmt: skip
     openssl(
-        "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "1", "-out", "node.pem",
+        "x509", "-req", "-in", f"{node}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-days", "1", "-out", f"{node}.pem",
     )  # fmt: skip
     return {
-        "ca": str(folder / "ca.pem"),
-        "cert": str(folder / "node.pem"),
-        "key": str(folder / "node.key"),
+        "ca": str(folder / f"{ca}.pem"),
+        "cert": str(folder / f"{node}.pem"),
+        "key": str(folder / f"{node}.key"),
     }
+
+
+def scheduler_identity(address: str, context: ssl.SSLContext | None) -> dict:
+    """Ask the scheduler who it is over Dask's own comm layer, as any client's first call.
+
+    A ``distributed.Client`` cannot be used to show a refusal: given no client certificate
+    it builds no TLS context and fails on its own side before it connects, and a Client
+    whose start failed can hang in its finaliser. Every step here is bounded.
+    """
+    from distributed.comm import connect
+
+    async def ask() -> dict:
+        comm = await connect(address, timeout=10, ssl_context=context)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await asyncio.wait_for(comm.read(), 10)
+        finally:
+            comm.abort()
+
+    return asyncio.run(ask())
+
+
+def client_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    """A TLS client that trusts ``ca``, with a client certificate or none."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.check_hostname = False  # the certificates name no host (as Dask's own)
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 @pytest.mark.parametrize(
@@ -95,7 +127,8 @@ def test_the_tls_settings_come_from_the_environment(
 def test_jobs_run_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
+    from distributed.comm import CommClosedError
     from distributed.security import Security
 
     certs = make_certificates(tmp_path)
@@ -136,14 +169,21 @@ def test_jobs_run_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
         assert result.ok, (result.error_type, result.error_detail)
         assert decode_result(result.manifest, result.blobs) == 1
 
-        # no client certificate: the scheduler does not let it in
-        anonymous = Security(require_encryption=True, tls_ca_file=certs["ca"])
-        with pytest.raises(Exception):  # noqa: B017, PT011 - TLS handshake or timeout
-            Client(address, security=anonymous, timeout="5s", set_as_default=False)
-        # and plain TCP to the TLS port gets nowhere either
-        plain = address.replace("tls://", "tcp://")
-        with pytest.raises(Exception):  # noqa: B017, PT011
-            Client(plain, timeout="5s", set_as_default=False)
+        # The same first call three ways: with the cluster's certificate it is answered
+        # (so the refusals below are the scheduler's, not the probe's) ...
+        member = client_context(certs["ca"], certs["cert"], certs["key"])
+        assert scheduler_identity(address, member)["type"] == "Scheduler"
+        # ... without a client certificate, or with one another CA signed, it is refused
+        stranger = make_certificates(tmp_path, prefix="other-")
+        for context in (
+            client_context(certs["ca"]),
+            client_context(certs["ca"], stranger["cert"], stranger["key"]),
+        ):
+            with pytest.raises((CommClosedError, OSError, asyncio.TimeoutError)):
+                scheduler_identity(address, context)
+        # ... and plain TCP to the TLS port gets nowhere either
+        with pytest.raises((CommClosedError, OSError, asyncio.TimeoutError)):
+            scheduler_identity(address.replace("tls://", "tcp://"), None)
     with pytest.raises(InsecureScheduler, match="does not exist"):
         dask_security(str(tmp_path / "missing.pem"), certs["cert"], certs["key"])
 
