@@ -80,13 +80,9 @@ def scheduler_identity(address: str, context: ssl.SSLContext | None) -> dict:
     return asyncio.run(ask())
 
 
-def client_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-    """A TLS client that trusts ``ca``, with a client certificate or none."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
-    context.check_hostname = False  # the certificates name no host (as Dask's own)
-    if cert:
-        context.load_cert_chain(cert, key)
-    return context
+def site_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """The TLS context the site itself connects with (:func:`dask_security`)."""
+    return dask_security(ca, cert, key).get_connection_args("client")["ssl_context"]
 
 
 @pytest.mark.parametrize(
@@ -169,16 +165,16 @@ def test_jobs_run_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
         assert result.ok, (result.error_type, result.error_detail)
         assert decode_result(result.manifest, result.blobs) == 1
 
-        # The same first call three ways: with the cluster's certificate it is answered
+        # The same first call four ways: with the site's own credentials it is answered
         # (so the refusals below are the scheduler's, not the probe's) ...
-        member = client_context(certs["ca"], certs["cert"], certs["key"])
+        member = site_context(certs["ca"], certs["cert"], certs["key"])
         assert scheduler_identity(address, member)["type"] == "Scheduler"
-        # ... without a client certificate, or with one another CA signed, it is refused
+        # ... without a client certificate (Dask's Security builds no context for that, so
+        # it is built here), or with one another CA signed, it is refused ...
+        anonymous = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=certs["ca"])
+        anonymous.check_hostname = False  # the certificates name no host, as in Dask's own
         stranger = make_certificates(tmp_path, prefix="other-")
-        for context in (
-            client_context(certs["ca"]),
-            client_context(certs["ca"], stranger["cert"], stranger["key"]),
-        ):
+        for context in (anonymous, site_context(certs["ca"], stranger["cert"], stranger["key"])):
             with pytest.raises((CommClosedError, OSError, asyncio.TimeoutError)):
                 scheduler_identity(address, context)
         # ... and plain TCP to the TLS port gets nowhere either
