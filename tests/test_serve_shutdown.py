@@ -68,8 +68,9 @@ def ctrl_c(server: EmbeddedSite, timeout: float = 120) -> str:
     return server.log()
 
 
-def runs_in_sandbox(server: EmbeddedSite, count: int, timeout: float = 120) -> None:
-    """Wait until ``count`` sandbox workers have a job's processes under them."""
+def runs_in_sandbox(server: EmbeddedSite, count: int, timeout: float = 120) -> list[psutil.Process]:
+    """Wait until ``count`` sandbox workers have a job's processes under them; returns
+    the workers and every process under them."""
     assert server.process is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,7 +80,7 @@ def runs_in_sandbox(server: EmbeddedSite, count: int, timeout: float = 120) -> N
             if "datasite.execution.worker" in " ".join(p.cmdline())
         ]
         if sum(1 for w in workers if w.children()) >= count:
-            return
+            return [p for w in workers for p in (w, *w.children(recursive=True))]
         time.sleep(0.2)
     raise AssertionError(f"{count} run(s) did not reach the sandbox:\n{server.log()[-3000:]}")
 
@@ -179,8 +180,12 @@ def test_kill_9_mid_run_fails_it_at_restart_without_a_double_charge(tmp_path: Pa
         )
         approve_as_owner(owner.session, request_id)
         assert spent(owner) == pytest.approx(1.0)  # two runs reserved
-        runs_in_sandbox(server, 1)
+        sandbox = runs_in_sandbox(server, 1)
         server.kill()
+        # The workers notice their site is gone: the run on the private data is stopped
+        # at once, not left to sleep out its 300 s with no one to take its result.
+        _, left = psutil.wait_procs(sandbox, timeout=30)
+        assert not left, [(p.pid, p.status()) for p in left]
 
         server.start()
         assert f"request {request_id} run 1 was in flight when the datasite stopped" in (

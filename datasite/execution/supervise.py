@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import selectors
 import signal
 import time
@@ -37,6 +38,7 @@ LOG_CAP = 1024**2
 HEADER_ALLOWANCE = 4 * 1024**2  # result JSON (traceback, report) on top of the blobs
 DRAIN_SECONDS = 5.0
 STREAMS = ("stdout", "stderr", "result", "control")
+HANGUP = "hangup"  # the worker's channel to its executor, watched during a run
 CANCELLED = (
     "The datasite was stopped while this run was in flight; the run was cancelled "
     "before it finished."
@@ -169,13 +171,24 @@ def clear_cancel() -> None:
     _cancel_requested = False
 
 
-def _watch(watch: _Watch, readers: dict[str, int], wall_seconds: float) -> None:
+def _hung_up(fd: int) -> bool:
+    """Whether every writer of pipe ``fd`` has closed it (read nothing from it)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLHUP)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
+
+
+def _watch(
+    watch: _Watch, readers: dict[str, int], wall_seconds: float, hangup: int | None = None
+) -> None:
     deadline = time.monotonic() + wall_seconds
     killed = False
     with selectors.DefaultSelector() as selector:
         for name, fd in readers.items():
             selector.register(fd, selectors.EVENT_READ, name)
-        while selector.get_map():
+        if hangup is not None:
+            selector.register(hangup, selectors.EVENT_READ, HANGUP)
+        while len(selector.get_map()) > (hangup is not None):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if killed:
@@ -185,6 +198,11 @@ def _watch(watch: _Watch, readers: dict[str, int], wall_seconds: float) -> None:
                 deadline = time.monotonic() + DRAIN_SECONDS
                 continue
             for key, _ in selector.select(remaining):
+                if key.data == HANGUP:  # the executor is gone, or spoke out of turn
+                    selector.unregister(key.fd)
+                    if _hung_up(key.fd):
+                        cancel_current()
+                    continue
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     selector.unregister(key.fd)
@@ -215,12 +233,17 @@ def _reap(watch: _Watch) -> None:
     watch.status = os.waitpid(pid, 0)[1]
 
 
-def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
+def run_job(spec: JobSpec, config: sandbox.SandboxConfig, hangup: int | None = None) -> JobResult:
     """Run ``spec`` in a fresh sandboxed process tree and return what came back.
 
     A data-blind job gets a releaser process first (``releasing``): the job process
     receives one end of its socket and no input at all, and the run's spend is the
     releaser's ledger, not anything the job says.
+
+    ``hangup`` is the read end of the pipe the worker's orders arrive on. When its
+    writer closes it during the run (the site was killed: ``kill -9`` sends no SIGUSR1),
+    the run is cancelled at once: no one is left to take its result, and it must not
+    go on working on the private data until its wall clock runs out.
     """
     started = time.monotonic()
     releaser = start_releaser(spec) if spec.kind.data_blind else None
@@ -251,7 +274,8 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig) -> JobResult:
     try:
         if _cancel_requested:
             cancel_current()
-        _watch(watch, {name: r for name, (r, _) in pipes.items()}, spec.limits.wall_seconds)
+        readers = {name: r for name, (r, _) in pipes.items()}
+        _watch(watch, readers, spec.limits.wall_seconds, hangup)
     finally:
         _current = None
         _reap(watch)

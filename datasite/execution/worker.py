@@ -17,7 +17,8 @@ Protocol on stdin/stdout (``wire`` messages, no pickle):
 SIGUSR1 cancels the job in progress (``supervise.cancel_current``): the worker still
 answers, with a ``Cancelled`` result that carries the releaser's ledger.
 
-The worker exits when stdin closes. It must run as root (namespaces, chroot, setuid)
+The worker exits when stdin closes; when it closes during a job (the site was killed),
+the job is cancelled first. It must run as root (namespaces, chroot, setuid)
 unless ``DATASITE_ALLOW_UNSANDBOXED=1`` is set.
 """
 
@@ -151,7 +152,7 @@ def serve(channel_in: IO[bytes], channel_out: IO[bytes], config: SandboxConfig) 
         spec = JobSpec.model_validate(header["spec"])
         try:
             load_for(spec.source)
-            result = run_job(spec, config)
+            result = run_job(spec, config, hangup=channel_in.fileno())
         except Exception as exc:  # the worker itself failed: report it, keep serving
             log.exception("job %s failed in the worker", spec.job_id)
             result = JobResult(
@@ -162,7 +163,11 @@ def serve(channel_in: IO[bytes], channel_out: IO[bytes], config: SandboxConfig) 
                 error_detail=repr(exc),
                 touched_data=True,
             )
-        write_message(channel_out, *result_message(result))
+        try:
+            write_message(channel_out, *result_message(result))
+        except BrokenPipeError:
+            log.warning("the executor is gone: job %s's result was not delivered", spec.job_id)
+            return
         clear_cancel()
 
 
