@@ -10,6 +10,10 @@
 # forbid-rules: no_mechanism, raw_output
 # audit: violation
 # audit-budget: 8.0
+# The best event is a low value (every count noisy-low), rare: at 20,000 fresh runs per
+# table the event chosen was sometimes a worse one (0.36 and 0.48 against 0.5 in 2 of
+# ~30 audits); at 40,000 the least of 20 was 0.80 (the 8 s still suffice here).
+# audit-max-trials: 40000
 import numpy as np
 
 CONDITIONS = ["asthma", "diabetes", "copd", "obesity", "hypertension"]
