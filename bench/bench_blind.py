@@ -4,8 +4,9 @@
   and the function calls ``rk.dp.mean`` on the DataFrame itself.
 - ``data_blind``: the same ``rk.dp.mean`` on a blind frame: the sandbox holds no data,
   the releaser process reads the one column and releases the mean. It includes the
-  release quantum (the releaser's start and each answer that reads the data wait for
-  the next multiple of 50 ms, so release latency is no clock on the table's size).
+  release quantum (each answer that reads the data waits for the next multiple of
+  50 ms, so release latency is no clock on the table's size). The job names the public
+  schema as the site's do, so the releaser's start reads nothing and is not held.
 - ``data_blind_no_quantum``: the same without the quantum, to show what the padding costs.
 
 Every run is a full sandbox job through ``LocalExecutor`` (fork, namespaces, jail);
@@ -29,7 +30,10 @@ import numpy as np
 import pandas as pd
 
 from datasite.contract.job import JobSpec, Limits, RequestKind
+from datasite.db.models import Asset
 from datasite.execution.executor import LocalExecutor
+from datasite.runs import public_schema
+from datasite.store.assets import describe_table
 
 RESULTS = Path(__file__).parent / "results" / "blind.json"
 MEAN = """
@@ -64,8 +68,10 @@ def main() -> None:
     path = folder / "real.parquet"
     table(args.rows, path)
     path.chmod(0o644)
+    # the site's job names the asset's public columns: the releaser's start reads nothing
+    schemas = {"df": public_schema(Asset(columns=describe_table(path)[0]))}
     base = JobSpec(job_id="b", source=MEAN, entry="mean_age", inputs={"df": str(path)},
-                   epsilon=1.0, limits=Limits(wall_seconds=120))  # fmt: skip
+                   schemas=schemas, epsilon=1.0, limits=Limits(wall_seconds=120))  # fmt: skip
     paths = {
         "in_process": base.model_copy(update={"kind": RequestKind.MECHANISM}),
         "data_blind": base.model_copy(update={"kind": RequestKind.BLIND}),

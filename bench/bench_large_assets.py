@@ -7,7 +7,8 @@ batch into one Parquet file, then:
   the file streams over HTTP, the site stores it as partitions of 1M rows.
 - ``local``: the approved run step of a data-blind ``rk.dp.mean(df["hours"])`` on the
   stored partitions, a full sandbox job through ``LocalExecutor`` (releaser process,
-  jailed job, release quantum) with a 2 GiB run memory limit. ``peak_rss_mb`` is the
+  jailed job, release quantum) with a 2 GiB run memory limit; the job names the asset's
+  public columns as the site's jobs do (``datasite.runs.job_for``). ``peak_rss_mb`` is the
   largest peak RSS (``VmHWM``) of the run's processes (releaser and job), sampled every
   10 ms from ``/proc`` in one more run after the timed ones (the sampler's CPU would
   slow the timed runs on 2 cores).
@@ -143,12 +144,18 @@ class PeakRss:
 
 def sandbox_run(executor: Any, folder: str, source: str, kind: str, sample: bool,
                 pids: frozenset = frozenset()) -> dict:  # fmt: skip
+    from datasite.db.models import Asset
     from datasite.execution.releasing import RELEASER_UID
     from datasite.execution.sandbox import JOB_UIDS
+    from datasite.runs import public_schema
+    from datasite.store.assets import describe_table
 
     limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
+    # as the site's jobs do, name the asset's public columns (the releaser reads none)
+    first = min(Path(folder).glob("part-*.parquet"))
+    schemas = {"df": public_schema(Asset(columns=describe_table(first)[0]))}
     spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
-                   inputs={"df": folder}, epsilon=1.0, limits=limits)  # fmt: skip
+                   inputs={"df": folder}, schemas=schemas, epsilon=1.0, limits=limits)  # fmt: skip
     with PeakRss(lambda uid: uid == RELEASER_UID or uid in JOB_UIDS, pids,
                  active=sample) as peak:  # fmt: skip
         started = time.perf_counter()

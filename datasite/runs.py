@@ -93,6 +93,15 @@ WITHHELD = (
 )
 
 
+def public_schema(asset: Asset) -> dict[str, str]:
+    """The asset's columns as its runs' releasers answer them: the mock's, name -> type.
+
+    >>> public_schema(Asset(columns=[{"name": "age", "dtype": "int64"}]))
+    {'age': 'int64'}
+    """
+    return {column["name"]: column["dtype"] for column in asset.columns}
+
+
 def job_for(
     request: CodeRequest,
     assets: dict[str, Asset],
@@ -113,6 +122,7 @@ def job_for(
         kind=kind,
         harness=RECORDING_HARNESS if kind is RequestKind.MECHANISM else DEFAULT_HARNESS,
         inputs={arg: str(store.path(assets[arg].real_path)) for arg in request.bindings},
+        schemas={a: public_schema(assets[a]) for a in request.bindings if assets[a].columns},
         epsilon=request.epsilon,
         delta=request.delta,
         context=ContextOptions(**request.context_options),

@@ -82,7 +82,11 @@ TableSource = str | Path | BinaryIO | PartitionedTable | pd.DataFrame
 
 
 class Releaser:
-    """Answers :class:`ReleaseCall` s on ``tables`` within ``(epsilon, delta)``."""
+    """Answers :class:`ReleaseCall` s on ``tables`` within ``(epsilon, delta)``.
+
+    ``schemas`` gives tables' public columns (name -> Arrow type, the mock's): those are
+    answered and checked against without opening the table; the others' are read from it.
+    """
 
     def __init__(
         self,
@@ -93,6 +97,7 @@ class Releaser:
         queries: int = 1,
         max_contributions: int = 1,
         mapper: Mapper | None = None,
+        schemas: Mapping[str, dict[str, str]] | None = None,
     ) -> None:
         self.tables = {
             name: PartitionedTable.from_folder(source, mapper)
@@ -106,7 +111,7 @@ class Releaser:
         self.max_contributions = max_contributions
         self.spent = SpendLog()
         self._contexts: dict[str, Any] = {}
-        self._schemas: dict[str, dict[str, str]] = {}
+        self._schemas = {name: dict(s) for name, s in (schemas or {}).items() if name in tables}
 
     # -- the public schema ---------------------------------------------------------------
 

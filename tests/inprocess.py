@@ -131,6 +131,7 @@ def _blind_inputs(spec: JobSpec) -> tuple[Any, dict[str, Any]]:
         spec.delta,
         queries=spec.context.queries,
         max_contributions=spec.context.max_contributions,
+        schemas=spec.schemas,
     )
     schemas = {name: releaser.schema(name) for name in spec.inputs}
     context = spec.kind.name == "CONTEXT"

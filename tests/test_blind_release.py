@@ -246,6 +246,56 @@ def test_release_latency_is_a_multiple_of_the_quantum_and_the_schema_is_not(  # 
 
 @pytest.mark.integration
 @pytest.mark.one_database
+def test_a_start_given_the_public_schema_reads_no_private_file_and_is_not_held(  # type: ignore[no-untyped-def]
+    executor, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The site's jobs carry their inputs' public schemas (the mock's columns): the
+    releaser answers the schema from them, so its start opens nothing it reads and needs
+    no hold. Shown with an input that is not Parquet at all: the job starts at once and
+    gets the public schema, and the first release, which reads the file, fails with the
+    generic error a whole quantum after it was asked (held as every answer is)."""
+    folder = tmp_path_factory.mktemp("corrupt")
+    folder.chmod(0o755)
+    path = folder / "real.parquet"
+    path.write_bytes(b"not parquet: %d" % SECRET)
+    path.chmod(0o644)
+    public = {"age": "int64", "salary": "int64"}
+    source = textwrap.dedent(
+        """
+        import time
+        from datasite.contract.release import ReleaseCall
+        from researcher_kit import dp
+
+        EXECUTED = time.perf_counter()  # before the job asks for its inputs' schemas
+
+        def f(df):
+            entered = time.perf_counter() - EXECUTED
+            started = time.perf_counter()
+            schema = df.channel.call(ReleaseCall(op="schema", table="df"))
+            schema_s = time.perf_counter() - started
+            started = time.perf_counter()
+            try:
+                dp.count(df, epsilon=0.2)
+                error = None
+            except Exception as exc:
+                error = str(exc)
+            return entered, schema, schema_s, error, time.perf_counter() - started
+        """
+    )
+    spec = JobSpec(job_id="public-schema", source=source, entry="f", kind=RequestKind.BLIND,
+                   inputs={"df": str(path)}, schemas={"df": public}, epsilon=1.0,
+                   limits=Limits(wall_seconds=60, release_quantum_seconds=1.0))  # fmt: skip
+    result = executor.submit(spec).result()
+    assert result.ok, (result.error_type, result.error_detail)
+    entered, schema, schema_s, error, latency = decode_result(result.manifest, result.blobs)
+    assert entered < 0.5 and schema_s < 0.2, (entered, schema_s)  # no 1 s hold at the start
+    assert schema == public
+    assert error is not None and "ReleaseFailed" in error and str(SECRET) not in error
+    assert latency >= 1.0 and abs(latency - round(latency)) < 0.2, latency
+
+
+@pytest.mark.integration
+@pytest.mark.one_database
 def test_a_blind_job_holds_no_input_and_its_spend_is_the_releasers(executor, real_path) -> None:  # type: ignore[no-untyped-def]
     source = textwrap.dedent(
         """

@@ -158,3 +158,32 @@ def test_a_request_with_runs_left_asks_the_site_for_its_latest_run(study_clients
     with counting_calls(researcher.session) as calls:
         assert first.result() == second_value != first_value
     assert f"/api/v1/requests/{request_id}/result" in calls
+
+
+def test_a_blind_runs_releaser_is_given_the_assets_public_columns(  # type: ignore[no-untyped-def]
+    study_clients, inprocess_site, monkeypatch
+) -> None:
+    """The site's job names each input's public columns (the asset's, the mock's), so the
+    releaser answers the schema without opening the real table (see test_blind_release)."""
+    from sqlalchemy import select
+
+    from datasite.db.models import Asset
+
+    owner, researcher = study_clients
+    specs = []
+    submit = inprocess_site.executor.submit
+    monkeypatch.setattr(inprocess_site.executor, "submit", lambda s: specs.append(s) or submit(s))
+    source = (
+        "from researcher_kit import dp\n"
+        "def f(df):\n"
+        "    return sorted(df.dtypes.items()), dp.count(df, epsilon=0.1)\n"
+    )
+    request_id = submit_source(researcher.session, source, "f", epsilon=0.1, kind="blind")
+    researcher.request(request_id).wait(until=("checked",))
+    owner.session.post(f"/requests/{request_id}/approve", json={})
+    seen, _ = researcher.request(request_id).result()
+    with inprocess_site.site.sessions() as db:
+        columns = db.scalar(select(Asset.columns).where(Asset.name == "pings"))
+    public = {c["name"]: c["dtype"] for c in columns}
+    assert [spec.schemas for spec in specs] == [{"df": public}]
+    assert [tuple(pair) for pair in seen] == sorted(public.items())

@@ -74,6 +74,12 @@ class JobSpec(BaseModel):
     entry: str
     kind: RequestKind = RequestKind.MECHANISM
     inputs: dict[str, str]
+    #: The public columns of each input (name -> Arrow type): the mock's, which the
+    #: upload checked equal to the real table's. A data-blind job's releaser answers the
+    #: schema from them, so its start reads no private file and is not held to the
+    #: release quantum; an input missing here has its schema read during the start,
+    #: which is then held (see ``datasite.execution.releasing``).
+    schemas: dict[str, dict[str, str]] = Field(default_factory=dict)
     epsilon: float = Field(ge=0)
     delta: float = Field(default=0.0, ge=0, le=1)
     context: ContextOptions = Field(default_factory=ContextOptions)

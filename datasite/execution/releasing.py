@@ -13,10 +13,11 @@ the sandbox, so the two never share an address space::
 
 The releaser keeps the odometer, so the job can never spend more than declared, and its
 ledger (what it released, at what cost) is what the worker reports as the run's spend:
-the researcher's code cannot write it. Its start and each answer that reads the data
-wait for the next multiple of ``Limits.release_quantum_seconds``, so release latency is
-not a clock on the table's size or values; the public schemas, read during the start,
-are answered at once.
+the researcher's code cannot write it. Each answer that reads the data waits for the
+next multiple of ``Limits.release_quantum_seconds``, so release latency is not a clock on
+the table's size or values. The public schemas are answered at once: the site's job gives
+them (the mock's columns), so the start reads no private file and needs no hold; a
+schema the spec lacks is read during the start, which is then held to the quantum too.
 When the socket closes (the job ended, however it ended) the releaser sends its ledger
 and exits.
 """
@@ -219,14 +220,19 @@ def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int, scans: int | None) ->
             spec.delta,
             queries=spec.context.queries,
             max_contributions=spec.context.max_contributions,
+            schemas=spec.schemas,
         )
         stream = socket.socket(fileno=fd).makefile("rwb", buffering=0)
         quantum = spec.limits.release_quantum_seconds
-        # The public schemas (the mock's columns and types) are read now, and the start
-        # is held to the quantum as every answer is: the job asks for them first, and
-        # answered from memory they need no quantum of their own (one less per run).
-        ready = _read_schemas(releaser, spec.inputs)
-        _hold(born, quantum)
+        # The job asks for the public schemas first, answered from memory. The spec's
+        # (the mock's) need nothing read, so a start that has them touched no private
+        # byte and is not held. Any other is read from the input now, and the start is
+        # then held to the quantum as every answer is (no clock on the file's opening).
+        unknown = {name: path for name, path in spec.inputs.items() if name not in spec.schemas}
+        ready = set(spec.inputs) - set(unknown)
+        if unknown:
+            ready |= _read_schemas(releaser, unknown)
+            _hold(born, quantum)
         while True:
             try:
                 header, _ = read_message(stream)
