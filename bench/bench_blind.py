@@ -30,10 +30,8 @@ import numpy as np
 import pandas as pd
 
 from datasite.contract.job import JobSpec, Limits, RequestKind
-from datasite.db.models import Asset
 from datasite.execution.executor import LocalExecutor
-from datasite.runs import public_schema
-from datasite.store.assets import describe_table
+from datasite.store.assets import column_types, describe_table
 
 RESULTS = Path(__file__).parent / "results" / "blind.json"
 MEAN = """
@@ -69,7 +67,7 @@ def main() -> None:
     table(args.rows, path)
     path.chmod(0o644)
     # the site's job names the asset's public columns: the releaser's start reads nothing
-    schemas = {"df": public_schema(Asset(columns=describe_table(path)[0]))}
+    schemas = {"df": column_types(describe_table(path)[0])}
     base = JobSpec(job_id="b", source=MEAN, entry="mean_age", inputs={"df": str(path)},
                    schemas=schemas, epsilon=1.0, limits=Limits(wall_seconds=120))  # fmt: skip
     paths = {

@@ -144,16 +144,14 @@ class PeakRss:
 
 def sandbox_run(executor: Any, folder: str, source: str, kind: str, sample: bool,
                 pids: frozenset = frozenset()) -> dict:  # fmt: skip
-    from datasite.db.models import Asset
     from datasite.execution.releasing import RELEASER_UID
     from datasite.execution.sandbox import JOB_UIDS
-    from datasite.runs import public_schema
-    from datasite.store.assets import describe_table
+    from datasite.store.assets import column_types, describe_table
 
     limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
     # as the site's jobs do, name the asset's public columns (the releaser reads none)
     first = min(Path(folder).glob("part-*.parquet"))
-    schemas = {"df": public_schema(Asset(columns=describe_table(first)[0]))}
+    schemas = {"df": column_types(describe_table(first)[0])}
     spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
                    inputs={"df": folder}, schemas=schemas, epsilon=1.0, limits=limits)  # fmt: skip
     with PeakRss(lambda uid: uid == RELEASER_UID or uid in JOB_UIDS, pids,

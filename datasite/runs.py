@@ -28,6 +28,7 @@ from datasite.db.statements import show_written
 from datasite.disclosure import review_outputs
 from datasite.errors import NotFound
 from datasite.execution.outcome import shown_error_type
+from datasite.store.assets import column_types
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -93,15 +94,6 @@ WITHHELD = (
 )
 
 
-def public_schema(asset: Asset) -> dict[str, str]:
-    """The asset's columns as its runs' releasers answer them: the mock's, name -> type.
-
-    >>> public_schema(Asset(columns=[{"name": "age", "dtype": "int64"}]))
-    {'age': 'int64'}
-    """
-    return {column["name"]: column["dtype"] for column in asset.columns}
-
-
 def job_for(
     request: CodeRequest,
     assets: dict[str, Asset],
@@ -122,7 +114,7 @@ def job_for(
         kind=kind,
         harness=RECORDING_HARNESS if kind is RequestKind.MECHANISM else DEFAULT_HARNESS,
         inputs={arg: str(store.path(assets[arg].real_path)) for arg in request.bindings},
-        schemas={a: public_schema(assets[a]) for a in request.bindings if assets[a].columns},
+        schemas={a: column_types(assets[a].columns) for a in request.bindings if assets[a].columns},
         epsilon=request.epsilon,
         delta=request.delta,
         context=ContextOptions(**request.context_options),

@@ -151,8 +151,9 @@ def publish_private_text(
 def require_text_column(asset: Any, column: str) -> None:
     """``Invalid`` unless ``column`` is a text column of ``asset`` (an ORM ``Asset``)."""
     from datasite.errors import Invalid
+    from datasite.store.assets import column_types
 
-    types = {c["name"]: c["dtype"] for c in asset.columns}
+    types = column_types(asset.columns)
     if column not in types:
         known = ", ".join(types)
         raise Invalid(f"Asset {asset.name!r} has no column {column!r}; its columns: {known}.")

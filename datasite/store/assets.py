@@ -63,14 +63,23 @@ def describe_table(path: Path) -> tuple[list[dict[str, str]], int]:
     return columns, meta.num_rows
 
 
+def column_types(columns: list[dict[str, str]]) -> dict[str, str]:
+    """Column name -> Arrow type, from the column list :func:`describe_table` gives (and
+    an ``Asset`` keeps): the public schema a run's releaser answers.
+
+    >>> column_types([{"name": "age", "dtype": "int64"}, {"name": "city", "dtype": "string"}])
+    {'age': 'int64', 'city': 'string'}
+    """
+    return {c["name"]: c["dtype"] for c in columns}
+
+
 def schema_mismatches(real: list[dict[str, str]], mock: list[dict[str, str]]) -> list[str]:
     """Human-readable differences between the real and the mock table's columns.
 
     >>> schema_mismatches([{"name": "age", "dtype": "int64"}], [{"name": "age", "dtype": "double"}])
     ["column 'age' is int64 in the real table but double in the mock"]
     """
-    real_types = {c["name"]: c["dtype"] for c in real}
-    mock_types = {c["name"]: c["dtype"] for c in mock}
+    real_types, mock_types = column_types(real), column_types(mock)
     problems = [
         f"column '{n}' is only in the real table" for n in real_types if n not in mock_types
     ]
