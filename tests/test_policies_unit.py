@@ -242,7 +242,9 @@ def test_the_audits_runs_travel_as_binary_blobs_not_in_the_message_header() -> N
     def count(df: pd.DataFrame) -> list[float]:
         return [len(df) + np.random.laplace(0.0, 10.0), np.random.laplace(0.0, 10.0)]
 
-    payload = dp_audit.audit_call(count, {"df": table()}, spec(time_budget=0.3, max_trials=5000))
+    # 1 s, not 0.3: the run count follows the clock, and beside the other suite's tests
+    # 0.3 s gave 1,867 runs (6,000 idle); with 1 s the fresh runs stop at max_trials.
+    payload = dp_audit.audit_call(count, {"df": table()}, spec(time_budget=1.0, max_trials=5000))
     manifest, blobs = encode_result(payload)
     runs = len(payload["test_base"]) + len(payload["screen_base"])
     assert runs > 2000 and len(json.dumps(manifest)) < 8_000 < 2 * 8 * runs
