@@ -12,7 +12,7 @@ unexport PYTHONDONTWRITEBYTECODE
 # the few that look at every process on the machine or time a whole check (`serial`).
 JOBS ?= 2
 PARALLEL := -n $(JOBS) --dist loadscope
-ONE_PER_CORE := -n $(JOBS) --dist load
+ONE_PER_CORE := -n $(JOBS) --dist load --maxschedchunk 1
 # The files that hold the `timed` and `serial` tests: those runs collect only these (the
 # whole suite takes about 20 s of CPU to collect). tests/test_markers.py keeps the lists right.
 TIMED_FILES := tests/test_audit_ding.py tests/test_policies_corpus.py tests/test_policies_unit.py
