@@ -18,8 +18,9 @@ batch into one Parquet file, then:
   threads (peak: that process's ``VmHWM``, reset before each run; it includes the
   process's imports).
 - ``dask`` / ``dask-threads``: the same release with the partitions scanned on a 2-worker
-  ``dask.distributed.LocalCluster`` of separate worker processes / of threads (peak: the
-  largest of the releaser's process and the workers').
+  ``dask.distributed.LocalCluster`` of separate worker processes / of threads started in
+  the releaser's own fresh process (peak: the largest of the releaser's process and the
+  workers').
 - ``dask-site``: the site's own path on that 2-process cluster: the job goes to a worker
   through ``DaskExecutor`` (sandbox, releaser) and the releaser's partition scans run as
   cluster tasks through the scan broker (``datasite.execution.cluster_scans``).
@@ -175,10 +176,9 @@ def releaser_run(folder: str, scheduler: str | None = None) -> dict:
 
     mapper = None
     if scheduler is not None:
-        from distributed import Client
-
-        client = _clients.get(scheduler) or _clients.setdefault(scheduler, Client(scheduler))
-        mapper = dask_mapper(client)
+        mapper = dask_mapper(
+            _clients.get(scheduler) or _clients.setdefault(scheduler, _client(scheduler))
+        )
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS counter
     releaser = Releaser({"df": folder}, epsilon=1.0, mapper=mapper)
     call = ReleaseCall(op="mean", table="df", column="hours", bounds=BOUNDS, epsilon=1.0)
@@ -192,6 +192,19 @@ def releaser_run(folder: str, scheduler: str | None = None) -> dict:
     status = Path("/proc/self/status").read_text()
     peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
     return {"run_s": elapsed, "peak_rss_mb": round(peak_kb / 1024, 1), "state": state}
+
+
+def _client(scheduler: str) -> Any:
+    """A client of ``scheduler``; for :data:`THREADS`, of a 2-worker cluster of threads
+    started in this process, so that the process's peak RSS is the release's and its own
+    imports, never the bench's (which generated and uploaded the table)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler != THREADS:
+        return Client(scheduler)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                           dashboard_address=None)  # fmt: skip
+    return Client(cluster)
 
 
 def upload(source: Path, work: Path) -> tuple[float, str]:
@@ -217,6 +230,7 @@ def upload(source: Path, work: Path) -> tuple[float, str]:
 
 
 PATHS = ("local", "context", "releaser", "dask", "dask-site")
+THREADS = "threads"  # the dask-threads path's cluster: threads of the releaser's process
 
 
 @dataclass(frozen=True)
@@ -268,10 +282,7 @@ def measure(
         pids = cluster.pids if cluster else frozenset()
         with PeakRss(lambda uid: False, pids, active=sample) as workers:
             address = cluster.address if cluster else None
-            if address and address.startswith("inproc://"):  # a threads cluster: this process
-                found = releaser_run(folder, address)
-            else:
-                found = pool.submit(releaser_run, folder, address).result()
+            found = pool.submit(releaser_run, folder, address).result()
         found["peak_rss_mb"] = max(found["peak_rss_mb"], round(workers.peak_kb / 1024, 1))
         return found
 
@@ -316,13 +327,14 @@ def main() -> None:
     opened: list[Any] = []
     clusters: dict[str, Cluster] = {}
     if not args.no_dask and {"dask", "dask-site"} & set(args.paths):
-        for name, processes in (("dask", True), ("dask-threads", False)):
-            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
-                                   dashboard_address=None)  # fmt: skip
-            client = Client(cluster)
-            opened += [client, cluster]
-            pids = frozenset(client.run(os.getpid).values())  # threads: this process
-            clusters[name] = Cluster(cluster.scheduler_address, pids)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None)  # fmt: skip
+        client = Client(cluster)
+        opened += [client, cluster]
+        clusters["dask"] = Cluster(cluster.scheduler_address,
+                                   frozenset(client.run(os.getpid).values()))  # fmt: skip
+        # started in the release's own (fresh) process: see _client
+        clusters["dask-threads"] = Cluster(THREADS, frozenset())
     rows_out: list[dict] = []
     try:
         for rows in args.rows:
