@@ -464,3 +464,49 @@ def test_the_jail_builds_when_the_install_lives_under_tmp(tmp_path: Path) -> Non
         finally:
             os._exit(status)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+BLIND_MEAN = """
+from researcher_kit import dp
+
+def f(df):
+    return dp.mean(df["age"], bounds=(18, 90), epsilon=1.0)
+"""
+
+
+def test_a_delivered_result_is_answered_before_the_run_is_reaped(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A job that sent its result (and, data-blind, whose releaser sent its ledger) is
+    answered at once; its process tree (three exits of copies of the worker, one after
+    the other) and its releaser are reaped by ``clean_up``, which the worker calls once
+    the result is on its way. A job that ended without a result is reaped first: its
+    exit code is the error."""
+    from datasite.execution import sandbox, supervise
+
+    (tmp_path / "jail").mkdir()
+    config = sandbox.SandboxConfig(jail_root=str(tmp_path / "jail"))
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+
+    def not_reaped() -> set[int]:  # exiting or exited, but not yet collected by us
+        return {p.pid for p in me.children()} - before
+
+    plain = supervise.run_job(job(data_dir, "def f(df):\n    return len(df)\n"), config)
+    assert value_of(plain) == 2000
+    assert len(not_reaped()) == 1  # the supervisor, answered before its tree's exit
+    supervise.clean_up()
+    assert not_reaped() == set()
+
+    schemas = {"df": {"id": "int64", "gender": "large_string", "age": "int64",
+                      "online_hours": "double"}}  # fmt: skip
+    blind = job(data_dir, BLIND_MEAN, kind=RequestKind.BLIND, schemas=schemas)
+    released = supervise.run_job(blind, config)
+    assert 18 <= value_of(released) <= 90  # type: ignore[operator]
+    assert [entry["epsilon"] for entry in released.spend] == [1.0]  # the releaser's ledger
+    assert len(not_reaped()) == 2  # the supervisor and the releaser
+    supervise.clean_up()
+    assert not_reaped() == set()
+
+    crashed = supervise.run_job(job(data_dir, "import os\ndef f(df):\n    os._exit(3)\n"), config)
+    assert crashed.error_type == "Crashed" and not_reaped() == set()

@@ -253,6 +253,10 @@ def job_main(
                 pass
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+        # Closed before the exit, not by it: the kernel closes a dying process's files
+        # only after it has torn down its address space (a copy of the warm worker's,
+        # ~10 ms), and the worker's pipes and the releaser's socket wait for that close.
+        close_all_but(set())
         os._exit(0)
 
 

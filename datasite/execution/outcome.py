@@ -208,6 +208,14 @@ def _from_messages(spec: JobSpec, data: bytes) -> tuple[dict[str, Any], dict[str
     return fields, blobs
 
 
+def delivered(data: bytes) -> bool:
+    """Whether the job's messages, all readable, include its result."""
+    try:
+        return any(header.get("event") == "result" for header, _ in unpack_all(data))
+    except WireError:
+        return False
+
+
 def _oversize(spec: JobSpec) -> dict[str, Any]:
     return _failure(
         spec,

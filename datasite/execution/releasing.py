@@ -34,7 +34,7 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from datasite.config import TEXT_CACHE_ENV
@@ -58,30 +58,52 @@ class ReleaserProcess:
     ledger: int  # read end: the releaser's ledger arrives here when it is done
     broker: int | None = None  # the scan broker's pid (``cluster_scans``), if any
 
-    def finish(self) -> list[dict]:
-        """Wait for the ledger (the job's end is closed by now), then reap the process."""
-        data = bytearray()
-        deadline = time.monotonic() + EXIT_SECONDS
-        while len(data) <= LEDGER_CAP:
+    received: bytearray = field(default_factory=bytearray)
+    ended: bool = False  # the ledger's pipe reached its end (or the cap)
+    reaped: bool = False
+
+    def ledger_sent(self, seconds: float) -> bool:
+        """Whether the whole ledger arrives within ``seconds``. The releaser sends it when
+        every holder of the job's socket end has closed it: at once after a job that
+        closed its files, later while anything of the job's tree still holds the socket."""
+        deadline = time.monotonic() + seconds
+        while not self.ended:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self.ledger], [], [], remaining)[0]:
-                break
+                return False
             chunk = os.read(self.ledger, 1 << 16)
-            if not chunk:
-                break
-            data += chunk
+            self.received += chunk
+            self.ended = not chunk or len(self.received) > LEDGER_CAP
+        return True
+
+    def entries(self) -> list[dict]:
+        """The ledger's entries, waiting for them up to ``EXIT_SECONDS`` (the job's end is
+        closed by now). No readable ledger counts as an unbounded spend."""
+        self.ledger_sent(EXIT_SECONDS)
         os.close(self.ledger)
+        try:
+            ledger = json.loads(bytes(self.received))
+        except ValueError:
+            log.error("releaser of pid %s left no readable ledger", self.pid)
+            return [{"helper": "unknown", "mechanism": "unknown", "epsilon": math.inf}]
+        return ledger if isinstance(ledger, list) else []
+
+    def finish(self) -> list[dict]:
+        """Wait for the ledger, then reap the process."""
+        ledger = self.entries()
+        self.reap()
+        return ledger
+
+    def reap(self) -> None:
+        """Kill and reap the releaser (and its scan broker); once."""
+        if self.reaped:
+            return
+        self.reaped = True
         for pid in (self.pid, self.broker):
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-        try:
-            ledger = json.loads(bytes(data))
-        except ValueError:
-            log.error("releaser of pid %s left no readable ledger", self.pid)
-            return [{"helper": "unknown", "mechanism": "unknown", "epsilon": math.inf}]
-        return ledger if isinstance(ledger, list) else []
 
 
 def start_releaser(spec: JobSpec, keep_open: tuple[int, ...] = ()) -> ReleaserProcess:
@@ -250,5 +272,6 @@ def _releaser_main(spec: JobSpec, fd: int, ledger_fd: int, scans: int | None) ->
         view = memoryview(ledger)
         while view:
             view = view[os.write(ledger_fd, view) :]
+        os.close(ledger_fd)  # its end now, not after this process's address space is gone
     finally:
         os._exit(0)

@@ -24,19 +24,21 @@ import select
 import selectors
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from datasite.contract.framing import WireError, pack, unpack_all
 from datasite.contract.job import JobResult, JobSpec
 from datasite.execution import sandbox
-from datasite.execution.outcome import Outcome, job_result
+from datasite.execution.outcome import Outcome, delivered, job_result
 from datasite.execution.releasing import start_releaser
 
 log = logging.getLogger("datasite.execution")
 LOG_CAP = 1024**2
 HEADER_ALLOWANCE = 4 * 1024**2  # result JSON (traceback, report) on top of the blobs
 DRAIN_SECONDS = 5.0
+LEDGER_GRACE = 0.2  # for the ledger of a job that sent its result (it comes at once)
 STREAMS = ("stdout", "stderr", "result", "control")
 HANGUP = "hangup"  # the worker's channel to its executor, watched during a run
 CANCELLED = (
@@ -134,6 +136,12 @@ class _Watch:
             for header, _ in unpack_all(bytes(self.captures["control"].data)):
                 return header
         return {}
+
+    def delivered(self) -> bool:
+        """The job sent its result within its limits: then its exit code decides nothing."""
+        return not (self.timed_out or self.oversize) and delivered(
+            bytes(self.captures["result"].data)
+        )
 
     def kill(self) -> None:
         init = self.control().get("init")
@@ -233,6 +241,17 @@ def _reap(watch: _Watch) -> None:
     watch.status = os.waitpid(pid, 0)[1]
 
 
+#: What the last run left to reap after its result was handed over (see run_job).
+_leftovers: list[Callable[[], None]] = []
+
+
+def clean_up() -> None:
+    """Reap what the last run left: its sandbox tree and its releaser. The worker calls
+    this once it has sent the result; every run calls it before it starts."""
+    while _leftovers:
+        _leftovers.pop(0)()
+
+
 def run_job(spec: JobSpec, config: sandbox.SandboxConfig, hangup: int | None = None) -> JobResult:
     """Run ``spec`` in a fresh sandboxed process tree and return what came back.
 
@@ -245,6 +264,7 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig, hangup: int | None = N
     the run is cancelled at once: no one is left to take its result, and it must not
     go on working on the private data until its wall clock runs out.
     """
+    clean_up()
     started = time.monotonic()
     releaser = start_releaser(spec) if spec.kind.data_blind else None
     pipes = {name: os.pipe() for name in STREAMS}
@@ -278,8 +298,22 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig, hangup: int | None = N
         _watch(watch, readers, spec.limits.wall_seconds, hangup)
     finally:
         _current = None
-        _reap(watch)
-        ledger = releaser.finish() if releaser is not None else None
+        # A job that sent its result and closed its files, with the releaser's ledger in,
+        # is answered before its process tree is reaped (three exits of copies of this
+        # process, one after the other: ~15 ms): nothing left in the tree can change the
+        # result or the spend, and the worker reaps it (clean_up) before the next job.
+        # Otherwise the tree is reaped first: its exit code may be the error, and what
+        # still holds the releaser's socket may still be spending.
+        early = watch.delivered() and (releaser is None or releaser.ledger_sent(LEDGER_GRACE))
+        if early:
+            _leftovers.append(lambda: _reap(watch))
+        else:
+            _reap(watch)
+        ledger = releaser.entries() if releaser is not None else None
+        if releaser is not None:
+            _leftovers.append(releaser.reap)
+        if not early:
+            clean_up()
     result = job_result(
         spec,
         watch.control(),

@@ -36,7 +36,7 @@ from typing import IO
 from datasite.contract.framing import read_message, result_message, write_message
 from datasite.contract.job import JobResult, JobSpec
 from datasite.execution.sandbox import SandboxConfig, opt_out_from_env
-from datasite.execution.supervise import cancel_current, clear_cancel, run_job
+from datasite.execution.supervise import cancel_current, clean_up, clear_cancel, run_job
 
 log = logging.getLogger("datasite.execution.worker")
 
@@ -168,6 +168,8 @@ def serve(channel_in: IO[bytes], channel_out: IO[bytes], config: SandboxConfig) 
         except BrokenPipeError:
             log.warning("the executor is gone: job %s's result was not delivered", spec.job_id)
             return
+        finally:
+            clean_up()  # the run's process tree, once its result is on its way
         clear_cancel()
 
 
