@@ -397,16 +397,20 @@ def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
 
 @MACHINE_WIDE
 def test_a_killed_worker_is_replaced(data_dir) -> None:
+    me = psutil.Process()
+    # Other executors' workers (this module's fixture) are not this test's: one that has
+    # just answered may still be reaping its run's tree, a job process among it.
+    others = {p.pid for p in me.children()}
     with LocalExecutor(concurrency=1) as executor:
         future = executor.submit(job(data_dir, "import time\ndef f(df):\n    time.sleep(30)\n"))
-        me = psutil.Process()
         deadline = time.monotonic() + 60
         workers: list[psutil.Process] = []
         while not workers and time.monotonic() < deadline:
             workers = [
                 p
                 for p in me.children()
-                if "datasite.execution.worker" in " ".join(p.cmdline())
+                if p.pid not in others
+                and "datasite.execution.worker" in " ".join(p.cmdline())
                 and any(c.uids().real in JOB_UIDS for c in p.children(recursive=True))
             ]
             time.sleep(0.05)
