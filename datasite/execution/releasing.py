@@ -88,12 +88,6 @@ class ReleaserProcess:
             return [{"helper": "unknown", "mechanism": "unknown", "epsilon": math.inf}]
         return ledger if isinstance(ledger, list) else []
 
-    def finish(self) -> list[dict]:
-        """Wait for the ledger, then reap the process."""
-        ledger = self.entries()
-        self.reap()
-        return ledger
-
     def reap(self) -> None:
         """Kill and reap the releaser (and its scan broker); once."""
         if self.reaped:
