@@ -34,6 +34,7 @@ from tests.test_audit_ding import (  # noqa: E402
     BEYOND,
     CASES,
     MAX_TRIALS,
+    case_meta,
     load_case,
     survey_table,
 )
@@ -119,7 +120,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     table: dict[str, dict[str, object]] = {}
     for path in CASES:
-        meta = load_case(path)[1]
+        meta = case_meta(path)
         own = float(meta.get("audit-budget", default))
         budgets = sorted({default, 4 * default, own})  # the test's own budget too
         # the test's cap on fresh runs goes with its budget

@@ -143,16 +143,19 @@ class PeakRss:
                     self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
 
 
-def sandbox_run(executor: Any, folder: str, source: str, kind: str, sample: bool,
-                pids: frozenset = frozenset()) -> dict:  # fmt: skip
-    from datasite.execution.releasing import RELEASER_UID
-    from datasite.execution.sandbox import JOB_UIDS
+def public_schemas(folder: str) -> dict[str, dict[str, str]]:
+    """The job's public columns, as the site's jobs name them (the releaser reads none)."""
     from datasite.store.assets import column_types, describe_table
 
+    return {"df": column_types(describe_table(min(Path(folder).glob("part-*.parquet")))[0])}
+
+
+def sandbox_run(executor: Any, folder: str, schemas: dict[str, dict[str, str]], source: str,
+                kind: str, sample: bool, pids: frozenset = frozenset()) -> dict:  # fmt: skip
+    from datasite.execution.releasing import RELEASER_UID
+    from datasite.execution.sandbox import JOB_UIDS
+
     limits = Limits(wall_seconds=600, cpu_seconds=600, memory_bytes=MEMORY)
-    # as the site's jobs do, name the asset's public columns (the releaser reads none)
-    first = min(Path(folder).glob("part-*.parquet"))
-    schemas = {"df": column_types(describe_table(first)[0])}
     spec = JobSpec(job_id="large", source=source, entry="f", kind=RequestKind(kind),
                    inputs={"df": folder}, schemas=schemas, epsilon=1.0, limits=limits)  # fmt: skip
     with PeakRss(lambda uid: uid == RELEASER_UID or uid in JOB_UIDS, pids,
@@ -176,9 +179,9 @@ def releaser_run(folder: str, scheduler: str | None = None) -> dict:
 
     mapper = None
     if scheduler is not None:
-        mapper = dask_mapper(
-            _clients.get(scheduler) or _clients.setdefault(scheduler, _client(scheduler))
-        )
+        if scheduler not in _clients:
+            _clients[scheduler] = _client(scheduler)
+        mapper = dask_mapper(_clients[scheduler])
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS counter
     releaser = Releaser({"df": folder}, epsilon=1.0, mapper=mapper)
     call = ReleaseCall(op="mean", table="df", column="hours", bounds=BOUNDS, epsilon=1.0)
@@ -257,6 +260,7 @@ def measure(
     upload_s, folder = upload(source, work)
     source.unlink()
     files = sorted(str(p) for p in Path(folder).glob("part-*.parquet"))
+    schemas = public_schemas(folder)
     floors = [floor(files) for _ in range(runs + 1)][1:]
     floor_s = float(np.median(floors))
     out: list[dict] = []
@@ -286,12 +290,15 @@ def measure(
         found["peak_rss_mb"] = max(found["peak_rss_mb"], round(workers.peak_kb / 1024, 1))
         return found
 
+    def jobs(executor: Any, source: str, kind: str, pids: frozenset = frozenset()) -> Any:
+        """One sandbox run of ``source`` a call (sampled or not), as :func:`timed` wants."""
+        return lambda s: sandbox_run(executor, folder, schemas, source, kind, s, pids)
+
     with LocalExecutor(concurrency=1) as executor:
         if "local" in paths:
-            row("local", timed(lambda s: sandbox_run(executor, folder, MEAN, "blind", s)))
+            row("local", timed(jobs(executor, MEAN, "blind")))
         if "context" in paths:
-            ctx = CONTEXT_MEAN
-            row("context", timed(lambda s: sandbox_run(executor, folder, ctx, "context", s)))
+            row("context", timed(jobs(executor, CONTEXT_MEAN, "context")))
     if "releaser" in paths:
         with fresh_process() as pool:
             row("releaser", timed(lambda s: released(pool, None, s)))
@@ -303,8 +310,7 @@ def measure(
         cluster = clusters["dask"]
         with DaskExecutor(cluster.address, allow_insecure=True) as on_dask:
             # each Dask worker keeps its own warm sandbox worker: warm both
-            row("dask-site", timed(lambda s: sandbox_run(on_dask, folder, MEAN, "blind", s,
-                                                         cluster.pids), warm_ups=4))  # fmt: skip
+            row("dask-site", timed(jobs(on_dask, MEAN, "blind", cluster.pids), warm_ups=4))
     shutil.rmtree(work / "site", ignore_errors=True)
     return out
 

@@ -79,9 +79,9 @@ def _probe(table: pd.DataFrame) -> float:
     return sorted(rates)[1]
 
 
-#: The last probe (when, slowness): one test a core at a time runs for seconds to a
+#: The last probe, as (when, slowness): one test a core at a time runs for seconds to a
 #: minute, so a probe of the last half minute still tells the load it runs under.
-_LAST_PROBE: list[tuple[float, float]] = []
+_last_probe: tuple[float, float] | None = None
 PROBE_TTL = 30.0
 
 
@@ -90,16 +90,11 @@ def _slowness(table: pd.DataFrame) -> float:
     on a machine slower or busier than the one the budgets were set on (CI runs suites side
     by side; pandas 3 ran this code 3x slower) the test scales the budget by how much
     slower the probe runs, so that it judges about as many runs. Never below 1."""
+    global _last_probe
     now = time.monotonic()
-    if not _LAST_PROBE or now - _LAST_PROBE[-1][0] > PROBE_TTL:
-        _LAST_PROBE.append((now, max(1.0, REFERENCE_PROBE / _probe(table))))
-    return _LAST_PROBE[-1][1]
-
-
-def _cost(path: Path) -> float:
-    """An audit's expected seconds (its budget), to start the longest first."""
-    meta = load_case(path)[1]
-    return max(BUDGET, float(meta.get("audit-budget", BUDGET)))
+    if _last_probe is None or now - _last_probe[0] > PROBE_TTL:
+        _last_probe = (now, max(1.0, REFERENCE_PROBE / _probe(table)))
+    return _last_probe[1]
 
 
 def params() -> list[Any]:
@@ -108,7 +103,7 @@ def params() -> list[Any]:
     (iSVT4's five take about 4 minutes) are shared between the cores and the short ones
     fill in last."""
     out = []
-    for path in sorted(CASES, key=lambda p: (-_cost(p), p.stem)):
+    for path in sorted(CASES, key=lambda p: (-audit_budget(case_meta(p)), p.stem)):
         marks = []
         if path.stem in BEYOND:
             marks = [pytest.mark.xfail(strict=True, reason=BEYOND[path.stem])]
@@ -130,7 +125,8 @@ def survey_table(rows: int = 200) -> pd.DataFrame:
     )
 
 
-def load_case(path: Path) -> tuple[Any, dict[str, str]]:
+def case_meta(path: Path) -> dict[str, str]:
+    """A corpus file's ``# key: value`` header, without running the file."""
     meta: dict[str, str] = {}
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
@@ -138,6 +134,16 @@ def load_case(path: Path) -> tuple[Any, dict[str, str]]:
         key, sep, value = line[1:].strip().partition(":")
         if sep:
             meta[key.strip()] = value.strip()
+    return meta
+
+
+def audit_budget(meta: dict[str, str]) -> float:
+    """The test's audit budget for a case, before scaling: its own, never below 1 s."""
+    return max(BUDGET, float(meta.get("audit-budget", BUDGET)))
+
+
+def load_case(path: Path) -> tuple[Any, dict[str, str]]:
+    meta = case_meta(path)
     namespace: dict[str, Any] = {}
     exec(compile(path.read_text(), str(path), "exec"), namespace)  # noqa: S102 - our corpus
     return namespace[meta["entry"]], meta
@@ -152,7 +158,7 @@ def test_corpus_has_the_papers_algorithms() -> None:
     ]
     for needed in paper:
         assert needed in names
-    verdicts = [load_case(p)[1]["audit"] for p in CASES]
+    verdicts = [case_meta(p)["audit"] for p in CASES]
     assert verdicts.count("violation") >= 9 and verdicts.count("none") >= 6
 
 
@@ -163,7 +169,7 @@ def test_audit_on_corpus(path: Path, seed: int) -> None:
     fn, meta = load_case(path)
     declared, delta = float(meta["epsilon"]), float(meta.get("delta", 0.0))
     table = survey_table()
-    budget = max(BUDGET, float(meta.get("audit-budget", BUDGET))) * _slowness(table)
+    budget = audit_budget(meta) * _slowness(table)
     result = run_audit(
         fn, {"df": table}, time_budget=budget, seed=seed, delta=delta,
         confidence=CONFIDENCE, privacy_unit=meta.get("privacy-unit", "add_remove"),

@@ -24,6 +24,7 @@ from datasite.contract.job import JobResult, JobSpec, Limits, RequestKind
 from datasite.contract.results import decode_result, load_model
 from datasite.execution.executor import LocalExecutor
 from datasite.execution.sandbox import JOB_UIDS
+from datasite.store.assets import column_types, describe_table
 
 pytestmark = pytest.mark.slow
 LIMITS = Limits(
@@ -502,9 +503,8 @@ def test_a_delivered_result_is_answered_before_the_run_is_reaped(
     supervise.clean_up()
     assert not_reaped() == set()
 
-    schemas = {"df": {"id": "int64", "gender": "large_string", "age": "int64",
-                      "online_hours": "double"}}  # fmt: skip
-    blind = job(data_dir, BLIND_MEAN, kind=RequestKind.BLIND, schemas=schemas)
+    columns, _ = describe_table(data_dir / "pings.parquet")  # as the site names them
+    blind = job(data_dir, BLIND_MEAN, kind=RequestKind.BLIND, schemas={"df": column_types(columns)})
     released = supervise.run_job(blind, config)
     assert 18 <= value_of(released) <= 90  # type: ignore[operator]
     assert [entry["epsilon"] for entry in released.spend] == [1.0]  # the releaser's ledger

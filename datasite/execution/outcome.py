@@ -208,12 +208,10 @@ def _from_messages(spec: JobSpec, data: bytes) -> tuple[dict[str, Any], dict[str
     return fields, blobs
 
 
-def delivered(data: bytes) -> bool:
+def delivered(spec: JobSpec, data: bytes) -> bool:
     """Whether the job's messages, all readable, include its result."""
-    try:
-        return any(header.get("event") == "result" for header, _ in unpack_all(data))
-    except WireError:
-        return False
+    fields, _ = _from_messages(spec, data)
+    return "final" in fields and "protocol_error" not in fields
 
 
 def _oversize(spec: JobSpec) -> dict[str, Any]:

@@ -60,7 +60,6 @@ class ReleaserProcess:
 
     received: bytearray = field(default_factory=bytearray)
     ended: bool = False  # the ledger's pipe reached its end (or the cap)
-    reaped: bool = False
 
     def ledger_sent(self, seconds: float) -> bool:
         """Whether the whole ledger arrives within ``seconds``. The releaser sends it when
@@ -89,10 +88,7 @@ class ReleaserProcess:
         return ledger if isinstance(ledger, list) else []
 
     def reap(self) -> None:
-        """Kill and reap the releaser (and its scan broker); once."""
-        if self.reaped:
-            return
-        self.reaped = True
+        """Kill and reap the releaser (and its scan broker)."""
         for pid in (self.pid, self.broker):
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):

@@ -137,11 +137,10 @@ class _Watch:
                 return header
         return {}
 
-    def delivered(self) -> bool:
+    def delivered(self, spec: JobSpec) -> bool:
         """The job sent its result within its limits: then its exit code decides nothing."""
-        return not (self.timed_out or self.oversize) and delivered(
-            bytes(self.captures["result"].data)
-        )
+        result = bytes(self.captures["result"].data)
+        return not (self.timed_out or self.oversize) and delivered(spec, result)
 
     def kill(self) -> None:
         init = self.control().get("init")
@@ -304,16 +303,16 @@ def run_job(spec: JobSpec, config: sandbox.SandboxConfig, hangup: int | None = N
         # result or the spend, and the worker reaps it (clean_up) before the next job.
         # Otherwise the tree is reaped first: its exit code may be the error, and what
         # still holds the releaser's socket may still be spending.
-        early = watch.delivered() and (releaser is None or releaser.ledger_sent(LEDGER_GRACE))
-        if early:
-            _leftovers.append(lambda: _reap(watch))
-        else:
+        early = watch.delivered(spec) and (releaser is None or releaser.ledger_sent(LEDGER_GRACE))
+        if not early:
             _reap(watch)
         ledger = releaser.entries() if releaser is not None else None
-        if releaser is not None:
-            _leftovers.append(releaser.reap)
-        if not early:
-            clean_up()
+        if early:
+            _leftovers.append(lambda: _reap(watch))
+            if releaser is not None:
+                _leftovers.append(releaser.reap)
+        elif releaser is not None:
+            releaser.reap()
     result = job_result(
         spec,
         watch.control(),
