@@ -366,6 +366,11 @@ def worker_processes() -> list[psutil.Process]:
     ]
 
 
+def thread_names(process: psutil.Process) -> list[str]:
+    tasks = Path(f"/proc/{process.pid}/task")
+    return [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+
+
 def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
     """A worker imports the whole stack (seconds of CPU): the pool starts one only when
     a job finds none idle, and reuses it for the next job. The heaviest stacks wait for
@@ -380,6 +385,8 @@ def test_workers_start_as_jobs_need_them_and_stay_warm(data_dir) -> None:
         for n in (1, 2, 3):
             assert value_of(run(executor, job(data_dir, f"def f(df):\n    return {n}\n"))) == n
         assert len(ours()) == 1  # one after another: one warm worker
+        # its warm-up (worker.warm_up) started no Polars: its pool does not survive a fork
+        assert not [name for name in thread_names(ours()[0]) if name.startswith("polars")]
         # the deep-learning stack (spelled so that the job does not name it)
         loaded = (
             "import sys\ndef f(df):\n"

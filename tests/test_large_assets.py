@@ -27,6 +27,7 @@ from researcher_kit import dp
 from researcher_kit.dp._opendp import opendp
 from researcher_kit.dp.aggregates import _clamped, _rows
 from researcher_kit.dp.partitioned import (
+    BATCH_ROWS,
     PartitionedTable,
     Scan,
     dask_mapper,
@@ -319,7 +320,7 @@ def test_untouched_columns_and_excluded_row_groups_are_never_read(  # type: igno
 
 
 def test_an_unfiltered_mean_decodes_its_column_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The unfiltered float mean is one Polars pass: shown by overwriting every other
+    """The unfiltered float mean reads its one column: shown by overwriting every other
     column's bytes with garbage, which a reader that touched them could not decode."""
     frame = people(rows=40_000)
     path = tmp_path / "part-00000.parquet"
@@ -340,6 +341,34 @@ def test_an_unfiltered_mean_decodes_its_column_only(tmp_path) -> None:  # type: 
     )
     clamped = frame["income"].dropna().clip(0.0, 100.0)
     assert expected[1] == len(clamped) and expected[0] == pytest.approx(clamped.sum(), rel=1e-12)
+
+
+def test_a_float_mean_leaves_out_null_and_nan_in_every_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Missing is null or NaN (OpenDP's ``drop_null``), whichever batch it falls in, and an
+    integer or boolean column asked for a float mean is summed as floats."""
+    rows = 3 * BATCH_ROWS + 5
+    rng = np.random.default_rng(3)
+    values = rng.normal(50.0, 40.0, rows)
+    values[[7, BATCH_ROWS + 1, rows - 1]] = np.nan
+    nulls = np.zeros(rows, dtype=bool)
+    nulls[[8, 2 * BATCH_ROWS]] = True
+    table = pa.table({
+        "x": pa.array(values, mask=nulls),  # NaN stays NaN: only ``mask`` makes nulls
+        "n": pa.array(rng.integers(-5, 200, rows), mask=nulls),
+        "b": pa.array(rng.integers(0, 2, rows).astype(bool)),
+    })  # fmt: skip
+    folder = tmp_path / "t"
+    folder.mkdir()
+    pq.write_table(table, folder / "part-00000.parquet", row_group_size=BATCH_ROWS // 2)
+    column = PartitionedTable.from_folder(folder).column
+    od = opendp()
+    for name, bounds in (("x", (0.0, 100.0)), ("n", (0.0, 100.0)), ("b", (0.0, 1.0))):
+        data = np.array(table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False))
+        expected = (_clamped(False, bounds) >> od.t.then_sum())(data)
+        total, present = exact(Scan("mean", bounds=bounds), column(name))
+        assert present == int((~np.isnan(data)).sum()), name
+        assert total == pytest.approx(expected, rel=1e-12), name
+    assert exact(Scan("mean", bounds=(0.0, 100.0)), column("x"))[1] == rows - 5
 
 
 # -- Dask: the same partials on a real cluster ---------------------------------------------

@@ -128,7 +128,34 @@ def preload() -> list[str]:
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
-    return loaded + _import_all(OPTIONAL)
+    loaded += _import_all(OPTIONAL)
+    warm_up()
+    return loaded
+
+
+def warm_up() -> None:
+    """Make one small release of each common kind here, before any fork.
+
+    A run's processes are forked from this one, so what a first OpenDP measurement sets
+    up (its FFI conversions and type lookups, about 8 ms of a release's first answer) is
+    theirs already. On made-up numbers, with nothing but OpenDP and NumPy: Polars' thread
+    pool would not survive a fork, and Arrow's allocator reserves a gigabyte of address
+    space on first use, which would count in every run's memory baseline and so let a
+    run's Arrow buffers grow past its limit. A failure only costs the time.
+
+    >>> warm_up()
+    """
+    import numpy as np
+    import pandas as pd
+
+    from researcher_kit import dp
+
+    try:
+        dp.mean(pd.Series(np.arange(8.0)), bounds=(0.0, 1.0), epsilon=1.0)
+        dp.mean(pd.Series(np.arange(8)), bounds=(0, 1), epsilon=1.0)
+        dp.count(pd.Series(np.arange(8)), epsilon=1.0)
+    except Exception as exc:  # noqa: BLE001 - an optimization: logged, never fatal
+        log.warning("warm-up failed: %s", exc)
 
 
 def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
