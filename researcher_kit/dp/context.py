@@ -313,7 +313,7 @@ def resolve(query: Any) -> Any:
     from opendp.measurements import make_private_lazyframe
     from opendp.mod import OpenDPException, binary_search
 
-    from researcher_kit.dp._opendp import bracketed_search
+    from researcher_kit.dp._opendp import bracketed_search, power_law_guess
 
     if not isinstance(query, LazyFrameQuery):
         return query.resolve()
@@ -338,8 +338,13 @@ def resolve(query: Any) -> Any:
     except OpenDPException:
         pass
     if getattr(measure.type, "origin", None) != "Approximate":
-        return make(bracketed_search(lambda scale: make(scale).check(d_in, d_out)))
-    scale = bracketed_search(lambda s: make(s, threshold=2**32 - 1).map(d_in)[0] < d_out[0])
+        guess = power_law_guess(lambda scale: make(scale).map(d_in), d_out)
+        return make(bracketed_search(lambda scale: make(scale).check(d_in, d_out), guess))
+
+    def loss(scale: float) -> float:  # epsilon, with every key released
+        return make(scale, threshold=2**32 - 1).map(d_in)[0]
+
+    scale = bracketed_search(lambda s: loss(s) < d_out[0], power_law_guess(loss, d_out[0]))
     try:
         return make(scale)
     except OpenDPException:
